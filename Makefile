@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make test` and `make demo`. Each builds its own virtualenv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= test,demo,flask,load,bench
+STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: venv test demo soak lint bench serve clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[$(EXTRAS)]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+test: venv
+	$(BIN)/python -m ruff check threadpool_db tests demo_app load
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+soak: venv
+	$(BIN)/python -m pytest -m soak -o addopts='' $(PYTEST_ARGS)
+
+demo: venv
+	$(BIN)/python -m demo_app.quick
+
+bench: venv
+	$(BIN)/python -m load.bench_pools
+
+lint: venv
+	$(BIN)/python -m ruff check threadpool_db tests demo_app load
+	$(BIN)/python -m ruff format --check threadpool_db tests demo_app load
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

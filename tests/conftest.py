@@ -1,0 +1,68 @@
+"""Fixtures: one real PostgreSQL per test session (embedded unless DATABASE_URL is set)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from threadpool_db import ConnectionPool
+from threadpool_db.testing import EmbeddedPostgres, database_url
+
+
+class Server:
+    """What a test needs to know of the server: URLs, and the embedded instance if any."""
+
+    def __init__(self, url: str, admin_url: str, embedded: EmbeddedPostgres | None) -> None:
+        self.url = url
+        self.admin_url = admin_url
+        self.embedded = embedded
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[Server]:
+    url = database_url()
+    if url:
+        yield Server(url, url, None)
+        return
+    server = EmbeddedPostgres({"max_connections": 200})
+    server.start()
+    try:
+        yield Server(server.url(), server.admin_url, server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def dsn(pg: Server) -> str:
+    return pg.url
+
+
+@pytest.fixture
+def app_name() -> str:
+    return f"tpdb-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def make_pool(pg: Server, app_name: str) -> Iterator[Callable[..., ConnectionPool]]:
+    """Build pools on the session server, tagged with this test's application_name; all are
+    closed at teardown."""
+    pools: list[ConnectionPool] = []
+
+    def make(**kw: Any) -> ConnectionPool:
+        kw.setdefault("kwargs", {})
+        kw["kwargs"].setdefault("application_name", app_name)
+        if "connect" not in kw:
+            kw.setdefault("conninfo", pg.url)
+        wait = kw.pop("wait", True)
+        pool = ConnectionPool(**kw)
+        pools.append(pool)
+        if wait and kw.get("open", True):
+            pool.wait(30)
+        return pool
+
+    yield make
+    for p in pools:
+        p.close()

@@ -1,0 +1,64 @@
+"""Invalid parameters raise ValueError naming the parameter, before anything connects."""
+
+from __future__ import annotations
+
+import pytest
+
+from threadpool_db import ConnectionPool
+
+DSN = "postgresql://app:pw@127.0.0.1:1/app"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"min_size": -1}, "min_size"),
+        ({"min_size": 1.5}, "min_size"),
+        ({"min_size": "4"}, "min_size"),
+        ({"min_size": 4, "max_size": 2}, "max_size"),
+        ({"max_size": 0}, "max_size"),
+        ({"timeout": -1}, "timeout"),
+        ({"timeout": "soon"}, "timeout"),
+        ({"max_waiting": -1}, "max_waiting"),
+        ({"max_lifetime": 0}, "max_lifetime"),
+        ({"max_idle": -5}, "max_idle"),
+        ({"check": "sometimes"}, "check"),
+        ({"check_timeout": 0}, "check_timeout"),
+        ({"reconnect_timeout": -1}, "reconnect_timeout"),
+        ({"connect_timeout": 0}, "connect_timeout"),
+        ({"num_workers": 0}, "num_workers"),
+        ({"configure": "SET x"}, "configure"),
+        ({"reset": 3}, "reset"),
+        ({"kwargs": [("a", 1)]}, "kwargs"),
+        ({"name": 7}, "name"),
+        ({"leak_threshold": 0}, "leak_threshold"),
+        ({"leak_threshold": -1}, "leak_threshold"),
+        ({"capture_stacks": "all"}, "capture_stacks"),
+        ({"stack_sample_rate": 2}, "stack_sample_rate"),
+        ({"reclaim_leaked": True}, "leak_threshold"),
+        ({"leak_threshold": 1, "reclaim_factor": 0.5}, "reclaim_factor"),
+    ],
+)
+def test_bad_parameter_names_itself(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        ConnectionPool(DSN, open=False, **kwargs)
+
+
+def test_conninfo_or_connect_is_required():
+    with pytest.raises(ValueError, match="conninfo or connect"):
+        ConnectionPool(open=False)
+    with pytest.raises(ValueError, match="not both"):
+        ConnectionPool(DSN, connect=lambda: None, open=False)
+    with pytest.raises(ValueError, match="conninfo"):
+        ConnectionPool(42, open=False)  # type: ignore[arg-type]
+
+
+def test_bad_getconn_timeout_is_refused():
+    pool = ConnectionPool(DSN, open=False)
+    with pytest.raises(ValueError, match="timeout"):
+        pool.getconn(timeout=-1)
+
+
+def test_max_size_defaults_to_min_size():
+    pool = ConnectionPool(DSN, min_size=3, open=False)
+    assert pool.max_size == 3

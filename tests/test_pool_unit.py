@@ -1,0 +1,142 @@
+"""Pool logic over a fake driver: handoff races, counting, growth. No database involved."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+
+from threadpool_db import ConnectionPool, PoolError, PoolTimeout
+
+from .fakes import Factory
+from .helpers import run_threads, wait_until
+from .timing import SETTLE
+
+
+def test_timeouts_racing_returns_never_lose_a_connection():
+    factory = Factory()
+    pool = ConnectionPool(connect=factory, min_size=3, max_size=3, check="never")
+    try:
+        pool.wait(SETTLE)
+        got = timeouts = 0
+        lock = threading.Lock()
+
+        def worker(i: int) -> None:
+            nonlocal got, timeouts
+            rnd = random.Random(i)
+            for _ in range(300):
+                try:
+                    conn = pool.getconn(timeout=rnd.choice([0.0, 0.0001, 0.001]))
+                except PoolTimeout:
+                    with lock:
+                        timeouts += 1
+                    continue
+                with lock:
+                    got += 1
+                pool.putconn(conn)
+
+        assert run_threads(16, worker) == []
+        s = pool.stats()
+        assert s["size"] == 3 and s["idle"] == 3 and s["in_use"] == 0 and s["waiting"] == 0
+        assert s["borrows"] == got and s["timeouts"] == timeouts
+        assert got + timeouts == 16 * 300
+        assert len(factory.made) == 3  # nothing was lost, so nothing needed replacing
+    finally:
+        pool.close()
+
+
+def test_generic_driver_rolls_back_every_return_and_commits_on_clean_with():
+    factory = Factory()
+    pool = ConnectionPool(connect=factory, min_size=1, max_size=1, check="never")
+    try:
+        pool.wait(SETTLE)
+        c = pool.getconn()
+        pool.putconn(c)
+        raw = factory.made[0]
+        assert raw.rollbacks == 1
+        with pool.connection():
+            pass
+        assert raw.commits == 1
+    finally:
+        pool.close()
+
+
+def test_a_closed_fake_connection_is_discarded_and_replaced():
+    factory = Factory()
+    pool = ConnectionPool(connect=factory, min_size=1, max_size=1, check="never")
+    try:
+        pool.wait(SETTLE)
+        c = pool.getconn()
+        c.raw.close()
+        pool.putconn(c)
+        wait_until(lambda: len(factory.made) == 2 and pool.stats()["idle"] == 1, what="replacement")
+        assert pool.stats()["discarded_broken"] == 1
+    finally:
+        pool.close()
+
+
+def test_create_errors_back_off_then_recover():
+    factory = Factory()
+    factory.fail_next = 3
+    pool = ConnectionPool(connect=factory, min_size=1, max_size=1, num_workers=1)
+    try:
+        pool.wait(SETTLE)
+        s = pool.stats()
+        assert s["create_errors"] == 3 and s["size"] == 1 and s["last_error"] is None
+    finally:
+        pool.close()
+
+
+def test_reset_callback_that_raises_discards_and_carries_on():
+    factory = Factory()
+    calls = []
+
+    def reset(conn):
+        calls.append(conn.id)
+        if len(calls) == 1:
+            raise RuntimeError("reset exploded")
+
+    pool = ConnectionPool(connect=factory, min_size=1, max_size=1, check="never", reset=reset)
+    try:
+        pool.wait(SETTLE)
+        pool.putconn(pool.getconn())
+        with pool.connection(timeout=SETTLE):
+            pass
+        s = pool.stats()
+        assert s["reset_failed"] == 1 and len(factory.made) == 2
+    finally:
+        pool.close()
+
+
+def test_double_putconn_from_two_threads_returns_once():
+    factory = Factory()
+    pool = ConnectionPool(connect=factory, min_size=2, max_size=2, check="never")
+    try:
+        pool.wait(SETTLE)
+        for _ in range(200):
+            c = pool.getconn()
+            barrier = threading.Barrier(2)
+            errs = []
+
+            def put(i: int, c=c, barrier=barrier, errs=errs) -> None:
+                barrier.wait(SETTLE)
+                try:
+                    pool.putconn(c)
+                except PoolError as e:
+                    errs.append(e)
+
+            assert run_threads(2, put) == []
+            assert len(errs) == 1
+            s = pool.stats()
+            assert s["idle"] == 2 and s["in_use"] == 0
+    finally:
+        pool.close()
+
+
+def test_nothing_is_handed_out_after_close():
+    pool = ConnectionPool(connect=Factory(), min_size=1, check="never")
+    pool.wait(SETTLE)
+    pool.close()
+    with pytest.raises(PoolError):
+        pool.getconn()

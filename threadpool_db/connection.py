@@ -1,0 +1,130 @@
+"""The handle a borrower gets: a thin proxy that dies when the connection goes back.
+
+Everything the driver's connection offers is reachable through it (``__getattr__``); the few
+calls on every request path (``execute``, ``cursor``, ``commit``, ``rollback``) are forwarded
+without that lookup. Setting ``autocommit``, ``isolation_level``, ``read_only`` or ``deferrable``
+marks the connection so the pool restores its defaults on return; touching ``.raw`` does too,
+since the pool can no longer see what is done with it.
+
+Used as a context manager the handle commits on a clean exit, rolls back on an exception, and
+always goes back to its pool. ``close()`` also gives it back, as in SQLAlchemy and DBUtils.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .errors import PoolError
+
+if TYPE_CHECKING:
+    from .pool import ConnectionPool, _Slot
+
+_SETTINGS = ("autocommit", "isolation_level", "read_only", "deferrable")
+
+
+def _setting(name: str) -> property:
+    """A session setting: reads pass through, writes mark the connection for restore."""
+
+    def fget(self: PooledConnection) -> Any:
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        return getattr(raw, name)
+
+    def fset(self: PooledConnection, value: Any) -> None:
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        self._slot.dirty = True  # type: ignore[union-attr]
+        setattr(raw, name, value)
+
+    return property(fget, fset, doc=f"The connection's {name}; restored to the pool default on return.")
+
+
+class PooledConnection:
+    __slots__ = ("_raw", "_slot", "_pool", "_gone")
+
+    def __init__(self, pool: ConnectionPool, slot: _Slot) -> None:
+        self._pool = pool
+        self._slot: _Slot | None = slot
+        self._raw: Any = slot.raw
+        self._gone: PoolError | None = None  # why the handle died, when it did not just go back
+
+    # -- liveness -----------------------------------------------------------------------------
+    def _dead(self) -> PoolError:
+        return self._pool._dead_handle_error(self)
+
+    @property
+    def raw(self) -> Any:
+        """The driver's own connection. The pool restores its settings on return."""
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        self._slot.dirty = True  # type: ignore[union-attr]
+        return raw
+
+    @property
+    def returned(self) -> bool:
+        """True once the connection went back to the pool (or was reclaimed)."""
+        return self._raw is None
+
+    # -- the calls on the hot path ------------------------------------------------------------
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        return raw.execute(*args, **kwargs)
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        return raw.cursor(*args, **kwargs)
+
+    def commit(self) -> None:
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        raw.commit()
+
+    def rollback(self) -> None:
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        raw.rollback()
+
+    def close(self) -> None:
+        """Give the connection back to its pool (it is not closed). A second call is a no-op."""
+        if self._raw is not None:
+            self._pool.putconn(self)
+
+    # -- everything else ----------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        if name.startswith("set_") and name[4:] in _SETTINGS:
+            self._slot.dirty = True  # type: ignore[union-attr]
+        return getattr(raw, name)
+
+    autocommit = _setting("autocommit")
+    isolation_level = _setting("isolation_level")
+    read_only = _setting("read_only")
+    deferrable = _setting("deferrable")
+
+    def __enter__(self) -> PooledConnection:
+        if self._raw is None:
+            raise self._dead()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._raw is not None:
+            self._pool._release(self, ev, commit=et is None)
+
+    def __repr__(self) -> str:
+        slot = self._slot
+        state = "returned" if slot is None else f"conn={slot.id} pid={slot.pid}"
+        return f"<PooledConnection pool={self._pool.name!r} {state}>"

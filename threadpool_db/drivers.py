@@ -1,0 +1,196 @@
+"""What the pool needs to know about a driver's connection, for psycopg 3 and for any DB-API 2.0.
+
+The pool never talks to a connection directly: it asks its driver adapter. The psycopg adapter
+reads the libpq transaction status (no round trip), validates with an empty query bounded by a
+timeout, and aborts a connection from another thread by cancelling and shutting the socket
+down (``PQfinish`` from a second thread while the owner runs a query is not safe). The generic
+adapter knows nothing of transactions, so it rolls back on every return, as SQLAlchemy does.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+from collections.abc import Callable
+from typing import Any
+
+# Transaction states, the values libpq's PQtransactionStatus uses.
+IDLE, ACTIVE, INTRANS, INERROR, UNKNOWN = 0, 1, 2, 3, 4
+
+# SQLSTATEs after which a connection must not be reused: class 08 (connection exception) and
+# 57P01..57P03 (admin shutdown, crash shutdown, cannot connect now).
+_FATAL_STATES = frozenset({"57P01", "57P02", "57P03"})
+
+Settings = tuple[Any, ...]
+
+
+def is_fatal_sqlstate(exc: BaseException | None) -> bool:
+    state = getattr(exc, "sqlstate", None)
+    return bool(state) and (state.startswith("08") or state in _FATAL_STATES)
+
+
+class Driver:
+    """The generic DB-API 2.0 adapter: a ``connect()`` callable and nothing more known."""
+
+    name = "dbapi"
+    knows_status = False  # status() is a guess: INTRANS unless closed
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self._connect = connect
+
+    def connect(self) -> Any:
+        return self._connect()
+
+    def settings(self, raw: Any) -> Settings:
+        """A snapshot of the session settings a borrower may change, to restore on return."""
+        return (getattr(raw, "autocommit", None),)
+
+    def restore(self, raw: Any, settings: Settings) -> None:
+        if settings[0] is not None and getattr(raw, "autocommit", None) != settings[0]:
+            raw.autocommit = settings[0]
+
+    def status(self, raw: Any) -> int:
+        """Transaction status; a driver that cannot tell says INTRANS, so we roll back."""
+        return UNKNOWN if getattr(raw, "closed", False) else INTRANS
+
+    def rollback(self, raw: Any) -> None:
+        raw.rollback()
+
+    def validate(self, raw: Any, timeout: float) -> None:
+        cur = raw.cursor()
+        try:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+        finally:
+            cur.close()
+        raw.rollback()
+
+    def close(self, raw: Any) -> None:
+        raw.close()
+
+    def abort(self, raw: Any) -> None:
+        """Make the connection unusable from another thread; best effort for unknown drivers."""
+        raw.close()
+
+    def backend_pid(self, raw: Any) -> int | None:
+        return None
+
+
+class PsycopgDriver(Driver):
+    """psycopg 3: status from libpq, settings tracked, a bounded validation query."""
+
+    name = "psycopg"
+    knows_status = True
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        super().__init__(connect)
+
+    def settings(self, raw: Any) -> Settings:
+        return (raw.autocommit, raw.isolation_level, raw.read_only, raw.deferrable)
+
+    def restore(self, raw: Any, settings: Settings) -> None:
+        if self.settings(raw) != settings:
+            raw.autocommit, raw.isolation_level, raw.read_only, raw.deferrable = settings
+
+    def status(self, raw: Any) -> int:
+        # One attribute read on the libpq wrapper; a closed or broken connection reads UNKNOWN.
+        return int(raw.pgconn.transaction_status)
+
+    def validate(self, raw: Any, timeout: float) -> None:
+        """Round-trip an empty query, which opens no transaction, within ``timeout`` seconds."""
+        from psycopg import OperationalError
+        from psycopg.pq import ExecStatus
+
+        pgconn = raw.pgconn
+        if pgconn.transaction_status != IDLE:
+            raise OperationalError(f"connection not idle (status {pgconn.transaction_status})")
+        pgconn.send_query(b"")
+        sock = pgconn.socket
+        while pgconn.flush() != 0:
+            if not select.select([], [sock], [], timeout)[1]:
+                raise OperationalError(f"validation timed out after {timeout:g} s (send)")
+        ok = False
+        while True:
+            while pgconn.is_busy():
+                if not select.select([sock], [], [], timeout)[0]:
+                    raise OperationalError(f"validation timed out after {timeout:g} s")
+                pgconn.consume_input()
+            res = pgconn.get_result()
+            if res is None:
+                break
+            ok = ok or res.status == ExecStatus.EMPTY_QUERY
+            if res.status == ExecStatus.FATAL_ERROR:
+                msg = (res.error_message or b"").decode("utf-8", "replace").strip()
+                raise OperationalError(f"validation failed: {msg}")
+        if not ok:
+            raise OperationalError("validation failed: no result")
+
+    def abort(self, raw: Any) -> None:
+        # Cancel whatever runs, then cut the socket: the owner's next call fails with a broken
+        # connection and the backend sees EOF and exits. libpq's cancel is thread-safe.
+        try:
+            raw.cancel_safe(timeout=2.0)
+        except Exception:
+            pass
+        try:
+            fd = raw.pgconn.socket
+            s = socket.socket(fileno=os.dup(fd))
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            finally:
+                s.close()
+        except Exception:
+            pass
+
+    def backend_pid(self, raw: Any) -> int | None:
+        try:
+            return int(raw.pgconn.backend_pid) or None
+        except Exception:
+            return None
+
+
+def make_driver(
+    conninfo: str | Callable[[], str] | None,
+    connect: Callable[[], Any] | None,
+    kwargs: dict[str, Any] | None,
+    connect_timeout: float | None,
+) -> Driver:
+    """Pick the adapter: psycopg for a conninfo, or for a factory that returns psycopg conns."""
+    if connect is not None:
+        return _SniffingDriver(connect)
+    import psycopg
+
+    kw = dict(kwargs or {})
+    if connect_timeout is not None and "connect_timeout" not in kw:
+        kw["connect_timeout"] = max(1, round(connect_timeout))
+
+    def _connect() -> Any:
+        info = conninfo() if callable(conninfo) else conninfo
+        return psycopg.Connection.connect(info or "", **kw)
+
+    return PsycopgDriver(_connect)
+
+
+_ADAPTER_API = (
+    "knows_status", "settings", "restore", "status", "rollback", "validate", "close", "abort", "backend_pid",
+)  # fmt: skip
+
+
+class _SniffingDriver(Driver):
+    """A user factory: behave as psycopg when it returns psycopg connections."""
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        super().__init__(connect)
+        self._impl: Driver | None = None
+
+    def connect(self) -> Any:
+        raw = self._connect()
+        if self._impl is None:
+            mod = type(raw).__module__
+            psycopg3 = mod.startswith("psycopg.")
+            self._impl = PsycopgDriver(self._connect) if psycopg3 else Driver(self._connect)
+            self.name = self._impl.name
+            for attr in _ADAPTER_API:
+                setattr(self, attr, getattr(self._impl, attr))
+        return raw

@@ -1,0 +1,775 @@
+"""ConnectionPool: a blocking, fair (FIFO) pool of database connections for threads.
+
+One ``threading.Lock`` guards the idle deque, the counts and the queue of waiters. Each waiter
+has its own Condition on that lock, so a returned connection is handed straight to the oldest
+waiter: nobody barges in front of a thread that has been waiting longer. I/O (connect, query,
+close) never happens under the lock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+import threading
+from collections import deque
+from collections.abc import Callable
+from time import monotonic
+from types import TracebackType
+from typing import Any
+
+from . import forking, workers
+from .connection import PooledConnection
+from .drivers import IDLE, INERROR, INTRANS, Driver, is_fatal_sqlstate, make_driver
+from .errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
+from .redact import find_secrets, redact_conninfo, scrub
+from .stats import Window
+
+logger = logging.getLogger("threadpool_db")
+
+_CHECKS = ("auto", "always", "never")
+AUTO_CHECK_IDLE = 0.5  # seconds idle after which check="auto" validates on borrow
+LIFETIME_JITTER = 0.05  # each connection lives up to 5% less than max_lifetime
+_ids = itertools.count(1)
+_pool_ids = itertools.count(1)
+
+
+class _Slot:
+    """One live connection and what the pool knows of it."""
+
+    __slots__ = (
+        "raw", "id", "pid", "created", "expires", "last_used", "settings", "dirty",
+        "gen", "handle", "borrowed_at", "owner", "lease",
+    )  # fmt: skip
+
+    def __init__(self, raw: Any, pid: int | None, expires: float, settings: tuple[Any, ...], gen: int):
+        self.raw = raw
+        self.id = next(_ids)
+        self.pid = pid
+        self.created = self.last_used = monotonic()
+        self.expires = expires
+        self.settings = settings
+        self.dirty = False
+        self.gen = gen
+        self.handle: PooledConnection | None = None
+        self.borrowed_at = 0.0
+        self.owner = 0  # ident of the borrowing thread
+        self.lease: Any = None  # the leak detector's record of this borrow, when it is on
+
+
+class _Waiter:
+    """A borrower in the queue. Its Condition shares the pool lock; it is notified by
+    ``_give_locked`` (a connection for it) and by ``close`` (the pool went away)."""
+
+    __slots__ = ("cond", "slot", "error")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.cond = threading.Condition(lock)
+        self.slot: _Slot | None = None
+        self.error: PoolError | None = None
+
+
+def _positive(name: str, value: Any, *, allow_zero: bool = True, allow_none: bool = False) -> Any:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {type(value).__name__}")
+    if value < 0 or (value == 0 and not allow_zero) or value != value:
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return value
+
+
+class ConnectionPool:
+    """A pool of ``min_size``..``max_size`` connections shared by threads.
+
+    See the README for every parameter. ``conninfo`` is a libpq string or URI, or a zero-argument
+    callable returning one; ``connect`` instead is any zero-argument callable returning a DB-API
+    2.0 connection.
+    """
+
+    def __init__(
+        self,
+        conninfo: str | Callable[[], str] | None = None,
+        *,
+        connect: Callable[[], Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        min_size: int = 4,
+        max_size: int | None = None,
+        timeout: float = 30.0,
+        max_waiting: int = 0,
+        max_lifetime: float = 1800.0,
+        max_idle: float = 600.0,
+        check: str | Callable[[Any], Any] = "auto",
+        check_timeout: float = 5.0,
+        configure: Callable[[Any], Any] | None = None,
+        reset: Callable[[Any], Any] | None = None,
+        reconnect_timeout: float = 300.0,
+        connect_timeout: float | None = 10.0,
+        num_workers: int = 2,
+        name: str | None = None,
+        open: bool = True,
+        leak_threshold: float | None = None,
+        capture_stacks: str = "off",
+        stack_sample_rate: float = 0.05,
+        reclaim_leaked: bool = False,
+        reclaim_factor: float = 2.0,
+    ) -> None:
+        # -- validate everything before any thread or connection exists ----------------------
+        if conninfo is None and connect is None:
+            raise ValueError("conninfo or connect is required")
+        if conninfo is not None and connect is not None:
+            raise ValueError("give conninfo or connect, not both")
+        if conninfo is not None and not (isinstance(conninfo, str) or callable(conninfo)):
+            raise ValueError(f"conninfo must be a str or a callable, got {type(conninfo).__name__}")
+        if connect is not None and not callable(connect):
+            raise ValueError("connect must be a zero-argument callable")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise ValueError(f"kwargs must be a dict, got {type(kwargs).__name__}")
+        if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
+            raise ValueError(f"min_size must be an int >= 0, got {min_size!r}")
+        if max_size is None:
+            max_size = max(min_size, 1)
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
+            raise ValueError(f"max_size must be an int >= 1, got {max_size!r}")
+        if max_size < min_size:
+            raise ValueError(f"max_size ({max_size}) must be >= min_size ({min_size})")
+        _positive("timeout", timeout)
+        if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 0:
+            raise ValueError(f"max_waiting must be an int >= 0, got {max_waiting!r}")
+        _positive("max_lifetime", max_lifetime, allow_zero=False)
+        _positive("max_idle", max_idle, allow_zero=False)
+        _positive("check_timeout", check_timeout, allow_zero=False)
+        _positive("reconnect_timeout", reconnect_timeout)
+        _positive("connect_timeout", connect_timeout, allow_zero=False, allow_none=True)
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+            raise ValueError(f"num_workers must be an int >= 1, got {num_workers!r}")
+        if not callable(check) and check not in _CHECKS:
+            raise ValueError(f"check must be one of {', '.join(_CHECKS)} or a callable, got {check!r}")
+        for cb_name, cb in (("configure", configure), ("reset", reset)):
+            if cb is not None and not callable(cb):
+                raise ValueError(f"{cb_name} must be a callable, got {type(cb).__name__}")
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"name must be a str, got {type(name).__name__}")
+
+        self.name = name or f"pool-{next(_pool_ids)}"
+        self.min_size = min_size
+        self.max_size = max_size
+        self.timeout = float(timeout)
+        self.max_waiting = max_waiting
+        self.max_lifetime = float(max_lifetime)
+        self.max_idle = float(max_idle)
+        self.check_timeout = float(check_timeout)
+        self.reconnect_timeout = float(reconnect_timeout)
+        self.num_workers = num_workers
+        self._configure = configure
+        self._reset = reset
+        self._check: Callable[[Any], Any] | None = check if callable(check) else None
+        # Borrow-time validation: after this many seconds idle (-1: always; None: never).
+        self._check_after: float | None = {"auto": AUTO_CHECK_IDLE, "always": -1.0, "never": None}.get(
+            check if isinstance(check, str) else "always"
+        )
+        self._secrets = find_secrets(conninfo if isinstance(conninfo, str) else None, kwargs)
+        self._target = _describe_target(conninfo, kwargs)
+        self._driver: Driver = make_driver(conninfo, connect, kwargs, connect_timeout)
+        if callable(conninfo):
+            self._driver.connect = self._wrap_callable_conninfo(self._driver.connect, conninfo)
+
+        from .leaks import LeakDetector  # the detector is optional; keep its import local
+
+        self._leaks = LeakDetector.create(
+            self, leak_threshold, capture_stacks, stack_sample_rate, reclaim_leaked, reclaim_factor
+        )
+        self._init_state()
+        self._opened = False
+        self._closed = False
+        forking.register(self)
+        if open:
+            self.open()
+
+    def _init_state(self) -> None:
+        """Everything that a fork must rebuild: the lock, the queues, the counts, the threads."""
+        self._lock = threading.Lock()
+        # Notified by _add_slot whenever the pool gains a connection; open(wait=True) waits on it.
+        self._filled = threading.Condition(self._lock)
+        self._pool: deque[_Slot] = deque()  # idle connections, LIFO: pop() takes the warmest
+        self._waiting: deque[_Waiter] = deque()  # borrowers in arrival order
+        self._all: dict[int, _Slot] = {}  # every live connection, idle or out
+        self._nconns = 0  # live connections (== len(self._all))
+        self._growing = 0  # connections being created by the workers right now
+        self._gen = getattr(self, "_gen", 0) + 1
+        self._pid = os.getpid()
+        self._borrows = self._waits = self._timeouts = self._rejected = 0
+        self._created = self._closed_count = self._create_errors = self._discarded_broken = 0
+        self._expired = self._idle_closed = self._check_failed = self._reset_failed = 0
+        self._last_error: str | None = None
+        self._connect_attempts: deque[float] = deque(maxlen=64)
+        self._wait_window = Window()
+        self._hold_window = Window()
+        self._tasks = workers.TaskQueue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _wrap_callable_conninfo(self, connect: Callable[[], Any], conninfo: Callable[[], str]) -> Callable[[], Any]:
+        # A callable conninfo may rotate passwords: learn each one before anything can log it.
+        def _connect() -> Any:
+            self._secrets |= find_secrets(conninfo(), None)
+            return connect()
+
+        return _connect
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        """Start the background threads and fill the pool to ``min_size``.
+
+        With ``wait=True``, block until ``min_size`` connections exist; on failure after
+        ``timeout`` seconds the pool is closed and ``PoolTimeout`` names the target and the last
+        connection error. Without it, connections are made in the background, retrying with
+        backoff until the database answers.
+        """
+        _positive("timeout", timeout)
+        with self._lock:
+            if self._closed:
+                raise PoolClosed(f"pool {self.name!r} is closed and cannot be reopened")
+            start = not self._opened
+            self._opened = True
+            if start:
+                self._fill_locked()
+        if start:
+            self._start_threads()
+            logger.info("pool %r: opened (min_size=%d, max_size=%d, target %s)", self.name,
+                        self.min_size, self.max_size, self._target)  # fmt: skip
+        if wait:
+            self.wait(timeout)
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Block until the pool holds ``min_size`` connections; close it and raise on timeout."""
+        deadline = monotonic() + timeout
+        with self._lock:
+            # Critical section: _add_slot notifies _filled each time a connection arrives.
+            while self._nconns < self.min_size and not self._closed:
+                remaining = deadline - monotonic()
+                if remaining <= 0:
+                    break
+                self._filled.wait(remaining)
+            ok = self._nconns >= self.min_size
+            msg = (
+                f"pool {self.name!r}: could not open {self.min_size} connection(s) to {self._target} "
+                f"within {timeout:g} s (have {self._nconns}); last error: {self._last_error or 'none'}"
+            )
+        if not ok:
+            self.close()
+            raise PoolTimeout(msg)
+
+    def _start_threads(self) -> None:
+        self._threads = workers.start(self, self._tasks, self._stop, self.num_workers)
+        if self._leaks is not None:
+            self._leaks.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the pool: idle connections now, borrowed ones when they come back.
+
+        Waiters get ``PoolClosed``. Background threads are joined for up to ``timeout`` s.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            idle = list(self._pool)
+            self._pool.clear()
+            for slot in idle:
+                self._forget_locked(slot)
+            self._closed_count += len(idle)
+            waiters = list(self._waiting)
+            self._waiting.clear()
+            for w in waiters:
+                w.error = PoolClosed(f"pool {self.name!r} was closed while waiting")
+                w.cond.notify()
+            self._filled.notify_all()
+            out = self._nconns
+        self._stop.set()
+        self._tasks.shutdown(len(self._threads))
+        for slot in idle:
+            self._close_raw(slot)
+        if self._leaks is not None:
+            self._leaks.stop()
+        me = threading.current_thread()
+        deadline = monotonic() + timeout
+        for t in self._threads:
+            if t is not me:
+                t.join(max(0.0, deadline - monotonic()))
+        logger.info("pool %r: closed (%d idle closed, %d still borrowed)", self.name, len(idle), out)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> ConnectionPool:
+        if not self._opened:
+            self.open()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Threads hold only weak references; make them exit promptly when we are collected.
+        try:
+            self._stop.set()
+            self._tasks.shutdown(len(self._threads))
+        except Exception:
+            pass
+
+    # -- borrowing ----------------------------------------------------------------------------
+    def connection(self, timeout: float | None = None) -> PooledConnection:
+        """Borrow a connection for a ``with`` block: commit on success, roll back on error,
+        and give it back in both cases."""
+        return self.getconn(timeout)
+
+    def getconn(self, timeout: float | None = None) -> PooledConnection:
+        """Borrow a connection; wait up to ``timeout`` s (default: the pool's) in FIFO order."""
+        t0 = monotonic()
+        if timeout is None:
+            timeout = self.timeout
+        elif timeout < 0 or timeout != timeout:
+            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+        deadline = t0 + timeout
+        while True:
+            slot = None
+            with self._lock:
+                # Fast path: an idle connection and nobody queued before us.
+                if self._pool and not self._waiting and not self._closed:
+                    slot = self._pool.pop()
+                    self._borrows += 1
+            if slot is None:
+                slot = self._wait_for_slot(deadline, timeout)
+            now = monotonic()
+            after = self._check_after
+            if after is not None and now - slot.last_used > after and not self._validate(slot):
+                continue  # discarded; try again within the same deadline
+            self._wait_window.append(now - t0)
+            slot.borrowed_at = now
+            slot.owner = threading.get_ident()
+            slot.handle = handle = PooledConnection(self, slot)
+            if self._leaks is not None:
+                self._leaks.on_borrow(slot)
+            return handle
+
+    def _wait_for_slot(self, deadline: float, timeout: float) -> _Slot:
+        with self._lock:
+            # Critical section: decide here if there's a connection ready or if the client
+            # needs to wait. A waiter is only ever removed from _waiting under this lock, so
+            # a connection is never handed to a waiter that has given up.
+            if self._closed:
+                raise PoolClosed(f"pool {self.name!r} is closed")
+            if self._pool and not self._waiting:
+                self._borrows += 1
+                return self._pool.pop()
+            if self.max_waiting and len(self._waiting) >= self.max_waiting:
+                self._rejected += 1
+                raise TooManyWaiters(
+                    f"pool {self.name!r}: {len(self._waiting)} borrowers already waiting "
+                    f"(max_waiting={self.max_waiting})"
+                )
+            w = _Waiter(self._lock)
+            self._waiting.append(w)
+            self._waits += 1
+            self._grow_locked()
+            while w.slot is None and w.error is None:
+                remaining = deadline - monotonic()
+                if remaining <= 0:
+                    break
+                w.cond.wait(remaining)
+            if w.slot is not None:  # granted, possibly at the very edge of the deadline
+                self._borrows += 1
+                return w.slot
+            if w.error is not None:
+                raise w.error
+            self._waiting.remove(w)
+            self._timeouts += 1
+            msg = self._timeout_message_locked(timeout)
+        raise PoolTimeout(msg)
+
+    def _timeout_message_locked(self, timeout: float) -> str:
+        idle = len(self._pool)
+        msg = (
+            f"pool {self.name!r}: no connection available within {timeout:g} s "
+            f"(size={self._nconns}, in_use={self._nconns - idle}, idle={idle}, "
+            f"waiting={len(self._waiting)}, max_size={self.max_size}); "
+            f"last connection error: {self._last_error or 'none'}"
+        )
+        if self._leaks is not None:
+            msg += self._leaks.holders_summary_locked()
+        return msg
+
+    def _validate(self, slot: _Slot) -> bool:
+        """Check a connection at borrow time; on failure discard it (and grow if needed)."""
+        try:
+            if self._check is not None:
+                self._check(slot.raw)
+            else:
+                self._driver.validate(slot.raw, self.check_timeout)
+            return True
+        except Exception as e:
+            logger.info("pool %r: connection %d failed validation, discarded: %s",
+                        self.name, slot.id, self._scrub(str(e)))  # fmt: skip
+            with self._lock:
+                self._check_failed += 1
+                self._discarded_broken += 1
+                self._discard_locked(slot)
+            self._close_raw(slot)
+            return False
+
+    # -- returning ----------------------------------------------------------------------------
+    def putconn(self, conn: PooledConnection) -> None:
+        """Give a connection back. Any open transaction is rolled back, settings restored."""
+        self._check_handle(conn)
+        self._return(conn, None)
+
+    def _check_handle(self, conn: Any) -> None:
+        if type(conn) is not PooledConnection or conn._pool is not self:
+            owner = getattr(conn, "_pool", None)
+            where = f"pool {owner.name!r}" if isinstance(owner, ConnectionPool) else "outside any pool"
+            raise PoolError(
+                f"putconn: this connection does not belong to pool {self.name!r} (it comes from {where})"
+            )
+        if conn._raw is None:
+            raise self._dead_handle_error(conn, "putconn: ")
+
+    def _dead_handle_error(self, conn: PooledConnection, prefix: str = "") -> PoolError:
+        gone = conn._gone
+        if gone is not None:
+            return type(gone)(prefix + str(gone))
+        return PoolError(f"{prefix}connection was already returned to pool {self.name!r}; "
+                         "it cannot be used or returned again")  # fmt: skip
+
+    def _release(self, conn: PooledConnection, exc: BaseException | None, commit: bool) -> None:
+        """End of a ``with`` block: commit or let _return roll back, then give it back."""
+        try:
+            if commit and self._driver.status(conn._raw) != IDLE:
+                conn._raw.commit()
+        finally:
+            self._return(conn, exc)
+
+    def _return(self, conn: PooledConnection, exc: BaseException | None) -> None:
+        slot = conn._slot
+        assert slot is not None
+        raw = slot.raw
+        now = monotonic()
+        self._hold_window.append(now - slot.borrowed_at)
+        # why it cannot be reused: None (it can), "broken" or "reset_failed"
+        unfit = "broken" if exc is not None and is_fatal_sqlstate(exc) else self._reset_for_reuse(slot, raw)
+        keep = unfit is None
+        expired = keep and now >= slot.expires
+        close = not keep or expired
+        with self._lock:
+            # Critical section: the handle is retired and the connection goes to the oldest
+            # waiter, or to the idle deque, or away. The check on slot.handle makes a
+            # concurrent second putconn of the same handle fail here rather than return twice.
+            if slot.handle is not conn:
+                raise self._dead_handle_error(conn, "putconn: ")
+            slot.handle = None
+            conn._raw = conn._slot = None
+            if slot.gen != self._gen:  # borrowed before a fork: never ours to close
+                return
+            if self._closed:
+                close = True
+                self._closed_count += 1
+                self._forget_locked(slot)
+            elif close:
+                if expired:
+                    self._expired += 1
+                elif unfit == "reset_failed":
+                    self._reset_failed += 1
+                else:
+                    self._discarded_broken += 1
+                self._discard_locked(slot)
+            else:
+                slot.last_used = now
+                self._give_locked(slot)
+            lease, slot.lease = slot.lease, None
+        if lease is not None:
+            self._leaks.on_return(lease, now)  # type: ignore[union-attr]
+        if close:
+            self._close_raw(slot)
+
+    def _reset_for_reuse(self, slot: _Slot, raw: Any) -> str | None:
+        """Make a returned connection fit for the next borrower, or say why it must go."""
+        driver = self._driver
+        try:
+            status = driver.status(raw)
+            if status == INTRANS or status == INERROR:
+                driver.rollback(raw)
+            elif status != IDLE:  # ACTIVE (a query in flight) or UNKNOWN (broken, closed)
+                return "broken"
+            if slot.dirty:
+                driver.restore(raw, slot.settings)
+                slot.dirty = False
+            if self._reset is not None:
+                self._reset(raw)
+                if driver.knows_status and driver.status(raw) != IDLE:
+                    raise PoolError("reset callback left the connection in a transaction")
+            return None
+        except Exception as e:
+            logger.warning("pool %r: connection %d could not be reset, discarded: %s",
+                           self.name, slot.id, self._scrub(str(e)))  # fmt: skip
+            return "reset_failed"
+
+    # -- bookkeeping under the lock -----------------------------------------------------------
+    def _give_locked(self, slot: _Slot) -> None:
+        """Hand ``slot`` to the oldest waiter, or make it idle. Call with the lock held."""
+        if self._waiting:
+            w = self._waiting.popleft()
+            w.slot = slot
+            w.cond.notify()
+        else:
+            self._pool.append(slot)
+
+    def _forget_locked(self, slot: _Slot) -> None:
+        if self._all.pop(slot.id, None) is not None:
+            self._nconns -= 1
+
+    def _discard_locked(self, slot: _Slot) -> None:
+        """A connection leaves the pool for good; replace it if somebody needs one."""
+        self._forget_locked(slot)
+        self._closed_count += 1
+        self._grow_locked()
+        self._fill_locked()
+
+    def _grow_locked(self) -> None:
+        """Ask the workers for connections the waiters need, within max_size."""
+        need = len(self._waiting) - self._growing
+        room = self.max_size - self._nconns - self._growing
+        n = min(need, room)
+        if n > 0 and self._opened and not self._closed:
+            self._growing += n
+            for _ in range(n):
+                self._tasks.put(workers.CREATE)
+
+    def _fill_locked(self) -> None:
+        """Ask the workers for connections up to min_size."""
+        n = self.min_size - self._nconns - self._growing
+        if n > 0 and self._opened and not self._closed:
+            self._growing += n
+            for _ in range(n):
+                self._tasks.put(workers.CREATE)
+
+    # -- work done by the background threads ---------------------------------------------------
+    def _new_slot(self) -> _Slot:
+        """Connect and configure one connection (worker thread, no lock held)."""
+        raw = self._driver.connect()
+        try:
+            if self._configure is not None:
+                self._configure(raw)
+                if self._driver.knows_status and self._driver.status(raw) != IDLE:
+                    raise PoolError("configure callback left the connection in a transaction; "
+                                    "commit or roll back inside it")  # fmt: skip
+            settings = self._driver.settings(raw)
+        except BaseException:
+            self._close_quietly(raw)
+            raise
+        jitter = 1.0 - LIFETIME_JITTER * random.random()
+        slot = _Slot(raw, self._driver.backend_pid(raw), 0.0, settings, self._gen)
+        slot.expires = slot.created + self.max_lifetime * jitter
+        return slot
+
+    def _create_one(self) -> None:
+        """Make one connection for the pool, retrying with backoff while it is still needed."""
+        start = monotonic()
+        delay = workers.BACKOFF_START
+        gen = self._gen
+        while True:
+            with self._lock:
+                self._connect_attempts.append(monotonic())
+            try:
+                slot = self._new_slot()
+            except Exception as e:
+                msg = self._scrub(f"{type(e).__name__}: {e}".strip())
+                with self._lock:
+                    self._create_errors += 1
+                    self._last_error = msg
+                    needed = bool(self._waiting) or self._nconns + self._growing <= self.min_size
+                    elapsed = monotonic() - start
+                    give_up = self._closed or gen != self._gen or not needed or elapsed >= self.reconnect_timeout
+                    if give_up and gen == self._gen:
+                        self._growing -= 1
+                if give_up:
+                    if not self._closed and needed:
+                        logger.error("pool %r: giving up connecting to %s after %.1f s: %s",
+                                     self.name, self._target, elapsed, msg)  # fmt: skip
+                    return
+                logger.warning("pool %r: connection to %s failed, retrying in %.2f s: %s",
+                               self.name, self._target, delay, msg)  # fmt: skip
+                if self._stop.wait(delay * (0.75 + 0.5 * random.random())):
+                    with self._lock:
+                        if gen == self._gen:
+                            self._growing -= 1
+                    return
+                delay = min(delay * 2.0, workers.BACKOFF_MAX)
+                continue
+            self._add_slot(slot, gen)
+            return
+
+    def _add_slot(self, slot: _Slot, gen: int) -> None:
+        with self._lock:
+            stale = gen != self._gen
+            if not stale:
+                self._growing -= 1
+            if stale or self._closed:
+                keep = False
+            else:
+                keep = True
+                self._all[slot.id] = slot
+                self._nconns += 1
+                self._created += 1
+                self._last_error = None
+                self._give_locked(slot)
+                self._filled.notify_all()
+        if not keep:
+            self._close_raw(slot)
+
+    def _housekeep(self) -> float:
+        """Close expired and surplus idle connections, refill to min_size. Returns the delay
+        until it should run again."""
+        now = monotonic()
+        victims: list[_Slot] = []
+        with self._lock:
+            if self._closed:
+                return 1.0
+            # Oldest-used first: the idle deque is LIFO, so its left end rested longest.
+            surplus = self._nconns - self.min_size
+            kept: deque[_Slot] = deque()
+            for slot in self._pool:
+                if now >= slot.expires:
+                    victims.append(slot)
+                    self._expired += 1
+                elif surplus > 0 and now - slot.last_used >= self.max_idle:
+                    victims.append(slot)
+                    self._idle_closed += 1
+                    surplus -= 1
+                else:
+                    kept.append(slot)
+            if victims:
+                self._pool = kept
+                for slot in victims:
+                    self._forget_locked(slot)
+                self._closed_count += len(victims)
+            self._fill_locked()
+            self._grow_locked()
+            nxt = min((s.expires for s in self._all.values()), default=now + 60.0)
+            if self._nconns > self.min_size:
+                nxt = min(nxt, min((s.last_used for s in self._pool), default=now) + self.max_idle)
+        for slot in victims:
+            logger.debug("pool %r: closing connection %d (lifetime or idle limit)", self.name, slot.id)
+            self._close_raw(slot)
+        return min(max(nxt - now, 0.05), 1.0)
+
+    def _close_raw(self, slot: _Slot) -> None:
+        self._close_quietly(slot.raw)
+
+    def _close_quietly(self, raw: Any) -> None:
+        try:
+            self._driver.close(raw)
+        except Exception as e:
+            logger.debug("pool %r: error closing a connection: %s", self.name, self._scrub(str(e)))
+
+    # -- fork ---------------------------------------------------------------------------------
+    def _after_fork_child(self) -> None:
+        """In a forked child: forget the parent's connections without touching their sockets,
+        retire the handles borrowed before the fork, and start again."""
+        inherited = list(self._all.values())
+        for slot in inherited:
+            h = slot.handle
+            if h is not None:
+                h._raw = h._slot = None
+                h._gone = PoolError(
+                    f"connection was borrowed from pool {self.name!r} before os.fork(); it belongs to the parent"
+                )
+        forking.abandon(self._driver, [s.raw for s in inherited])
+        self._init_state()
+        if self._leaks is not None:
+            self._leaks.after_fork()
+        if self._opened and not self._closed:
+            with self._lock:
+                self._fill_locked()
+            self._start_threads()
+
+    # -- introspection ------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """A flat dict of counts, counters and recent wait/hold percentiles (ms)."""
+        with self._lock:
+            idle = len(self._pool)
+            d: dict[str, Any] = {
+                "name": self.name,
+                "size": self._nconns,
+                "idle": idle,
+                "in_use": self._nconns - idle,
+                "waiting": len(self._waiting),
+                "growing": self._growing,
+                "min_size": self.min_size,
+                "max_size": self.max_size,
+                "borrows": self._borrows,
+                "waits": self._waits,
+                "timeouts": self._timeouts,
+                "rejected": self._rejected,
+                "created": self._created,
+                "closed": self._closed_count,
+                "create_errors": self._create_errors,
+                "discarded_broken": self._discarded_broken,
+                "check_failed": self._check_failed,
+                "reset_failed": self._reset_failed,
+                "expired": self._expired,
+                "idle_closed": self._idle_closed,
+                "last_error": self._last_error,
+                "pool_closed": self._closed,
+            }
+            if self._leaks is not None:
+                d.update(self._leaks.stats_locked())
+        d["wait_p50_ms"], d["wait_p99_ms"] = self._wait_window.percentiles_ms(50, 99)
+        d["wait_max_ms"] = self._wait_window.max_ms()
+        d["hold_p50_ms"], d["hold_p99_ms"] = self._hold_window.percentiles_ms(50, 99)
+        d["hold_max_ms"] = self._hold_window.max_ms()
+        return d
+
+    def connect_attempts(self) -> list[float]:
+        """Monotonic timestamps of the recent connection attempts (to see the backoff)."""
+        with self._lock:
+            return list(self._connect_attempts)
+
+    def _scrub(self, text: str) -> str:
+        return scrub(text, self._secrets)
+
+    def __repr__(self) -> str:
+        idle = len(self._pool)
+        return (
+            f"<ConnectionPool {self.name!r} {self._target} size={self._nconns} idle={idle} "
+            f"in_use={self._nconns - idle} waiting={len(self._waiting)} closed={self._closed}>"
+        )
+
+    # -- leak diagnostics (delegated; empty when detection is off) -----------------------------
+    def leaks(self) -> list[dict[str, Any]]:
+        """Current leak suspects (see the README); empty when leak detection is off."""
+        return self._leaks.leaks() if self._leaks is not None else []
+
+    def borrowed(self) -> list[dict[str, Any]]:
+        """One record per connection out now: thread, held for, borrow site, holder stack."""
+        from .leaks import describe_borrowed
+
+        return describe_borrowed(self)
+
+
+def _describe_target(conninfo: Any, kwargs: dict[str, Any] | None) -> str:
+    """host:port/dbname for messages, never the password."""
+    if callable(conninfo) or conninfo is None:
+        return "(callable conninfo)" if callable(conninfo) else "(connect factory)"
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        d = conninfo_to_dict(conninfo, **(kwargs or {}))
+        host = d.get("host") or d.get("hostaddr") or "localhost"
+        return f"{host}:{d.get('port') or 5432}/{d.get('dbname') or d.get('user') or ''}"
+    except Exception:
+        return redact_conninfo(str(conninfo))
+

