@@ -6,7 +6,7 @@ EXTRAS ?= test,demo,flask,load,bench
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo soak lint bench serve clean
+.PHONY: venv test demo soak lint clean
 
 venv: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $@
 
 test: venv
-	$(BIN)/python -m ruff check threadpool_db tests demo_app load
+	$(BIN)/python -m ruff check threadpool_db tests demo_app
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 soak: venv
@@ -27,12 +27,9 @@ soak: venv
 demo: venv
 	$(BIN)/python -m demo_app.quick
 
-bench: venv
-	$(BIN)/python -m load.bench_pools
-
 lint: venv
-	$(BIN)/python -m ruff check threadpool_db tests demo_app load
-	$(BIN)/python -m ruff format --check threadpool_db tests demo_app load
+	$(BIN)/python -m ruff check threadpool_db tests demo_app
+	$(BIN)/python -m ruff format --check threadpool_db tests demo_app
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
