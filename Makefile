@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $@
 
 test: venv
-	$(BIN)/python -m ruff check threadpool_db tests demo_app
+	$(BIN)/python -m ruff check threadpool_db tests demo_app load
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 soak: venv
@@ -28,8 +28,8 @@ demo: venv
 	$(BIN)/python -m demo_app.quick
 
 lint: venv
-	$(BIN)/python -m ruff check threadpool_db tests demo_app
-	$(BIN)/python -m ruff format --check threadpool_db tests demo_app
+	$(BIN)/python -m ruff check threadpool_db tests demo_app load
+	$(BIN)/python -m ruff format --check threadpool_db tests demo_app load
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import PoolError
 
+DIRTY = 1  # _Slot.dirty flag: a session setting was changed through the handle
+BROKEN = 2  # _Slot.dirty flag: a fatal error was seen, never reuse
+
 if TYPE_CHECKING:
     from .pool import ConnectionPool, _Slot
 
@@ -36,20 +39,21 @@ def _setting(name: str) -> property:
         raw = self._raw
         if raw is None:
             raise self._dead()
-        self._slot.dirty = True  # type: ignore[union-attr]
+        self._slot.dirty |= DIRTY  # type: ignore[union-attr]
         setattr(raw, name, value)
 
     return property(fget, fset, doc=f"The connection's {name}; restored to the pool default on return.")
 
 
 class PooledConnection:
-    __slots__ = ("_raw", "_slot", "_pool", "_gone")
+    __slots__ = ("_raw", "_slot", "_pool")
 
     def __init__(self, pool: ConnectionPool, slot: _Slot) -> None:
         self._pool = pool
-        self._slot: _Slot | None = slot
+        # While alive: the pool's record of the connection. Once dead (_raw is None): None, or
+        # the error that says why, when it did not simply go back (reclaimed, forked).
+        self._slot: _Slot | PoolError | None = slot
         self._raw: Any = slot.raw
-        self._gone: PoolError | None = None  # why the handle died, when it did not just go back
 
     # -- liveness -----------------------------------------------------------------------------
     def _dead(self) -> PoolError:
@@ -61,7 +65,7 @@ class PooledConnection:
         raw = self._raw
         if raw is None:
             raise self._dead()
-        self._slot.dirty = True  # type: ignore[union-attr]
+        self._slot.dirty |= DIRTY  # type: ignore[union-attr]
         return raw
 
     @property
@@ -105,7 +109,7 @@ class PooledConnection:
         if raw is None:
             raise self._dead()
         if name.startswith("set_") and name[4:] in _SETTINGS:
-            self._slot.dirty = True  # type: ignore[union-attr]
+            self._slot.dirty |= DIRTY  # type: ignore[union-attr]
         return getattr(raw, name)
 
     autocommit = _setting("autocommit")
@@ -126,5 +130,5 @@ class PooledConnection:
 
     def __repr__(self) -> str:
         slot = self._slot
-        state = "returned" if slot is None else f"conn={slot.id} pid={slot.pid}"
+        state = f"conn={slot.id} pid={slot.pid}" if self._raw is not None else "returned"  # type: ignore[union-attr]
         return f"<PooledConnection pool={self._pool.name!r} {state}>"

@@ -9,6 +9,7 @@ adapter knows nothing of transactions, so it rolls back on every return, as SQLA
 
 from __future__ import annotations
 
+import operator
 import os
 import select
 import socket
@@ -93,9 +94,9 @@ class PsycopgDriver(Driver):
         if self.settings(raw) != settings:
             raw.autocommit, raw.isolation_level, raw.read_only, raw.deferrable = settings
 
-    def status(self, raw: Any) -> int:
-        # One attribute read on the libpq wrapper; a closed or broken connection reads UNKNOWN.
-        return int(raw.pgconn.transaction_status)
+    # One attribute read on the libpq wrapper, done in C; a closed or broken connection reads
+    # UNKNOWN. (An attrgetter is no descriptor: driver.status(raw) calls it with raw alone.)
+    status = operator.attrgetter("pgconn.transaction_status")  # type: ignore[assignment]
 
     def validate(self, raw: Any, timeout: float) -> None:
         """Round-trip an empty query, which opens no transaction, within ``timeout`` seconds."""

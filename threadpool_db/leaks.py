@@ -35,29 +35,45 @@ Stack = tuple[tuple[CodeType, int], ...]
 
 
 def capture_stack(limit: int = STACK_LIMIT) -> Stack:
-    """The caller's stack, innermost first, without threadpool_db's own frames."""
+    """The caller's stack, innermost first, without threadpool_db's own frames.
+
+    Each frame becomes ``(code, bytecode offset)``: reading ``f_lasti`` is a field load, while
+    ``f_lineno`` decodes the line table, so lines are worked out only when a report is made.
+    """
     f = sys._getframe(1)
     while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
         f = f.f_back
     out = []
-    while f is not None and len(out) < limit:
-        out.append((f.f_code, f.f_lineno))
+    append = out.append
+    while f is not None:
+        append((f.f_code, f.f_lasti))
         f = f.f_back
+        if len(out) >= limit:
+            break
     return tuple(out)
+
+
+def _line(code: CodeType, lasti: int) -> int:
+    """The source line of bytecode offset ``lasti`` (what ``frame.f_lineno`` would say)."""
+    if lasti >= 0:
+        for start, end, line in code.co_lines():
+            if start <= lasti < end and line is not None:
+                return line
+    return code.co_firstlineno
 
 
 def format_stack(stack: Stack | None) -> str:
     """Outermost call first, like a traceback: file, line and function only (no source text)."""
     if not stack:
         return ""
-    return "\n".join(f'  File "{c.co_filename}", line {n}, in {c.co_name}' for c, n in reversed(stack))
+    return "\n".join(f'  File "{c.co_filename}", line {_line(c, i)}, in {c.co_name}' for c, i in reversed(stack))
 
 
 def site(stack: Stack | None) -> str:
     if not stack:
         return "<borrow site not captured>"
-    code, line = stack[0]
-    return f"{code.co_filename}:{line}"
+    code, lasti = stack[0]
+    return f"{code.co_filename}:{_line(code, lasti)}"
 
 
 def holder_stack(ident: int) -> str:
@@ -67,7 +83,7 @@ def holder_stack(ident: int) -> str:
         return "<thread has ended>"
     out = []
     while frame is not None and len(out) < STACK_LIMIT:
-        out.append((frame.f_code, frame.f_lineno))
+        out.append((frame.f_code, frame.f_lasti))
         frame = frame.f_back
     del frame
     return format_stack(tuple(out))
@@ -275,11 +291,11 @@ class LeakDetector:
             h = slot.handle
             if h is None or slot.lease is not lease or slot.id not in pool._all:
                 return
-            h._gone = ConnectionReclaimed(
+            h._raw = None
+            h._slot = ConnectionReclaimed(
                 f"connection was reclaimed as leaked after {held:.1f} s, borrowed at {site(lease.stack)} "
                 f"by thread {lease.thread.name!r} (pool {pool.name!r})"
             )
-            h._raw = h._slot = None
             slot.handle = None
             slot.lease = None
             lease.reclaimed = True

@@ -15,12 +15,13 @@ import random
 import threading
 from collections import deque
 from collections.abc import Callable
+from threading import get_ident
 from time import monotonic
 from types import TracebackType
 from typing import Any
 
 from . import forking, workers
-from .connection import PooledConnection
+from .connection import BROKEN, PooledConnection
 from .drivers import IDLE, INERROR, INTRANS, Driver, is_fatal_sqlstate, make_driver
 from .errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 from .redact import find_secrets, redact_conninfo, scrub
@@ -50,7 +51,7 @@ class _Slot:
         self.created = self.last_used = monotonic()
         self.expires = expires
         self.settings = settings
-        self.dirty = False
+        self.dirty = 0  # DIRTY / BROKEN flags from .connection
         self.gen = gen
         self.handle: PooledConnection | None = None
         self.borrowed_at = 0.0
@@ -331,27 +332,34 @@ class ConnectionPool:
     def getconn(self, timeout: float | None = None) -> PooledConnection:
         """Borrow a connection; wait up to ``timeout`` s (default: the pool's) in FIFO order."""
         t0 = monotonic()
-        if timeout is None:
-            timeout = self.timeout
-        elif timeout < 0 or timeout != timeout:
+        if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be >= 0, got {timeout!r}")
-        deadline = t0 + timeout
+        deadline = None
         while True:
-            slot = None
             with self._lock:
                 # Fast path: an idle connection and nobody queued before us.
                 if self._pool and not self._waiting and not self._closed:
                     slot = self._pool.pop()
                     self._borrows += 1
+                else:
+                    slot = None
             if slot is None:
-                slot = self._wait_for_slot(deadline, timeout)
-            now = monotonic()
+                if deadline is None:
+                    timeout = self.timeout if timeout is None else timeout
+                    deadline = t0 + timeout
+                slot = self._wait_for_slot(deadline, timeout)  # type: ignore[arg-type]
+                now = monotonic()
+            else:
+                now = t0 if deadline is None else monotonic()
             after = self._check_after
             if after is not None and now - slot.last_used > after and not self._validate(slot):
+                if deadline is None:
+                    timeout = self.timeout if timeout is None else timeout
+                    deadline = t0 + timeout
                 continue  # discarded; try again within the same deadline
             self._wait_window.append(now - t0)
             slot.borrowed_at = now
-            slot.owner = threading.get_ident()
+            slot.owner = get_ident()
             slot.handle = handle = PooledConnection(self, slot)
             if self._leaks is not None:
                 self._leaks.on_borrow(slot)
@@ -425,8 +433,59 @@ class ConnectionPool:
     # -- returning ----------------------------------------------------------------------------
     def putconn(self, conn: PooledConnection) -> None:
         """Give a connection back. Any open transaction is rolled back, settings restored."""
-        self._check_handle(conn)
-        self._return(conn, None)
+        if type(conn) is not PooledConnection or conn._pool is not self or conn._raw is None:
+            self._check_handle(conn)  # raises the error that says what is wrong
+        slot: _Slot = conn._slot  # type: ignore[assignment]
+        raw = slot.raw
+        now = monotonic()
+        self._hold_window.append(now - slot.borrowed_at)
+        # Why it cannot be reused: None (it can), "broken" or "reset_failed". The common case,
+        # an idle connection with nothing to restore, costs one read of the libpq status.
+        if not slot.dirty and self._reset is None and self._driver.status(raw) == IDLE:
+            unfit = None
+        else:
+            unfit = self._reset_for_reuse(slot, raw)
+        close = unfit is not None
+        expired = not close and now >= slot.expires
+        with self._lock:
+            # Critical section: the handle is retired and the connection goes to the oldest
+            # waiter, or to the idle deque, or away. The check on slot.handle makes a
+            # concurrent second putconn of the same handle fail here rather than return twice.
+            if slot.handle is not conn:
+                raise self._dead_handle_error(conn, "putconn: ")
+            slot.handle = None
+            conn._raw = conn._slot = None
+            lease = slot.lease
+            if lease is not None:
+                slot.lease = None
+            if slot.gen != self._gen:  # borrowed before a fork: never ours to close
+                return
+            if self._closed:
+                close = True
+                self._closed_count += 1
+                self._forget_locked(slot)
+            elif close or expired:
+                close = True
+                if expired:
+                    self._expired += 1
+                elif unfit == "reset_failed":
+                    self._reset_failed += 1
+                else:
+                    self._discarded_broken += 1
+                self._discard_locked(slot)
+            else:
+                slot.last_used = now
+                # Hand it to the oldest waiter (notified on its own Condition), or make it idle.
+                if self._waiting:
+                    w = self._waiting.popleft()
+                    w.slot = slot
+                    w.cond.notify()
+                else:
+                    self._pool.append(slot)
+        if lease is not None:
+            self._leaks.on_return(lease, now)  # type: ignore[union-attr]
+        if close:
+            self._close_raw(slot)
 
     def _check_handle(self, conn: Any) -> None:
         if type(conn) is not PooledConnection or conn._pool is not self:
@@ -439,65 +498,28 @@ class ConnectionPool:
             raise self._dead_handle_error(conn, "putconn: ")
 
     def _dead_handle_error(self, conn: PooledConnection, prefix: str = "") -> PoolError:
-        gone = conn._gone
-        if gone is not None:
+        gone = conn._slot
+        if isinstance(gone, PoolError):
             return type(gone)(prefix + str(gone))
         return PoolError(f"{prefix}connection was already returned to pool {self.name!r}; "
                          "it cannot be used or returned again")  # fmt: skip
 
     def _release(self, conn: PooledConnection, exc: BaseException | None, commit: bool) -> None:
-        """End of a ``with`` block: commit or let _return roll back, then give it back."""
+        """End of a ``with`` block: commit on success; on a fatal error mark the connection
+        so putconn discards it; then give it back."""
         try:
             if commit and self._driver.status(conn._raw) != IDLE:
                 conn._raw.commit()
         finally:
-            self._return(conn, exc)
-
-    def _return(self, conn: PooledConnection, exc: BaseException | None) -> None:
-        slot = conn._slot
-        assert slot is not None
-        raw = slot.raw
-        now = monotonic()
-        self._hold_window.append(now - slot.borrowed_at)
-        # why it cannot be reused: None (it can), "broken" or "reset_failed"
-        unfit = "broken" if exc is not None and is_fatal_sqlstate(exc) else self._reset_for_reuse(slot, raw)
-        keep = unfit is None
-        expired = keep and now >= slot.expires
-        close = not keep or expired
-        with self._lock:
-            # Critical section: the handle is retired and the connection goes to the oldest
-            # waiter, or to the idle deque, or away. The check on slot.handle makes a
-            # concurrent second putconn of the same handle fail here rather than return twice.
-            if slot.handle is not conn:
-                raise self._dead_handle_error(conn, "putconn: ")
-            slot.handle = None
-            conn._raw = conn._slot = None
-            if slot.gen != self._gen:  # borrowed before a fork: never ours to close
-                return
-            if self._closed:
-                close = True
-                self._closed_count += 1
-                self._forget_locked(slot)
-            elif close:
-                if expired:
-                    self._expired += 1
-                elif unfit == "reset_failed":
-                    self._reset_failed += 1
-                else:
-                    self._discarded_broken += 1
-                self._discard_locked(slot)
-            else:
-                slot.last_used = now
-                self._give_locked(slot)
-            lease, slot.lease = slot.lease, None
-        if lease is not None:
-            self._leaks.on_return(lease, now)  # type: ignore[union-attr]
-        if close:
-            self._close_raw(slot)
+            if exc is not None and is_fatal_sqlstate(exc):
+                conn._slot.dirty |= BROKEN  # type: ignore[union-attr]
+            self.putconn(conn)
 
     def _reset_for_reuse(self, slot: _Slot, raw: Any) -> str | None:
         """Make a returned connection fit for the next borrower, or say why it must go."""
         driver = self._driver
+        if slot.dirty & BROKEN:
+            return "broken"
         try:
             status = driver.status(raw)
             if status == INTRANS or status == INERROR:
@@ -506,7 +528,7 @@ class ConnectionPool:
                 return "broken"
             if slot.dirty:
                 driver.restore(raw, slot.settings)
-                slot.dirty = False
+                slot.dirty = 0
             if self._reset is not None:
                 self._reset(raw)
                 if driver.knows_status and driver.status(raw) != IDLE:
@@ -683,8 +705,8 @@ class ConnectionPool:
         for slot in inherited:
             h = slot.handle
             if h is not None:
-                h._raw = h._slot = None
-                h._gone = PoolError(
+                h._raw = None
+                h._slot = PoolError(
                     f"connection was borrowed from pool {self.name!r} before os.fork(); it belongs to the parent"
                 )
         forking.abandon(self._driver, [s.raw for s in inherited])

@@ -1,0 +1,1 @@
+"""Load tests, the comparison runner and the benchmarks (see README)."""
