@@ -6,7 +6,7 @@ EXTRAS ?= test,demo,flask,load,bench
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo soak lint clean
+.PHONY: venv test demo soak lint serve clean
 
 venv: $(STAMP)
 
@@ -33,3 +33,6 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+serve: venv
+	$(BIN)/python -m demo_app.serve

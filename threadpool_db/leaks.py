@@ -330,6 +330,14 @@ class LeakDetector:
             ]  # fmt: skip
         return current
 
+    def reports(self) -> list[dict[str, Any]]:
+        """The last reports made (current or not), oldest first."""
+        pool = self._pool_ref()
+        if pool is None:
+            return []
+        with pool._lock:
+            return [dict(lease.record) for lease in self._reports if lease.record is not None]
+
     def stats_locked(self) -> dict[str, int]:
         return {
             "leaks_detected": self.detected,

@@ -775,6 +775,10 @@ class ConnectionPool:
         """Current leak suspects (see the README); empty when leak detection is off."""
         return self._leaks.leaks() if self._leaks is not None else []
 
+    def leak_reports(self) -> list[dict[str, Any]]:
+        """The last 100 leak reports, including leaks since returned; oldest first."""
+        return self._leaks.reports() if self._leaks is not None else []
+
     def borrowed(self) -> list[dict[str, Any]]:
         """One record per connection out now: thread, held for, borrow site, holder stack."""
         from .leaks import describe_borrowed

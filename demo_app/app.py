@@ -1,0 +1,133 @@
+"""The demo app: thread-per-request connections beside the bounded pool.
+
+- ``/per-request/<op>``: a new psycopg connection for every request, closed after it. Nothing
+  bounds the count: under a spike PostgreSQL refuses with "too many clients".
+- ``/pooled/<op>``: the same work through FlaskPool, at most ``max_size`` per worker.
+- ``/leaky``: keeps a pooled connection past the leak threshold, to show a leak report.
+- ``/``: the live dashboard; ``/api/dashboard`` is what it polls.
+
+Configured from the environment: ``DATABASE_URL`` (required), ``TPDB_MAX_SIZE`` (8),
+``TPDB_POOL_TIMEOUT`` (10 s), ``TPDB_LEAK_THRESHOLD`` (2 s), ``TPDB_STATS_DIR``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from typing import Any
+
+import psycopg
+from flask import Flask, jsonify, send_from_directory
+
+from threadpool_db.flask import FlaskPool
+
+from . import ops, publish
+from .schema import ensure_schema
+
+PER_REQUEST_APP = "tpdb-demo-per-request"
+POOLED_APP = "tpdb-demo-pooled"
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, static_folder="static")
+    url = os.environ.get("DATABASE_URL")
+    app.config.update(
+        DATABASE_URL=url,
+        THREADPOOL_DB_CONNINFO=url,
+        THREADPOOL_DB_MAX_SIZE=int(os.environ.get("TPDB_MAX_SIZE", "8")),
+        THREADPOOL_DB_TIMEOUT=float(os.environ.get("TPDB_POOL_TIMEOUT", "10")),
+        THREADPOOL_DB_LEAK_THRESHOLD=float(os.environ.get("TPDB_LEAK_THRESHOLD", "2")),
+        # every borrow's stack, so /leaky always shows its line; "sampled" is the usual choice
+        THREADPOOL_DB_CAPTURE_STACKS=os.environ.get("TPDB_CAPTURE_STACKS", "full"),
+        THREADPOOL_DB_NAME="demo",
+        TPDB_STATS_DIR=os.environ.get("TPDB_STATS_DIR") or os.path.join(tempfile.gettempdir(), "tpdb-demo-stats"),
+    )
+    app.config.setdefault(
+        "THREADPOOL_DB_MIN_SIZE", min(int(os.environ.get("TPDB_MIN_SIZE", "2")), app.config["THREADPOOL_DB_MAX_SIZE"])
+    )
+    app.config.update(config or {})
+    if not app.config["DATABASE_URL"]:
+        raise RuntimeError("demo_app needs DATABASE_URL (make serve starts an embedded PostgreSQL)")
+    app.config["THREADPOOL_DB_CONNINFO"] = app.config["DATABASE_URL"]
+    ensure_schema(app.config["DATABASE_URL"])  # plain psycopg: the pool is not created here
+
+    db = FlaskPool(kwargs={"application_name": POOLED_APP})
+    db.init_app(app)
+    app.register_blueprint(db.stats_blueprint())  # the demo binds to 127.0.0.1 only
+    state = app.extensions["threadpool_db"]
+    publisher_started: list[int] = []
+    publisher_lock = threading.Lock()
+
+    def ensure_publisher() -> None:
+        # once per process, in the worker (never the gunicorn master)
+        pid = os.getpid()
+        if pid not in publisher_started:
+            with publisher_lock:
+                if pid not in publisher_started:
+                    publisher_started.append(pid)
+                    publish.start_publisher(app.config["TPDB_STATS_DIR"], lambda: state.pool if state.started else None)
+
+    @app.before_request
+    def _publisher() -> None:
+        ensure_publisher()
+
+    @app.get("/per-request/<op>")
+    def per_request(op: str) -> Any:
+        if op not in ops.OPS:
+            return jsonify({"error": f"unknown op {op!r}"}), 404
+        try:
+            with psycopg.connect(app.config["DATABASE_URL"], application_name=PER_REQUEST_APP,
+                                 connect_timeout=10) as conn:  # fmt: skip
+                return jsonify(ops.run(op, conn))
+        except psycopg.OperationalError as e:
+            # "sorry, too many clients already": the database refused a new connection
+            return jsonify({"error": "database refused the connection", "detail": str(e).strip()[-200:]}), 503
+
+    @app.get("/pooled/<op>")
+    def pooled(op: str) -> Any:
+        if op not in ops.OPS:
+            return jsonify({"error": f"unknown op {op!r}"}), 404
+        return jsonify(ops.run(op, db.connection()))
+
+    leaked: list[Any] = []
+
+    @app.get("/leaky")
+    def leaky() -> Any:
+        """Borrow and keep a connection past the threshold; a timer gives it back later."""
+        pool = db.pool
+        conn = pool.getconn()  # deliberately not returned by this request
+        leaked.append(conn)
+        hold = pool._leaks.threshold * 1.5 if pool._leaks is not None else 3.0
+        threading.Timer(hold, lambda: (leaked.remove(conn), pool.putconn(conn))).start()
+        return jsonify({"leaked": True, "return_in_s": hold})
+
+    @app.get("/api/worker")
+    def worker() -> Any:
+        pool = db.pool
+        return jsonify({"pid": os.getpid(), "backend_pids": sorted(s.pid for s in list(pool._all.values()))})
+
+    @app.get("/api/dashboard")
+    def dashboard_data() -> Any:
+        server: dict[str, Any] = {}
+        try:
+            with db.pool.connection(timeout=0.5) as conn:
+                rows = conn.execute(
+                    "SELECT application_name, count(*) FROM pg_stat_activity "
+                    "WHERE backend_type = 'client backend' GROUP BY 1"
+                ).fetchall()
+                server["max_connections"] = int(conn.execute("SHOW max_connections").fetchone()[0])
+            by_app = dict(rows)
+            server.update(per_request=by_app.get(PER_REQUEST_APP, 0), pooled=by_app.get(POOLED_APP, 0),
+                          total=sum(by_app.values()))  # fmt: skip
+        except Exception as e:  # busy or down: the page still shows the workers
+            server["error"] = type(e).__name__
+        workers = publish.read_all(app.config["TPDB_STATS_DIR"])
+        leaks = [dict(rec, worker=w["pid"]) for w in workers for rec in w.get("leaks", [])]
+        return jsonify({"workers": workers, "server": server, "leaks": leaks})
+
+    @app.get("/")
+    def index() -> Any:
+        return send_from_directory(app.static_folder, "dashboard.html")  # type: ignore[arg-type]
+
+    return app

@@ -1,0 +1,37 @@
+"""gunicorn settings for the demo: gthread workers, sized for a 2-core box.
+
+- ``workers``: WEB_CONCURRENCY, default 2 (one per core: the GIL makes more threads, not more
+  processes, the way to wait on the database).
+- ``threads``: GUNICORN_THREADS, default 16. Threads wait on I/O, so a few per core is cheap.
+- ``worker_connections``: GUNICORN_WORKER_CONNECTIONS, default threads x 2. A gthread worker
+  accepts up to this many client sockets; kept-alive sockets park in its poller without holding
+  a thread. Much more than the threads would only queue requests inside the worker, behind
+  busy threads, where neither the pool nor the client can see them.
+"""
+
+import logging
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(threads * 2)))
+keepalive = 2
+timeout = 60
+graceful_timeout = 10
+accesslog = None
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+
+
+def post_fork(server, worker):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(name)s %(levelname)s %(message)s")
+    server.log.info("worker %s forked", worker.pid)
+
+
+def worker_exit(server, worker):
+    app = getattr(worker, "wsgi", None)
+    state = getattr(app, "extensions", {}).get("threadpool_db") if app is not None else None
+    if state is not None and state.started:
+        server.log.info("worker %s pool stats at exit: %s", worker.pid, state.pool.stats())
+        state.close()

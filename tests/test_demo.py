@@ -1,0 +1,105 @@
+"""End to end: the demo app under real gunicorn gthread workers, against the real server."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from demo_app.app import POOLED_APP
+
+from .gunicorn_proc import gunicorn
+from .helpers import run_threads, sql
+
+WORKERS, MAX_SIZE = 2, 4
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def _pooled_backends(admin_url: str) -> int:
+    rows = sql(admin_url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (POOLED_APP,))
+    return rows[0][0]
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["fork", "preload"])
+def test_gunicorn_workers_stay_within_their_pools_and_never_share_a_socket(pg, preload):
+    extra = ["--preload"] if preload else []
+    peak = 0
+    stop = threading.Event()
+    with gunicorn(pg.url, *extra, workers=WORKERS, max_size=MAX_SIZE) as base:
+
+        def sampler() -> None:
+            nonlocal peak
+            while not stop.is_set():
+                peak = max(peak, _pooled_backends(pg.admin_url))
+                time.sleep(0.02)
+
+        s = threading.Thread(target=sampler, daemon=True)
+        s.start()
+        statuses: list[int] = []
+
+        def client(i: int) -> None:
+            rnd = random.Random(i)
+            for _ in range(12):
+                family = "pooled" if rnd.random() < 0.8 else "per-request"
+                op = rnd.choice(["read", "read", "read", "write", "slow"])
+                code, _ = _get(f"{base}/{family}/{op}")
+                statuses.append(code)
+
+        try:
+            assert run_threads(24, client) == []
+        finally:
+            stop.set()
+            s.join(30)
+        assert statuses.count(200) == len(statuses) == 24 * 12
+        assert 1 <= peak <= WORKERS * MAX_SIZE
+
+        # every worker's backends are its own: no socket crossed a fork
+        seen: dict[int, set[int]] = {}
+        for _ in range(200):
+            code, doc = _get(f"{base}/api/worker")
+            assert code == 200
+            seen.setdefault(doc["pid"], set()).update(doc["backend_pids"])
+            if len(seen) == WORKERS and all(seen.values()):
+                break
+        assert len(seen) == WORKERS, f"only saw workers {list(seen)}"
+        a, b = seen.values()
+        assert a and b and not (a & b)
+        assert all(len(v) <= MAX_SIZE for v in seen.values())
+    # gunicorn stopped: its pools closed their connections
+    deadline = time.monotonic() + 10
+    while _pooled_backends(pg.admin_url) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _pooled_backends(pg.admin_url) == 0
+
+
+def test_pool_exhaustion_in_a_worker_answers_503_with_retry_after(pg):
+    env = {"TPDB_POOL_TIMEOUT": "0.2"}
+    with gunicorn(pg.url, workers=1, threads=8, max_size=1, env=env) as base:
+        codes: list[int] = []
+        headers: list[str | None] = []
+
+        def client(i: int) -> None:
+            for _ in range(3):
+                try:
+                    with urllib.request.urlopen(f"{base}/pooled/slow", timeout=30) as r:
+                        codes.append(r.status)
+                except urllib.error.HTTPError as e:
+                    codes.append(e.code)
+                    headers.append(e.headers.get("Retry-After"))
+
+        assert run_threads(8, client) == []
+        assert 200 in codes and 503 in codes
+        assert set(codes) <= {200, 503}
+        assert all(h == "1" for h in headers)

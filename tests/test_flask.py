@@ -1,0 +1,219 @@
+"""The Flask extension with Flask's test client, against the real server."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
+
+import pytest
+from flask import Flask
+
+from threadpool_db import PoolTimeout
+from threadpool_db.flask import FlaskPool
+
+from .helpers import sql
+from .timing import SETTLE
+
+
+def make_app(dsn: str, **config) -> tuple[Flask, FlaskPool]:
+    app = Flask("t")
+    app.config.update(THREADPOOL_DB_CONNINFO=dsn, THREADPOOL_DB_MIN_SIZE=1, THREADPOOL_DB_MAX_SIZE=1, **config)
+    db = FlaskPool(app, timeout=SETTLE)
+    sql(dsn, "CREATE TABLE IF NOT EXISTS t_flask (v int)")
+
+    @app.get("/same")
+    def same():
+        a, b = db.connection(), db.connection()
+        return {"same": a is b, "pid": a.info.backend_pid}
+
+    @app.get("/noop")
+    def noop():
+        return {"borrowed": False}
+
+    @app.post("/insert/<int:v>/<int:status>")
+    def insert(v: int, status: int):
+        db.connection().execute("INSERT INTO t_flask VALUES (%s)", (v,))
+        return {"ok": status < 400}, status
+
+    @app.post("/boom/<int:v>")
+    def boom(v: int):
+        db.connection().execute("INSERT INTO t_flask VALUES (%s)", (v,))
+        raise RuntimeError("view failed")
+
+    @app.get("/hold")
+    def hold():
+        db.connection()
+        return {"held": True}
+
+    return app, db
+
+
+@pytest.fixture
+def flask_app(dsn):
+    app, db = make_app(dsn)
+    sql(dsn, "TRUNCATE t_flask")
+    yield app, db
+    db.close(app)
+
+
+def _count(dsn, v):
+    return sql(dsn, "SELECT count(*) FROM t_flask WHERE v = %s", (v,))[0][0]
+
+
+def test_pool_is_created_lazily_on_first_borrow(flask_app):
+    app, _db = flask_app
+    assert not app.extensions["threadpool_db"].started
+    assert app.test_client().get("/noop").status_code == 200
+    assert not app.extensions["threadpool_db"].started
+    assert app.test_client().get("/same").status_code == 200
+    assert app.extensions["threadpool_db"].started
+
+
+def test_same_connection_within_a_request_and_returned_after(flask_app):
+    app, db = flask_app
+    r = app.test_client().get("/same")
+    assert r.json["same"] is True
+    s = db.pool_for(app).stats()
+    assert s["in_use"] == 0 and s["borrows"] == 1
+
+
+def test_success_commits_and_error_status_rolls_back(flask_app, dsn):
+    app, db = flask_app
+    c = app.test_client()
+    assert c.post("/insert/1/200").status_code == 200
+    assert c.post("/insert/2/400").status_code == 400
+    assert _count(dsn, 1) == 1 and _count(dsn, 2) == 0
+    assert db.pool_for(app).stats()["in_use"] == 0
+
+
+def test_exception_in_view_rolls_back_and_returns(flask_app, dsn):
+    app, db = flask_app
+    app.testing = False  # let Flask turn the error into a 500 like in production
+    r = app.test_client().post("/boom/3")
+    assert r.status_code == 500
+    assert _count(dsn, 3) == 0
+    s = db.pool_for(app).stats()
+    assert s["in_use"] == 0 and s["idle"] == 1
+
+
+def test_rollback_policy_never_commits(dsn):
+    app, db = make_app(dsn, THREADPOOL_DB_TRANSACTION="rollback")
+    try:
+        sql(dsn, "DELETE FROM t_flask WHERE v = 4")
+        assert app.test_client().post("/insert/4/200").status_code == 200
+        assert _count(dsn, 4) == 0
+    finally:
+        db.close(app)
+
+
+def test_app_context_outside_a_request_commits_on_clean_exit(flask_app, dsn):
+    app, db = flask_app
+    with app.app_context():
+        db.connection().execute("INSERT INTO t_flask VALUES (5)")
+    assert _count(dsn, 5) == 1
+    with pytest.raises(ZeroDivisionError):
+        with app.app_context():
+            db.connection().execute("INSERT INTO t_flask VALUES (6)")
+            1 / 0  # noqa: B018
+    assert _count(dsn, 6) == 0
+    assert db.pool_for(app).stats()["in_use"] == 0
+
+
+def test_pool_timeout_becomes_503_with_retry_after(dsn):
+    app, db = make_app(dsn, THREADPOOL_DB_TIMEOUT="0.2", THREADPOOL_DB_RETRY_AFTER=3)
+    try:
+        held = db.pool_for(app).getconn()
+        r = app.test_client().get("/same")
+        assert r.status_code == 503
+        assert r.headers["Retry-After"] == "3"
+        assert r.json["error"] == "database busy" and r.json["retry_after"] == 3
+        db.pool_for(app).putconn(held)
+        assert app.test_client().get("/same").status_code == 200
+        assert db.pool_for(app).stats()["timeouts"] == 1
+    finally:
+        db.close(app)
+
+
+def test_registering_twice_raises(flask_app):
+    app, db = flask_app
+    with pytest.raises(RuntimeError, match="already registered"):
+        db.init_app(app)
+    with pytest.raises(RuntimeError, match="already registered"):
+        FlaskPool(app)
+
+
+def test_config_overrides_constructor_options(dsn):
+    app = Flask("cfg")
+    app.config.update(THREADPOOL_DB_CONNINFO=dsn, THREADPOOL_DB_MAX_SIZE="3", THREADPOOL_DB_NAME="from-config")
+    db = FlaskPool(app, min_size=1, max_size=2, name="from-ctor")
+    try:
+        pool = db.pool_for(app)
+        assert pool.max_size == 3 and pool.min_size == 1 and pool.name == "from-config"
+    finally:
+        db.close(app)
+
+
+def test_bad_options_fail_at_init_app(dsn):
+    app = Flask("bad")
+    app.config.update(THREADPOOL_DB_CONNINFO=dsn, THREADPOOL_DB_MAX_SIZE=0)
+    with pytest.raises(ValueError, match="max_size"):
+        FlaskPool(app)
+    with pytest.raises(ValueError, match="unknown FlaskPool option"):
+        FlaskPool(max_sise=3)
+
+
+def test_two_apps_get_two_pools(dsn):
+    db = FlaskPool(min_size=1)
+    a, b = Flask("a"), Flask("b")
+    for app in (a, b):
+        app.config["THREADPOOL_DB_CONNINFO"] = dsn
+        db.init_app(app)
+    try:
+        assert db.pool_for(a) is not db.pool_for(b)
+        assert db.pool_for(a).name == "flask-a"
+    finally:
+        db.close(a)
+        db.close(b)
+
+
+def test_stats_blueprint_serves_stats_leaks_and_healthz_without_secrets(flask_app, dsn):
+    app, db = flask_app
+    app.register_blueprint(db.stats_blueprint())
+    c = app.test_client()
+    c.get("/same")
+    stats = c.get("/pool/stats")
+    assert stats.status_code == 200 and stats.json["borrows"] == 1
+    assert c.get("/pool/leaks").json == []
+    assert c.get("/healthz").json["status"] == "ok"
+    password = urlsplit(dsn).password
+    assert password not in json.dumps(stats.json)
+
+
+def test_healthz_says_503_when_the_database_is_unreachable():
+    from threadpool_db.testing import free_port
+
+    app = Flask("down")
+    app.config["THREADPOOL_DB_CONNINFO"] = f"postgresql://app:Sekr1t-pw@127.0.0.1:{free_port()}/app"
+    db = FlaskPool(app, min_size=0, max_size=1)
+    app.register_blueprint(db.stats_blueprint(healthz_timeout=0.5))
+    try:
+        r = app.test_client().get("/healthz")
+        assert r.status_code == 503 and r.json["status"] == "unavailable"
+        assert "Sekr1t-pw" not in r.get_data(as_text=True)
+    finally:
+        db.close(app)
+
+
+def test_stats_blueprint_auth_hook(flask_app):
+    app, db = flask_app
+    app.register_blueprint(db.stats_blueprint(auth=lambda: False))
+    assert app.test_client().get("/pool/stats").status_code == 403
+
+
+def test_pool_timeout_propagates_outside_flask_handlers(flask_app):
+    app, db = flask_app
+    with app.app_context():
+        held = db.pool.getconn()
+        with pytest.raises(PoolTimeout):
+            db.pool.getconn(timeout=0.1)
+        db.pool.putconn(held)

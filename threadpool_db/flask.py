@@ -1,0 +1,242 @@
+"""Flask integration: one pool per app, one connection per request, returned at teardown.
+
+```python
+db = FlaskPool()            # or FlaskPool(app, max_size=8, leak_threshold=10)
+db.init_app(app)
+
+@app.get("/users/<int:uid>")
+def user(uid):
+    return db.connection().execute("SELECT name FROM users WHERE id = %s", (uid,)).fetchone()
+```
+
+- Options come from the constructor and from ``app.config``: ``THREADPOOL_DB_CONNINFO`` and
+  ``THREADPOOL_DB_<OPTION>`` for every ConnectionPool parameter; config wins.
+- The pool is created on first use, in the process that serves requests: never in the gunicorn
+  master, so ``--preload`` is safe.
+- ``db.connection()`` borrows on first use in a request or app context, caches the handle on
+  ``g._threadpool_db`` and returns the same one for the rest of the context.
+- Transactions (``THREADPOOL_DB_TRANSACTION``): ``"commit"`` (default) commits in
+  ``after_request`` when the response status is below 400, so a failing commit still becomes a
+  500; anything else rolls back. ``"rollback"`` always rolls back: views commit themselves.
+  Outside a request (CLI, ``app.app_context()``) the policy applies on a clean context exit.
+- The connection always goes back in ``teardown_appcontext``, even when the view raised.
+- ``PoolTimeout`` and ``TooManyWaiters`` in a view become HTTP 503 with ``Retry-After``
+  (``THREADPOOL_DB_RETRY_AFTER``, seconds) and a JSON body: backpressure, not a 500.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, has_request_context, jsonify, request
+
+from .connection import PooledConnection
+from .errors import PoolError, PoolTimeout, TooManyWaiters
+from .pool import ConnectionPool
+
+logger = logging.getLogger("threadpool_db.flask")
+
+EXT = "threadpool_db"
+PREFIX = "THREADPOOL_DB_"
+_POOL_PARAMS = [p for p in inspect.signature(ConnectionPool).parameters if p not in ("open",)]
+_EXT_PARAMS = ("transaction", "retry_after")
+_TRANSACTIONS = ("commit", "rollback")
+
+
+class _State:
+    """Per-app state in ``app.extensions["threadpool_db"]``: the options and the lazy pool."""
+
+    def __init__(self, options: dict[str, Any], transaction: str, retry_after: int, name: str) -> None:
+        self.options = options
+        self.transaction = transaction
+        self.retry_after = retry_after
+        self.name = name
+        self._pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def pool(self) -> ConnectionPool:
+        pool = self._pool
+        if pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ConnectionPool(name=self.name, **self.options)
+                pool = self._pool
+        return pool
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+
+
+def _config_value(raw: Any, annotation: str) -> Any:
+    """Config from the environment arrives as strings: coerce by the parameter's annotation."""
+    if not isinstance(raw, str):
+        return raw
+    text = raw.strip()
+    if "None" in annotation and text.lower() in ("", "none", "null"):
+        return None
+    if annotation.startswith("bool"):
+        return text.lower() in ("1", "true", "yes", "on")
+    if annotation.startswith("int"):
+        return int(text)
+    if annotation.startswith("float"):
+        return float(text)
+    return raw
+
+
+class FlaskPool:
+    """The Flask extension. See the module docstring and the README."""
+
+    def __init__(self, app: Flask | None = None, **pool_options: Any) -> None:
+        unknown = set(pool_options) - set(_POOL_PARAMS) - set(_EXT_PARAMS)
+        if unknown:
+            raise ValueError(f"unknown FlaskPool option(s): {', '.join(sorted(unknown))}")
+        self._options = pool_options
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        if EXT in app.extensions:
+            raise RuntimeError(
+                f"threadpool_db is already registered on app {app.name!r}: call init_app once per app"
+            )
+        defaults = inspect.signature(ConnectionPool).parameters
+        opts: dict[str, Any] = {}
+        for key in _POOL_PARAMS:
+            annotation = str(defaults[key].annotation)
+            if key in self._options:
+                opts[key] = self._options[key]
+            cfg = PREFIX + key.upper()
+            if cfg in app.config:
+                opts[key] = _config_value(app.config[cfg], annotation)
+        transaction = app.config.get(PREFIX + "TRANSACTION", self._options.get("transaction", "commit"))
+        if transaction not in _TRANSACTIONS:
+            choices = ", ".join(_TRANSACTIONS)
+            raise ValueError(f"THREADPOOL_DB_TRANSACTION must be one of {choices}, got {transaction!r}")
+        retry_after = int(app.config.get(PREFIX + "RETRY_AFTER", self._options.get("retry_after", 1)))
+        if opts.get("conninfo") is None and opts.get("connect") is None:
+            raise RuntimeError("threadpool_db needs THREADPOOL_DB_CONNINFO (or a conninfo/connect option)")
+        name = opts.pop("name", None) or f"flask-{app.name}"
+        # Build (but do not open) a pool now, so bad options fail at start-up, not at the
+        # first request; the real pool is made lazily in the serving process.
+        ConnectionPool(name=name, **{**opts, "open": False})
+        app.extensions[EXT] = _State(opts, transaction, retry_after, name)
+        app.after_request(_after_request)
+        app.teardown_appcontext(_teardown)
+        app.register_error_handler(PoolTimeout, _busy)
+        app.register_error_handler(TooManyWaiters, _busy)
+
+    # -- per app ------------------------------------------------------------------------------
+    @staticmethod
+    def _state(app: Flask | None = None) -> _State:
+        app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+        try:
+            return app.extensions[EXT]  # type: ignore[no-any-return]
+        except KeyError:
+            raise RuntimeError(f"threadpool_db is not registered on app {app.name!r}: call init_app") from None
+
+    def pool_for(self, app: Flask | None = None) -> ConnectionPool:
+        """The app's pool (created on first use)."""
+        return self._state(app).pool
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """The current app's pool."""
+        return self._state().pool
+
+    def connection(self, timeout: float | None = None) -> PooledConnection:
+        """The connection of this request/app context, borrowed on first use."""
+        conn = g.get("_threadpool_db")
+        if conn is None or conn.returned:
+            conn = self._state().pool.getconn(timeout)
+            g._threadpool_db = conn
+        return conn  # type: ignore[no-any-return]
+
+    def close(self, app: Flask | None = None) -> None:
+        """Close the app's pool (for tests and shutdown hooks)."""
+        self._state(app).close()
+
+    # -- optional endpoints -------------------------------------------------------------------
+    def stats_blueprint(
+        self, auth: Callable[[], bool] | None = None, healthz_timeout: float = 2.0
+    ) -> Blueprint:
+        """``/pool/stats``, ``/pool/leaks`` and ``/healthz``. Register it only if you want it:
+        the leak records show code paths. ``auth()`` (if given) must return True, else 403."""
+        bp = Blueprint("threadpool_db", __name__)
+
+        if auth is not None:
+
+            @bp.before_request
+            def _guard() -> Response | None:
+                if not auth():
+                    return Response(status=403)
+                return None
+
+        @bp.get("/pool/stats")
+        def stats() -> Response:
+            return jsonify(self._state().pool.stats())
+
+        @bp.get("/pool/leaks")
+        def leaks() -> Response:
+            return jsonify(self._state().pool.leaks())
+
+        @bp.get("/healthz")
+        def healthz() -> tuple[Response, int]:
+            pool = self._state().pool
+            try:
+                with pool.connection(timeout=healthz_timeout) as conn:
+                    conn.execute("SELECT 1")
+            except Exception as e:
+                return jsonify({"status": "unavailable", "pool": pool.name, "error": pool._scrub(str(e))}), 503
+            return jsonify({"status": "ok", "pool": pool.name}), 200
+
+        return bp
+
+
+def _after_request(response: Response) -> Response:
+    conn = g.get("_threadpool_db")
+    if conn is None or conn.returned:
+        return response
+    g._threadpool_db_seen = True  # the request path decided; teardown only gives it back
+    if FlaskPool._state().transaction == "commit" and response.status_code < 400:
+        conn.commit()  # raises here, before the response is sent, if the commit fails
+    return response
+
+
+def _teardown(exc: BaseException | None) -> None:
+    conn = g.pop("_threadpool_db", None)
+    decided = g.pop("_threadpool_db_seen", False)
+    if conn is None or conn.returned:
+        return
+    state = current_app.extensions[EXT]
+    # after_request already committed (or chose not to) for requests; a bare app context
+    # commits on a clean exit under the "commit" policy
+    commit = not decided and exc is None and state.transaction == "commit" and not has_request_context()
+    try:
+        conn._pool._release(conn, exc, commit=commit)  # putconn rolls back what is left open
+    except PoolError:
+        pass  # already given back, or reclaimed: nothing to return
+    except Exception:
+        logger.exception("pool %r: error returning the request's connection", conn._pool.name)
+
+
+def _busy(e: PoolError) -> tuple[Response, int, dict[str, str]]:
+    state = FlaskPool._state()
+    body = {
+        "error": "database busy",
+        "detail": "no database connection became free in time; retry later",
+        "pool": state.name,
+        "retry_after": state.retry_after,
+    }
+    logger.warning("pool %r: answered 503 to %s %s: %s", state.name, request.method, request.path, e)
+    return jsonify(body), 503, {"Retry-After": str(state.retry_after)}
