@@ -6,7 +6,7 @@ EXTRAS ?= test,demo,flask,load,bench
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo soak lint serve clean
+.PHONY: venv test demo quick-demo soak lint serve clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,9 @@ soak: venv
 	$(BIN)/python -m pytest -m soak -o addopts='' $(PYTEST_ARGS)
 
 demo: venv
+	$(BIN)/python -m load.compare $(DEMO_ARGS)
+
+quick-demo: venv
 	$(BIN)/python -m demo_app.quick
 
 lint: venv

@@ -72,6 +72,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     def _publisher() -> None:
         ensure_publisher()
 
+    @app.get("/ping")
+    def ping() -> Any:
+        return jsonify({"pid": os.getpid()})  # readiness without touching the database
+
     @app.get("/per-request/<op>")
     def per_request(op: str) -> Any:
         if op not in ops.OPS:

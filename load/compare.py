@@ -1,0 +1,282 @@
+"""``make demo``: thread-per-request connections against the bounded pool, under real load.
+
+It starts PostgreSQL with a deliberately small ``max_connections`` (or uses DATABASE_URL), then
+for each mode starts the demo app under gunicorn gthread (same settings both times) and runs
+Locust headless in its own process against ``/per-request/*`` or ``/pooled/*`` with the same
+users, spawn rate, duration and op mix. Every second it samples the server's connections
+(``pg_stat_activity``) and connection churn (``pg_stat_database.sessions``). It writes
+``load/results/<timestamp>/`` (Locust CSVs, samples, PNG charts, report.md, report.html) and
+prints the summary table. Everything it starts is stopped, also on Ctrl-C and on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from demo_app.app import PER_REQUEST_APP, POOLED_APP
+from demo_app.serve import run_gunicorn
+from threadpool_db.testing import EmbeddedPostgres, database_url
+
+from . import cpu, report
+
+HERE = Path(__file__).resolve().parent
+MODES = ("per-request", "pooled")
+APP_NAMES = {"per-request": PER_REQUEST_APP, "pooled": POOLED_APP}
+
+
+@dataclass
+class Phase:
+    mode: str
+    rps: float = 0.0
+    p50: float = 0.0
+    p95: float = 0.0
+    p99: float = 0.0
+    requests: int = 0
+    failures: int = 0
+    peak_conns: int = 0
+    conns_opened: int = 0
+    ok_rps: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+    samples: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)
+    pool_stats: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def error_pct(self) -> float:
+        return 100.0 * self.failures / self.requests if self.requests else 0.0
+
+
+class Sampler(threading.Thread):
+    """Once a second: the app's server connections and the database's session count."""
+
+    def __init__(self, admin_url: str, app_name: str, dbname: str) -> None:
+        super().__init__(name="conn-sampler", daemon=True)
+        self.admin_url, self.app_name, self.dbname = admin_url, app_name, dbname
+        self.samples: list[dict[str, float]] = []
+        self.stop_event = threading.Event()
+        self.t0 = time.monotonic()
+
+    def run(self) -> None:
+        try:
+            # a superuser connection: it uses a reserved slot, so it works when the server is full
+            with psycopg.connect(self.admin_url, autocommit=True, application_name="tpdb-sampler") as conn:
+                while not self.stop_event.is_set():
+                    row = conn.execute(
+                        "SELECT (SELECT count(*) FROM pg_stat_activity WHERE application_name = %s),"
+                        " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
+                        " (SELECT sessions FROM pg_stat_database WHERE datname = %s)",
+                        (self.app_name, self.dbname),
+                    ).fetchone()
+                    assert row is not None
+                    self.samples.append({"t": round(time.monotonic() - self.t0, 2), "app_conns": row[0],
+                                         "all_conns": row[1], "sessions": row[2] or 0})  # fmt: skip
+                    self.stop_event.wait(1.0)
+        except Exception as e:  # the report says the samples are missing rather than dying
+            print(f"sampler stopped: {type(e).__name__}: {e}", file=sys.stderr)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(10)
+
+
+def _aggregated(path: Path) -> dict[str, str] | None:
+    try:
+        with path.open() as f:
+            rows = [r for r in csv.DictReader(f) if r.get("Name") == "Aggregated"]
+    except (OSError, csv.Error):
+        return None
+    return rows[-1] if rows else None
+
+
+def _num(row: dict[str, str] | None, key: str) -> float:
+    try:
+        return float(row[key]) if row and row.get(key) not in (None, "", "N/A") else 0.0
+    except ValueError:
+        return 0.0
+
+
+def run_locust(base: str, mode: str, args: argparse.Namespace, out: Path, sampler: Sampler) -> dict[str, float]:
+    """Run one Locust phase with live progress; return the last CPU snapshot taken while Locust
+    was still alive (an ended process's time would be charged to its parent)."""
+    prefix = out / mode
+    env = {**os.environ, "TPDB_MODE": mode, "TPDB_MIX": args.mix}
+    cmd = [sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"), "--headless",
+           "-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{args.duration}s", "--host", base,
+           "--csv", str(prefix), "--csv-full-history", "--only-summary", "--loglevel", "WARNING",
+           "--stop-timeout", "5"]  # fmt: skip
+    with (out / f"{mode}_locust.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        t0 = time.monotonic()
+        last_cpu = cpu.snapshot()
+        try:
+            limit = args.duration + 60
+            while proc.poll() is None:
+                last_cpu = cpu.snapshot()
+                elapsed = time.monotonic() - t0
+                if elapsed > limit:
+                    raise RuntimeError(f"locust did not finish within {limit} s")
+                hist = _history(prefix)
+                last = hist[-1] if hist else {"rps": 0.0, "fps": 0.0}
+                errors = _num(_aggregated(Path(f"{prefix}_stats_history.csv")), "Total Failure Count")
+                conns = sampler.samples[-1]["app_conns"] if sampler.samples else 0
+                _progress(f"[{mode:>11}] {min(elapsed, args.duration):4.0f}/{args.duration} s"
+                          f"  {last['rps']:7.0f} req/s  errors {errors:6.0f}  server conns {conns:3.0f}")  # fmt: skip
+                time.sleep(1.0)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(5)
+            _progress("", end="\n")
+    return last_cpu
+
+
+_tty = sys.stdout.isatty()
+
+
+def _progress(text: str, end: str = "") -> None:
+    if _tty:
+        print("\r" + text.ljust(79), end=end, flush=True)
+    elif text:
+        print(text, flush=True)
+
+
+def _history(prefix: Path) -> list[dict[str, float]]:
+    """Per-second points of a phase. Rates come from the cumulative counts (Locust's own
+    per-row rate lags behind on a sliding window); percentiles are Locust's 10 s window."""
+    path = Path(f"{prefix}_stats_history.csv")
+    if not path.exists():
+        return []
+    with path.open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get("Name") == "Aggregated"]
+    out: list[dict[str, float]] = []
+    prev = None
+    for r in rows:
+        t, n, nf = float(r["Timestamp"]), _num(r, "Total Request Count"), _num(r, "Total Failure Count")
+        if prev is not None and t > prev[0]:
+            dt = t - prev[0]
+            out.append({"t": t - float(rows[0]["Timestamp"]), "rps": (n - prev[1]) / dt, "fps": (nf - prev[2]) / dt,
+                        "p50": _num(r, "50%"), "p95": _num(r, "95%"), "p99": _num(r, "99%"),
+                        "users": _num(r, "User Count")})  # fmt: skip
+        prev = (t, n, nf)
+    return out
+
+
+def _pool_stats(base: str, workers: int) -> list[dict[str, Any]]:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(base + "/api/dashboard", timeout=5) as r:
+            return [w["stats"] for w in json.loads(r.read())["workers"]]
+    except Exception:
+        return []
+
+
+def run_phase(mode: str, url: str, admin_url: str, dbname: str, args: argparse.Namespace, out: Path) -> Phase:
+    phase = Phase(mode)
+    env = {"TPDB_POOL_TIMEOUT": str(args.pool_timeout), "TPDB_STATS_DIR": str(out / f"{mode}_workers"),
+           "GUNICORN_WORKER_CONNECTIONS": str(args.worker_connections or args.threads * 2),
+           "TPDB_CAPTURE_STACKS": "sampled"}  # fmt: skip
+    with (out / f"{mode}_gunicorn.log").open("wb") as glog, run_gunicorn(
+        url, workers=args.workers, threads=args.threads, max_size=args.max_size, env=env, log=glog
+    ) as base:
+        sampler = Sampler(admin_url, APP_NAMES[mode], dbname)
+        sampler.start()
+        before = cpu.snapshot()
+        try:
+            phase.cpu = cpu.shares(before, run_locust(base, mode, args, out, sampler))
+            if mode == "pooled":
+                phase.pool_stats = _pool_stats(base, args.workers)
+        finally:
+            sampler.stop()
+    agg = _aggregated(out / f"{mode}_stats.csv")
+    phase.rps = round(_num(agg, "Requests/s"), 1)
+    phase.p50, phase.p95, phase.p99 = (_num(agg, k) for k in ("50%", "95%", "99%"))
+    phase.requests, phase.failures = int(_num(agg, "Request Count")), int(_num(agg, "Failure Count"))
+    if phase.requests:
+        phase.ok_rps = round(phase.rps * (phase.requests - phase.failures) / phase.requests, 1)
+    phase.samples = sampler.samples
+    phase.peak_conns = int(max((s["app_conns"] for s in sampler.samples), default=0))
+    if len(sampler.samples) >= 2:
+        phase.conns_opened = int(sampler.samples[-1]["sessions"] - sampler.samples[0]["sessions"])
+    phase.history = _history(out / mode)
+    return phase
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m load.compare", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("--users", type=int, default=150, help="Locust users, more than max_connections (150)")
+    ap.add_argument("--spawn-rate", type=float, default=75, help="users started per second (75)")
+    ap.add_argument("--duration", type=int, default=45, help="seconds per phase (45)")
+    ap.add_argument("--workers", type=int, default=2, help="gunicorn workers (2)")
+    ap.add_argument("--threads", type=int, default=48, help="gthread threads per worker (48)")
+    ap.add_argument("--worker-connections", type=int, default=0, help="gunicorn worker_connections (threads x 2)")
+    ap.add_argument("--max-size", type=int, default=8, help="pool max_size per worker (8)")
+    ap.add_argument("--pool-timeout", type=float, default=10.0, help="pool borrow timeout, s (10)")
+    ap.add_argument("--max-connections", type=int, default=50, help="PostgreSQL max_connections (50)")
+    ap.add_argument("--mix", default="read:80,write:15,slow:5", help="op weights (read:80,write:15,slow:5)")
+    ap.add_argument("--modes", default=",".join(MODES), help="phases to run, in order")
+    ap.add_argument("--out", default=str(HERE / "results"), help="parent folder of the results")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        raise SystemExit(f"unknown mode(s): {', '.join(bad)}")
+    out = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    # SIGTERM behaves like Ctrl-C: unwind, and every finally block stops what it started
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    phases: list[Phase] = []
+    with contextlib.ExitStack() as stack:
+        url = database_url()
+        if url:
+            admin_url, server_note = url, "DATABASE_URL"
+        else:
+            pg = stack.enter_context(EmbeddedPostgres({"max_connections": args.max_connections}))
+            url, admin_url = pg.url(), pg.admin_url
+            server_note = f"embedded PostgreSQL 127.0.0.1:{pg.port}, max_connections={args.max_connections}"
+        dbname = psycopg.conninfo.conninfo_to_dict(url).get("dbname") or "postgres"
+        print(f"threadpool_db comparison: {server_note}; gunicorn gthread {args.workers} workers x {args.threads}"
+              f" threads; pool max_size {args.max_size}/worker; locust {args.users} users, {args.duration} s/phase")
+        from demo_app.schema import ensure_schema
+
+        ensure_schema(url)
+        try:
+            for mode in modes:
+                phases.append(run_phase(mode, url, admin_url, dbname, args, out))
+        except KeyboardInterrupt:
+            print("\ninterrupted: stopping everything")
+            if not phases:
+                return 130
+    meta = {"args": vars(args), "server": server_note, "cores": os.cpu_count(), "python": sys.version.split()[0]}
+    (out / "results.json").write_text(json.dumps({"meta": meta, "phases": [asdict(p) for p in phases]}, indent=2))
+    table = report.write(out, phases, meta)
+    print(table)
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

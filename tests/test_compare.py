@@ -1,0 +1,53 @@
+"""A short smoke run of the comparison (load.compare): files, table, bounds, cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _ours_running() -> list[str]:
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "demo_app:create_app()" in cmd or "load/locustfile.py" in cmd:
+                found.append(f"{d.name}: {cmd[:120]}")
+    return found
+
+
+def test_comparison_smoke_run_writes_the_report_and_stops_everything(pg, tmp_path):
+    assert _ours_running() == []
+    env = {**os.environ, "DATABASE_URL": pg.url}
+    workers, max_size = 2, 2
+    proc = subprocess.run(
+        [sys.executable, "-m", "load.compare", "--duration", "4", "--users", "12", "--spawn-rate", "12",
+         "--workers", str(workers), "--threads", "6", "--max-size", str(max_size), "--out", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (out,) = list(tmp_path.iterdir())
+    for name in ("report.md", "report.html", "results.json", "rps.png", "latency.png", "errors.png",
+                 "server_conns.png", "pooled_stats.csv", "per-request_stats.csv",
+                 "pooled_stats_history.csv"):  # fmt: skip
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| mode | req/s | p50 ms | p95 ms | p99 ms | errors % | peak server conns")
+    assert any(line.startswith("| per-request |") for line in table)
+    assert any(line.startswith("| pooled |") for line in table)
+    res = json.loads((out / "results.json").read_text())
+    pooled = next(p for p in res["phases"] if p["mode"] == "pooled")
+    per_request = next(p for p in res["phases"] if p["mode"] == "per-request")
+    assert pooled["requests"] > 0 and per_request["requests"] > 0
+    assert 1 <= pooled["peak_conns"] <= workers * max_size
+    assert pooled["failures"] == 0
+    assert per_request["conns_opened"] > pooled["conns_opened"]
+    assert _ours_running() == []
