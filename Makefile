@@ -6,7 +6,7 @@ EXTRAS ?= test,demo,flask,load,bench
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo quick-demo soak lint serve clean
+.PHONY: venv test demo quick-demo bench soak lint serve clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,9 @@ soak: venv
 
 demo: venv
 	$(BIN)/python -m load.compare $(DEMO_ARGS)
+
+bench: venv
+	$(BIN)/python -m load.bench_pools
 
 quick-demo: venv
 	$(BIN)/python -m demo_app.quick
