@@ -60,15 +60,24 @@ class _Slot:
 
 
 class _Waiter:
-    """A borrower in the queue. Its Condition shares the pool lock; it is notified by
-    ``_give_locked`` (a connection for it) and by ``close`` (the pool went away)."""
+    """A borrower in the queue, with a Condition of its own (on its own lock, so a woken
+    waiter does not have to win the pool lock back). It is notified, with the pool lock held,
+    by ``_give_locked`` and ``putconn`` (a connection for it) and by ``close`` (the pool went
+    away). Lock order: pool lock, then the waiter's; a waiter never holds its own lock while
+    taking the pool lock."""
 
     __slots__ = ("cond", "slot", "error")
 
-    def __init__(self, lock: threading.Lock) -> None:
-        self.cond = threading.Condition(lock)
+    def __init__(self) -> None:
+        self.cond = threading.Condition(threading.Lock())
         self.slot: _Slot | None = None
         self.error: PoolError | None = None
+
+    def wake(self, slot: _Slot | None = None, error: PoolError | None = None) -> None:
+        with self.cond:
+            self.slot = slot
+            self.error = error
+            self.cond.notify()
 
 
 def _positive(name: str, value: Any, *, allow_zero: bool = True, allow_none: bool = False) -> Any:
@@ -284,8 +293,7 @@ class ConnectionPool:
             waiters = list(self._waiting)
             self._waiting.clear()
             for w in waiters:
-                w.error = PoolClosed(f"pool {self.name!r} was closed while waiting")
-                w.cond.notify()
+                w.wake(error=PoolClosed(f"pool {self.name!r} was closed while waiting"))
             self._filled.notify_all()
             out = self._nconns
         self._stop.set()
@@ -381,24 +389,27 @@ class ConnectionPool:
                     f"pool {self.name!r}: {len(self._waiting)} borrowers already waiting "
                     f"(max_waiting={self.max_waiting})"
                 )
-            w = _Waiter(self._lock)
+            w = _Waiter()
             self._waiting.append(w)
             self._waits += 1
             self._grow_locked()
+        with w.cond:
             while w.slot is None and w.error is None:
                 remaining = deadline - monotonic()
                 if remaining <= 0:
                     break
                 w.cond.wait(remaining)
-            if w.slot is not None:  # granted, possibly at the very edge of the deadline
-                self._borrows += 1
-                return w.slot
-            if w.error is not None:
-                raise w.error
-            self._waiting.remove(w)
-            self._timeouts += 1
-            msg = self._timeout_message_locked(timeout)
-        raise PoolTimeout(msg)
+        if w.slot is None and w.error is None:
+            with self._lock:
+                # Critical section: give up, unless a connection was handed over while the
+                # wait was timing out (it was assigned under this lock, so we see it here).
+                if w.slot is None and w.error is None:
+                    self._waiting.remove(w)
+                    self._timeouts += 1
+                    raise PoolTimeout(self._timeout_message_locked(timeout))
+        if w.error is not None:
+            raise w.error
+        return w.slot  # type: ignore[return-value]  # counted in _borrows by whoever granted it
 
     def _timeout_message_locked(self, timeout: float) -> str:
         idle = len(self._pool)
@@ -477,9 +488,8 @@ class ConnectionPool:
                 slot.last_used = now
                 # Hand it to the oldest waiter (notified on its own Condition), or make it idle.
                 if self._waiting:
-                    w = self._waiting.popleft()
-                    w.slot = slot
-                    w.cond.notify()
+                    self._borrows += 1  # a grant is never taken back: count the borrow now
+                    self._waiting.popleft().wake(slot)
                 else:
                     self._pool.append(slot)
         if lease is not None:
@@ -543,9 +553,8 @@ class ConnectionPool:
     def _give_locked(self, slot: _Slot) -> None:
         """Hand ``slot`` to the oldest waiter, or make it idle. Call with the lock held."""
         if self._waiting:
-            w = self._waiting.popleft()
-            w.slot = slot
-            w.cond.notify()
+            self._borrows += 1  # a grant is never taken back: count the borrow now
+            self._waiting.popleft().wake(slot)
         else:
             self._pool.append(slot)
 
