@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from flask import Flask, jsonify, send_from_directory
 
+from threadpool_db import PoolError
 from threadpool_db.flask import FlaskPool
 
 from . import ops, publish
@@ -103,7 +104,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         conn = pool.getconn()  # deliberately not returned by this request
         leaked.append(conn)
         hold = pool._leaks.threshold * 1.5 if pool._leaks is not None else 3.0
-        threading.Timer(hold, lambda: (leaked.remove(conn), pool.putconn(conn))).start()
+
+        def give_back() -> None:
+            leaked.remove(conn)
+            try:
+                pool.putconn(conn)
+            except PoolError:  # closed meanwhile (shutdown): it was closed, nothing to do
+                pass
+
+        timer = threading.Timer(hold, give_back)
+        timer.name, timer.daemon = "tpdb-demo-leaky-return", True
+        timer.start()
         return jsonify({"leaked": True, "return_in_s": hold})
 
     @app.get("/api/worker")

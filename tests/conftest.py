@@ -11,6 +11,8 @@ import pytest
 from threadpool_db import ConnectionPool
 from threadpool_db.testing import EmbeddedPostgres, database_url
 
+from .faults.proxy import FaultProxy
+
 
 class Server:
     """What a test needs to know of the server: URLs, and the embedded instance if any."""
@@ -65,4 +67,34 @@ def make_pool(pg: Server, app_name: str) -> Iterator[Callable[..., ConnectionPoo
 
     yield make
     for p in pools:
+        p.close()
+
+
+# Fault and soak tests own their servers: each gets a fresh embedded PostgreSQL it may stop,
+# restart or fill up (even with DATABASE_URL set: they must be able to kill it).
+@pytest.fixture
+def own_pg() -> Iterator[Callable[..., EmbeddedPostgres]]:
+    servers: list[EmbeddedPostgres] = []
+
+    def start(**settings: Any) -> EmbeddedPostgres:
+        pg = EmbeddedPostgres(settings)
+        servers.append(pg)
+        return pg.start()
+
+    yield start
+    for pg in servers:
+        pg.stop()
+
+
+@pytest.fixture
+def proxy() -> Iterator[Callable[[int], FaultProxy]]:
+    made: list[FaultProxy] = []
+
+    def make(port: int) -> FaultProxy:
+        p = FaultProxy(port)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
         p.close()

@@ -273,7 +273,8 @@ def test_close_with_connections_out(make_pool, pg, app_name):
         except BaseException as e:
             blocked.append(e)
         finally:
-            pool.putconn(p)
+            with pytest.raises(PoolClosed):  # returned after close: closed, and said so
+                pool.putconn(p)
 
     t = threading.Thread(target=waiter, daemon=True)
     t.start()
@@ -286,7 +287,8 @@ def test_close_with_connections_out(make_pool, pg, app_name):
         pool.getconn()
     # the borrowed connection still works until it is returned, then it is closed
     assert out.execute("SELECT 1").fetchone() == (1,)
-    pool.putconn(out)
+    with pytest.raises(PoolClosed, match="closed, not returned"):
+        pool.putconn(out)  # a clear error, and the connection is closed all the same
     wait_until(lambda: pid_out not in backends(pg.admin_url, app_name), what="backend closed")
     assert pool.closed
     s = pool.stats()

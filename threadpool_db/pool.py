@@ -427,7 +427,7 @@ class ConnectionPool:
         """Check a connection at borrow time; on failure discard it (and grow if needed)."""
         try:
             if self._check is not None:
-                self._check(slot.raw)
+                self._run_check(slot)
             else:
                 self._driver.validate(slot.raw, self.check_timeout)
             return True
@@ -441,9 +441,34 @@ class ConnectionPool:
             self._close_raw(slot)
             return False
 
+    def _run_check(self, slot: _Slot) -> None:
+        """Run the user's check in a daemon helper thread, so a check that hangs is bounded by
+        check_timeout (and cannot hold up interpreter exit); on timeout the connection is
+        aborted, which also frees a check stuck on the network. It costs a thread start."""
+        result: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                self._check(slot.raw)  # type: ignore[misc]
+                result.append(None)
+            except BaseException as e:
+                result.append(e)
+
+        t = threading.Thread(target=run, name=f"{self.name}-check", daemon=True)
+        t.start()
+        t.join(self.check_timeout)
+        if not result:
+            self._driver.abort(slot.raw)
+            raise PoolError(f"check callback did not finish within check_timeout={self.check_timeout:g} s")
+        if result[0] is not None:
+            raise result[0]
+
     # -- returning ----------------------------------------------------------------------------
     def putconn(self, conn: PooledConnection) -> None:
-        """Give a connection back. Any open transaction is rolled back, settings restored."""
+        """Give a connection back. Any open transaction is rolled back, settings restored.
+
+        After ``close()`` the connection is closed instead, and ``PoolClosed`` says so.
+        """
         if type(conn) is not PooledConnection or conn._pool is not self or conn._raw is None:
             self._check_handle(conn)  # raises the error that says what is wrong
         slot: _Slot = conn._slot  # type: ignore[assignment]
@@ -471,7 +496,8 @@ class ConnectionPool:
                 slot.lease = None
             if slot.gen != self._gen:  # borrowed before a fork: never ours to close
                 return
-            if self._closed:
+            pool_open = not self._closed
+            if not pool_open:
                 close = True
                 self._closed_count += 1
                 self._forget_locked(slot)
@@ -496,6 +522,8 @@ class ConnectionPool:
             self._leaks.on_return(lease, now)  # type: ignore[union-attr]
         if close:
             self._close_raw(slot)
+        if not pool_open:
+            raise PoolClosed(f"pool {self.name!r} is closed: the connection was closed, not returned")
 
     def _check_handle(self, conn: Any) -> None:
         if type(conn) is not PooledConnection or conn._pool is not self:
@@ -523,7 +551,10 @@ class ConnectionPool:
         finally:
             if exc is not None and is_fatal_sqlstate(exc):
                 conn._slot.dirty |= BROKEN  # type: ignore[union-attr]
-            self.putconn(conn)
+            try:
+                self.putconn(conn)
+            except PoolClosed:
+                pass  # closed, not returned: a with block may outlive its pool, quietly
 
     def _reset_for_reuse(self, slot: _Slot, raw: Any) -> str | None:
         """Make a returned connection fit for the next borrower, or say why it must go."""

@@ -1,0 +1,93 @@
+"""One test that greps every surface for the password: logs at every level, reprs, stats,
+exceptions with their chains, leak reports, the Flask endpoints and the demo dashboard."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import traceback
+from urllib.parse import urlsplit
+
+import pytest
+from flask import Flask
+
+from threadpool_db import ConnectionPool, PoolTimeout
+from threadpool_db.flask import FlaskPool
+
+from .helpers import wait_until
+from .timing import SETTLE
+
+
+def _exc_text(e: BaseException) -> str:
+    parts = ["".join(traceback.format_exception(type(e), e, e.__traceback__)), repr(e.args)]
+    while e.__cause__ or e.__context__:
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+        parts.append(repr(e) + repr(e.args))
+    return "\n".join(parts)
+
+
+def test_the_password_appears_nowhere(pg, caplog, tmp_path, monkeypatch):
+    caplog.set_level(logging.DEBUG)
+    password = urlsplit(pg.url).password
+    assert password and len(password) > 8
+    seen: list[str] = []
+
+    # a pool with leak detection, a leak report, a timeout with holders, reprs and stats
+    pool = ConnectionPool(pg.url, min_size=1, max_size=1, leak_threshold=0.2, capture_stacks="full", name="sec")
+    try:
+        pool.wait(SETTLE)
+        held = pool.getconn()
+        wait_until(pool.leaks, what="a leak report")
+        with pytest.raises(PoolTimeout) as ei:
+            pool.getconn(timeout=0.2)
+        seen += [repr(pool), repr(held), json.dumps(pool.stats()), json.dumps(pool.leaks()),
+                 json.dumps(pool.borrowed()), json.dumps(pool.leak_reports()), _exc_text(ei.value)]  # fmt: skip
+        pool.putconn(held)
+    finally:
+        pool.close()
+
+    # a failing open, with a wrong password that must not show either
+    wrong = "Wr0ngPassw0rd-1234"
+    u = urlsplit(pg.url)
+    bad = ConnectionPool(f"postgresql://app:{wrong}@{u.hostname}:{u.port}/app", min_size=1, open=False)
+    with pytest.raises(PoolTimeout) as ei2:
+        bad.open(wait=True, timeout=1.0)
+    seen += [_exc_text(ei2.value), repr(bad), json.dumps(bad.stats())]
+
+    # the Flask endpoints
+    app = Flask("sec")
+    app.config["THREADPOOL_DB_CONNINFO"] = pg.url
+    db = FlaskPool(app, min_size=1, leak_threshold=5.0)
+    app.register_blueprint(db.stats_blueprint())
+    client = app.test_client()
+    for path in ("/pool/stats", "/pool/leaks", "/healthz"):
+        seen.append(client.get(path).get_data(as_text=True))
+    db.close(app)
+
+    # the demo dashboard (its JSON is what the page shows)
+    monkeypatch.setenv("DATABASE_URL", pg.url)
+    monkeypatch.setenv("TPDB_STATS_DIR", str(tmp_path / "stats"))
+    from demo_app import create_app
+
+    demo = create_app()
+    dc = demo.test_client()
+    dc.get("/pooled/read")
+    dc.get("/leaky")
+    wait_until(lambda: json.loads(dc.get("/api/dashboard").get_data())["workers"], what="dashboard data")
+    seen.append(dc.get("/api/dashboard").get_data(as_text=True))
+    seen.append(dc.get("/").get_data(as_text=True))
+    for t in threading.enumerate():
+        if t.name == "tpdb-demo-leaky-return":
+            t.join(SETTLE)
+    demo.extensions["threadpool_db"].close()
+
+    for r in caplog.records:  # every log record at every level
+        seen.append(r.getMessage())
+        if r.exc_info:
+            seen.append("".join(traceback.format_exception(*r.exc_info)))
+    text = "\n".join(seen)
+    assert "password authentication failed" in text  # the failure did reach the text we grep
+    assert "suspected leak" in text
+    assert password not in text
+    assert wrong not in text
