@@ -54,6 +54,7 @@ class Phase:
     samples: list[dict[str, float]] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
     pool_stats: list[dict[str, Any]] = field(default_factory=list)
+    advice: dict[str, Any] = field(default_factory=dict)
 
     @property
     def error_pct(self) -> float:
@@ -189,6 +190,16 @@ def _pool_stats(base: str, workers: int) -> list[dict[str, Any]]:
         return []
 
 
+def _advice(base: str, workers: int) -> dict[str, Any]:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{base}/pool/advice?workers={workers}", timeout=10) as r:
+            return dict(json.loads(r.read()))
+    except Exception as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
 def run_phase(mode: str, url: str, admin_url: str, dbname: str, args: argparse.Namespace, out: Path) -> Phase:
     phase = Phase(mode)
     env = {"TPDB_POOL_TIMEOUT": str(args.pool_timeout), "TPDB_STATS_DIR": str(out / f"{mode}_workers"),
@@ -204,6 +215,7 @@ def run_phase(mode: str, url: str, admin_url: str, dbname: str, args: argparse.N
             phase.cpu = cpu.shares(before, run_locust(base, mode, args, out, sampler))
             if mode == "pooled":
                 phase.pool_stats = _pool_stats(base, args.workers)
+                phase.advice = _advice(base, args.workers)
         finally:
             sampler.stop()
     agg = _aggregated(out / f"{mode}_stats.csv")

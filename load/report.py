@@ -124,6 +124,10 @@ def write(out: Path, phases: list[Phase], meta: dict[str, Any]) -> str:
     if cpu_lines:
         md += ["CPU share of the whole machine during each phase (from /proc):", "",
                *[f"- {x}" for x in cpu_lines], ""]  # fmt: skip
+    advice = next((p.advice for p in phases if p.advice.get("reasoning")), None)
+    if advice:
+        md += ["Sizing advisor (one pooled worker's view, `pool.advise()`):", "",
+               *[f"- {x}" for x in advice["reasoning"] + advice.get("warnings", [])], ""]  # fmt: skip
     if pool_lines:
         md += ["Pool stats at the end of the pooled phase:", "", *[f"- {x}" for x in pool_lines], ""]
     md += [f"![{t}]({n})" for n, t in imgs]
@@ -135,6 +139,8 @@ td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}}td:first-chil
 </head><body><h1>thread-per-request vs the bounded pool</h1><p>{html.escape(setup)}</p>
 <table><tr>{"".join(f"<th>{h}</th>" for h in HEAD)}</tr>{trs}</table><p><b>{html.escape(ratio)}</b></p>
 <h3>CPU share during each phase</h3><ul>{"".join(f"<li>{html.escape(x)}</li>" for x in cpu_lines)}</ul>
+<h3>Sizing advisor</h3><ul>{"".join(f"<li>{html.escape(x)}</li>" for x in
+    ((advice or {}).get("reasoning", []) + (advice or {}).get("warnings", [])))}</ul>
 <h3>Pool stats at the end of the pooled phase</h3>
 <ul>{"".join(f"<li>{html.escape(x)}</li>" for x in pool_lines)}</ul>
 {"".join(f'<h2>{html.escape(t)}</h2><img src="{n}" alt="{html.escape(t)}">' for n, t in imgs)}

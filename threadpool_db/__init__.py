@@ -1,7 +1,7 @@
 """threadpool_db: a blocking, fair connection pool for threaded WSGI apps, with leak detection."""
 
 from .connection import PooledConnection
-from .errors import ConnectionReclaimed, PoolClosed, PoolError, PoolTimeout, TooManyWaiters
+from .errors import ConnectionReclaimed, PoolClosed, PoolError, PoolTimeout, TenantQuotaExceeded, TooManyWaiters
 from .pool import ConnectionPool
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "PoolError",
     "PoolTimeout",
     "PooledConnection",
+    "TenantQuotaExceeded",
     "TooManyWaiters",
 ]
 __version__ = "0.1.0"

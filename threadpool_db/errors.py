@@ -22,3 +22,7 @@ class TooManyWaiters(PoolError):
 
 class ConnectionReclaimed(PoolError):
     """The connection was taken back by the leak detector; this handle is dead."""
+
+
+class TenantQuotaExceeded(PoolError):
+    """The tenant already holds its quota of connections and ``tenant_wait`` is False."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -184,7 +185,12 @@ class FlaskPool:
 
         @bp.get("/pool/stats")
         def stats() -> Response:
-            return jsonify(self._state().pool.stats())
+            pool = self._state().pool
+            return jsonify({**pool.stats(), "advice": pool.advise(workers=_workers(), query_server=False)})
+
+        @bp.get("/pool/advice")
+        def advice() -> Response:
+            return jsonify(self._state().pool.advise(workers=_workers()))
 
         @bp.get("/pool/leaks")
         def leaks() -> Response:
@@ -201,6 +207,15 @@ class FlaskPool:
             return jsonify({"status": "ok", "pool": pool.name}), 200
 
         return bp
+
+
+def _workers() -> int:
+    """Processes sharing the server, for the advisor: ?workers=N, else WEB_CONCURRENCY, else 1."""
+    raw = request.args.get("workers") or os.environ.get("WEB_CONCURRENCY") or "1"
+    try:
+        return max(1, int(raw))
+    except ValueError:
+        return 1
 
 
 def _after_request(response: Response) -> Response:

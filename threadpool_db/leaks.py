@@ -154,13 +154,14 @@ class LeakDetector:
         self._held.clear()
 
     # -- hot path -----------------------------------------------------------------------------
-    def on_borrow(self, slot: _Slot) -> None:
+    def on_borrow(self, slot: _Slot, thread: threading.Thread | None = None) -> None:
         capture = self.capture
         if capture == "full" or (capture == "sampled" and random.random() < self.rate):
             stack: Stack | None = capture_stack()
         else:
             stack = None
-        thread = threading.current_thread()
+        if thread is None:
+            thread = threading.current_thread()
         lease = _Lease(slot, thread, slot.borrowed_at, stack)
         slot.lease = lease
         ident = lease.ident

@@ -15,16 +15,20 @@ import random
 import threading
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from threading import get_ident
 from time import monotonic
 from types import TracebackType
 from typing import Any
 
-from . import forking, workers
+from . import forking, sched, workers
+from .advisor import recommend
 from .connection import BROKEN, PooledConnection
 from .drivers import IDLE, INERROR, INTRANS, Driver, is_fatal_sqlstate, make_driver
-from .errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
+from .errors import PoolClosed, PoolError, PoolTimeout, TenantQuotaExceeded, TooManyWaiters
+from .future import FutureWaiter, Notifier
 from .redact import find_secrets, redact_conninfo, scrub
+from .sched import TenantBook
 from .stats import Window
 
 logger = logging.getLogger("threadpool_db")
@@ -32,6 +36,7 @@ logger = logging.getLogger("threadpool_db")
 _CHECKS = ("auto", "always", "never")
 AUTO_CHECK_IDLE = 0.5  # seconds idle after which check="auto" validates on borrow
 LIFETIME_JITTER = 0.05  # each connection lives up to 5% less than max_lifetime
+BURST_WINDOW = 10.0  # seconds of recent borrows the burst decision looks at
 _ids = itertools.count(1)
 _pool_ids = itertools.count(1)
 
@@ -41,7 +46,7 @@ class _Slot:
 
     __slots__ = (
         "raw", "id", "pid", "created", "expires", "last_used", "settings", "dirty",
-        "gen", "handle", "borrowed_at", "owner", "lease",
+        "gen", "handle", "borrowed_at", "owner", "lease", "tenant", "burst",
     )  # fmt: skip
 
     def __init__(self, raw: Any, pid: int | None, expires: float, settings: tuple[Any, ...], gen: int):
@@ -57,6 +62,8 @@ class _Slot:
         self.borrowed_at = 0.0
         self.owner = 0  # ident of the borrowing thread
         self.lease: Any = None  # the leak detector's record of this borrow, when it is on
+        self.tenant: str | None = None  # the tenant it is lent to (quota accounting)
+        self.burst = False  # made above max_size during a burst: short-lived, closed first
 
 
 class _Waiter:
@@ -66,12 +73,15 @@ class _Waiter:
     away). Lock order: pool lock, then the waiter's; a waiter never holds its own lock while
     taking the pool lock."""
 
-    __slots__ = ("cond", "slot", "error")
+    __slots__ = ("cond", "slot", "error", "tenant", "priority", "since")
 
-    def __init__(self) -> None:
+    def __init__(self, tenant: str | None = None, priority: float = 0.0, since: float = 0.0) -> None:
         self.cond = threading.Condition(threading.Lock())
         self.slot: _Slot | None = None
         self.error: PoolError | None = None
+        self.tenant = tenant
+        self.priority = priority
+        self.since = since
 
     def wake(self, slot: _Slot | None = None, error: PoolError | None = None) -> None:
         with self.cond:
@@ -124,6 +134,13 @@ class ConnectionPool:
         stack_sample_rate: float = 0.05,
         reclaim_leaked: bool = False,
         reclaim_factor: float = 2.0,
+        tenant_limits: dict[str, int] | None = None,
+        default_tenant_limit: int | None = None,
+        tenant_wait: bool = True,
+        priority_aging: float = 1.0,
+        burst_size: int | None = None,
+        burst_wait_threshold: float = 0.1,
+        burst_lifetime: float = 60.0,
     ) -> None:
         # -- validate everything before any thread or connection exists ----------------------
         if conninfo is None and connect is None:
@@ -161,6 +178,18 @@ class ConnectionPool:
                 raise ValueError(f"{cb_name} must be a callable, got {type(cb).__name__}")
         if name is not None and not isinstance(name, str):
             raise ValueError(f"name must be a str, got {type(name).__name__}")
+        _positive("priority_aging", priority_aging, allow_zero=False)
+        if burst_size is not None and (isinstance(burst_size, bool) or not isinstance(burst_size, int)
+                                       or burst_size < max_size):  # fmt: skip
+            raise ValueError(f"burst_size must be an int >= max_size ({max_size}) or None, got {burst_size!r}")
+        _positive("burst_wait_threshold", burst_wait_threshold, allow_zero=False)
+        _positive("burst_lifetime", burst_lifetime, allow_zero=False)
+        self._tenants = TenantBook(tenant_limits, default_tenant_limit)
+        self.tenant_wait = bool(tenant_wait)
+        self.priority_aging = float(priority_aging)
+        self.burst_size = burst_size
+        self.burst_wait_threshold = float(burst_wait_threshold)
+        self.burst_lifetime = float(burst_lifetime)
 
         self.name = name or f"pool-{next(_pool_ids)}"
         self.min_size = min_size
@@ -192,7 +221,9 @@ class ConnectionPool:
         )
         self._init_state()
         self._opened = False
+        self._opened_at = 0.0
         self._closed = False
+        self._server_facts: dict[str, int] = {}
         forking.register(self)
         if open:
             self.open()
@@ -208,6 +239,14 @@ class ConnectionPool:
         self._nconns = 0  # live connections (== len(self._all))
         self._growing = 0  # connections being created by the workers right now
         self._gen = getattr(self, "_gen", 0) + 1
+        # A plain pool serves strictly FIFO on the fast path; tenants or priorities switch it
+        # (for good) to the scheduler in sched.py.
+        self._plain = not self._tenants.active
+        self._cap = self.max_size  # growth ceiling: max_size, or burst_size while bursting
+        self._bursting = False
+        self._slow_waits: deque[tuple[float, float]] = deque(maxlen=4096)  # (when, wait) of waits
+        self._rate: deque[tuple[float, int]] = deque(maxlen=600)  # (when, borrows), housekeeper
+        self._futures: Any = None  # the future-borrow notifier, made on first use
         self._pid = os.getpid()
         self._borrows = self._waits = self._timeouts = self._rejected = 0
         self._created = self._closed_count = self._create_errors = self._discarded_broken = 0
@@ -243,6 +282,7 @@ class ConnectionPool:
                 raise PoolClosed(f"pool {self.name!r} is closed and cannot be reopened")
             start = not self._opened
             self._opened = True
+            self._opened_at = self._opened_at or monotonic()
             if start:
                 self._fill_locked()
         if start:
@@ -302,6 +342,8 @@ class ConnectionPool:
             self._close_raw(slot)
         if self._leaks is not None:
             self._leaks.stop()
+        if self._futures is not None:
+            self._futures.stop()  # after the PoolClosed resolutions queued above
         me = threading.current_thread()
         deadline = monotonic() + timeout
         for t in self._threads:
@@ -332,13 +374,18 @@ class ConnectionPool:
             pass
 
     # -- borrowing ----------------------------------------------------------------------------
-    def connection(self, timeout: float | None = None) -> PooledConnection:
+    def connection(
+        self, timeout: float | None = None, *, tenant: str | None = None, priority: float | None = None
+    ) -> PooledConnection:
         """Borrow a connection for a ``with`` block: commit on success, roll back on error,
         and give it back in both cases."""
-        return self.getconn(timeout)
+        return self.getconn(timeout, tenant=tenant, priority=priority)
 
-    def getconn(self, timeout: float | None = None) -> PooledConnection:
-        """Borrow a connection; wait up to ``timeout`` s (default: the pool's) in FIFO order."""
+    def getconn(
+        self, timeout: float | None = None, *, tenant: str | None = None, priority: float | None = None
+    ) -> PooledConnection:
+        """Borrow a connection; wait up to ``timeout`` s (default: the pool's) in FIFO order
+        (by priority first, when priorities are used). ``tenant`` counts against its quota."""
         t0 = monotonic()
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be >= 0, got {timeout!r}")
@@ -346,7 +393,8 @@ class ConnectionPool:
         while True:
             with self._lock:
                 # Fast path: an idle connection and nobody queued before us.
-                if self._pool and not self._waiting and not self._closed:
+                if self._plain and self._pool and not self._waiting and not self._closed \
+                        and tenant is None and priority is None:  # fmt: skip
                     slot = self._pool.pop()
                     self._borrows += 1
                 else:
@@ -355,8 +403,10 @@ class ConnectionPool:
                 if deadline is None:
                     timeout = self.timeout if timeout is None else timeout
                     deadline = t0 + timeout
-                slot = self._wait_for_slot(deadline, timeout)  # type: ignore[arg-type]
+                slot = self._wait_for_slot(deadline, timeout, tenant, priority)  # type: ignore[arg-type]
                 now = monotonic()
+                if self.burst_size is not None and now - t0 > 0.0005:
+                    self._slow_waits.append((now, now - t0))
             else:
                 now = t0 if deadline is None else monotonic()
             after = self._check_after
@@ -373,26 +423,14 @@ class ConnectionPool:
                 self._leaks.on_borrow(slot)
             return handle
 
-    def _wait_for_slot(self, deadline: float, timeout: float) -> _Slot:
+    def _wait_for_slot(
+        self, deadline: float, timeout: float, tenant: str | None = None, priority: float | None = None
+    ) -> _Slot:
         with self._lock:
-            # Critical section: decide here if there's a connection ready or if the client
-            # needs to wait. A waiter is only ever removed from _waiting under this lock, so
-            # a connection is never handed to a waiter that has given up.
-            if self._closed:
-                raise PoolClosed(f"pool {self.name!r} is closed")
-            if self._pool and not self._waiting:
-                self._borrows += 1
-                return self._pool.pop()
-            if self.max_waiting and len(self._waiting) >= self.max_waiting:
-                self._rejected += 1
-                raise TooManyWaiters(
-                    f"pool {self.name!r}: {len(self._waiting)} borrowers already waiting "
-                    f"(max_waiting={self.max_waiting})"
-                )
-            w = _Waiter()
-            self._waiting.append(w)
-            self._waits += 1
-            self._grow_locked()
+            got = self._admit_locked(tenant, priority, lambda: _Waiter(tenant, float(priority or 0.0), monotonic()))
+        if isinstance(got, _Slot):
+            return got
+        w = got
         with w.cond:
             while w.slot is None and w.error is None:
                 remaining = deadline - monotonic()
@@ -406,10 +444,115 @@ class ConnectionPool:
                 if w.slot is None and w.error is None:
                     self._waiting.remove(w)
                     self._timeouts += 1
+                    self._tenants.count(tenant, "timeouts")
                     raise PoolTimeout(self._timeout_message_locked(timeout))
         if w.error is not None:
             raise w.error
         return w.slot  # type: ignore[return-value]  # counted in _borrows by whoever granted it
+
+    def _admit_locked(self, tenant: str | None, priority: float | None, make_waiter: Callable[[], Any]) -> Any:
+        """Critical section: decide here if there's a connection ready (return the slot) or
+        if the client needs to wait (queue ``make_waiter()`` and return it). A waiter is only
+        ever removed from _waiting under this lock, so a connection is never handed to a
+        waiter that has given up. Shared by getconn and getconn_future."""
+        if tenant is not None and not isinstance(tenant, str):
+            raise ValueError(f"tenant must be a str or None, got {type(tenant).__name__}")
+        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, (int, float))):
+            raise ValueError(f"priority must be a number or None, got {type(priority).__name__}")
+        if self._closed:
+            raise PoolClosed(f"pool {self.name!r} is closed")
+        if tenant is not None or priority is not None:
+            self._plain = False
+        if self._plain:
+            if self._pool and not self._waiting:
+                self._borrows += 1
+                return self._pool.pop()
+        elif self._tenants.under_quota(tenant):
+            # While a connection is idle no queued waiter is eligible (see sched.py), so one
+            # under its quota may take it.
+            if self._pool:
+                slot = self._pool.pop()
+                self._grant_locked(slot, tenant)
+                return slot
+        elif not self.tenant_wait:
+            self._rejected += 1
+            self._tenants.count(tenant, "rejected")
+            raise TenantQuotaExceeded(
+                f"pool {self.name!r}: tenant {tenant!r} already holds its quota of "
+                f"{self._tenants.limit(tenant)} connection(s)"  # type: ignore[arg-type]
+            )
+        if self.max_waiting and len(self._waiting) >= self.max_waiting:
+            self._rejected += 1
+            self._tenants.count(tenant, "rejected")
+            raise TooManyWaiters(
+                f"pool {self.name!r}: {len(self._waiting)} borrowers already waiting "
+                f"(max_waiting={self.max_waiting})"
+            )
+        w = make_waiter()
+        self._waiting.append(w)
+        self._waits += 1
+        self._tenants.count(tenant, "waits")
+        self._grow_locked()
+        return w
+
+    def getconn_future(
+        self, timeout: float | None = None, *, tenant: str | None = None, priority: float | None = None
+    ) -> Future[PooledConnection]:
+        """Borrow through a ``concurrent.futures.Future``, in the same fair queue as getconn.
+
+        The future resolves to a connection (give it back with ``putconn``), or fails with
+        ``PoolTimeout``/``PoolClosed``. Cancelling it gives its place (or its connection)
+        back. ``asyncio.wrap_future(pool.getconn_future())`` bridges it to asyncio.
+        """
+        t0 = monotonic()
+        if timeout is None:
+            timeout = self.timeout
+        elif not timeout >= 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+        fut: Future[PooledConnection] = Future()
+        with self._lock:
+            if self._futures is None and not self._closed:
+                self._futures = Notifier(self)
+            notifier = self._futures
+            got = self._admit_locked(
+                tenant, priority,
+                lambda: FutureWaiter(fut, t0 + timeout, timeout, tenant, float(priority or 0.0), notifier.queue),
+            )  # fmt: skip
+        if isinstance(got, _Slot):
+            if self._check_after is not None and t0 - got.last_used > self._check_after and not self._validate(got):
+                return self.getconn_future(max(0.0, timeout - (monotonic() - t0)), tenant=tenant, priority=priority)
+            fut.set_running_or_notify_cancel()
+            fut.set_result(self._hand_out(got, t0, monotonic(), threading.current_thread()))
+            return fut
+        notifier.watch(got)
+        fut.add_done_callback(lambda f: self._cancel_waiter(got) if f.cancelled() else None)
+        return fut
+
+    def _hand_out(self, slot: _Slot, t0: float, now: float, thread: threading.Thread) -> PooledConnection:
+        """The end of a borrow: stats, ownership, the handle, the leak lease. (getconn does
+        the same steps inline: it is the hot path.)"""
+        self._wait_window.append(now - t0)
+        slot.borrowed_at = now
+        slot.owner = thread.ident or 0
+        slot.handle = handle = PooledConnection(self, slot)
+        if self._leaks is not None:
+            self._leaks.on_borrow(slot, thread)
+        return handle
+
+    def _cancel_waiter(self, w: Any) -> None:
+        with self._lock:
+            if w.slot is None and w in self._waiting:
+                self._waiting.remove(w)
+
+    def _expire_waiter(self, w: Any) -> str | None:
+        """A future waiter's deadline passed: take it out and say why, unless it was served."""
+        with self._lock:
+            if w.slot is not None or w.error is not None or w not in self._waiting:
+                return None
+            self._waiting.remove(w)
+            self._timeouts += 1
+            self._tenants.count(w.tenant, "timeouts")
+            return self._timeout_message_locked(w.timeout)
 
     def _timeout_message_locked(self, timeout: float) -> str:
         idle = len(self._pool)
@@ -491,6 +634,9 @@ class ConnectionPool:
                 raise self._dead_handle_error(conn, "putconn: ")
             slot.handle = None
             conn._raw = conn._slot = None
+            if slot.tenant is not None:
+                self._tenants.release(slot.tenant)
+                slot.tenant = None
             lease = slot.lease
             if lease is not None:
                 slot.lease = None
@@ -513,9 +659,8 @@ class ConnectionPool:
             else:
                 slot.last_used = now
                 # Hand it to the oldest waiter (notified on its own Condition), or make it idle.
-                if self._waiting:
-                    self._borrows += 1  # a grant is never taken back: count the borrow now
-                    self._waiting.popleft().wake(slot)
+                if self._waiting or not self._plain:
+                    self._give_locked(slot)
                 else:
                     self._pool.append(slot)
         if lease is not None:
@@ -582,16 +727,41 @@ class ConnectionPool:
 
     # -- bookkeeping under the lock -----------------------------------------------------------
     def _give_locked(self, slot: _Slot) -> None:
-        """Hand ``slot`` to the oldest waiter, or make it idle. Call with the lock held."""
-        if self._waiting:
-            self._borrows += 1  # a grant is never taken back: count the borrow now
-            self._waiting.popleft().wake(slot)
-        else:
-            self._pool.append(slot)
+        """Hand ``slot`` to the next waiter (the oldest; or by priority and quota once the
+        scheduler is on), or make it idle. Call with the lock held."""
+        if self._plain:
+            if self._waiting:
+                self._borrows += 1  # a grant is never taken back: count the borrow now
+                self._waiting.popleft().wake(slot)
+            else:
+                self._pool.append(slot)
+            return
+        self._pool.append(slot)
+        self._dispatch_locked()
+
+    def _dispatch_locked(self) -> None:
+        """Scheduler mode: serve eligible waiters while connections are idle."""
+        while self._pool and self._waiting:
+            w = sched.pick(self._waiting, self._tenants, monotonic(), self.priority_aging)
+            if w is None:
+                return
+            slot = self._pool.pop()
+            self._grant_locked(slot, w.tenant)
+            w.wake(slot)
+
+    def _grant_locked(self, slot: _Slot, tenant: str | None) -> None:
+        self._borrows += 1
+        if tenant is not None:
+            self._tenants.take(tenant)
+            slot.tenant = tenant
 
     def _forget_locked(self, slot: _Slot) -> None:
         if self._all.pop(slot.id, None) is not None:
             self._nconns -= 1
+        if slot.tenant is not None:  # a lent connection went away: its quota frees up
+            self._tenants.release(slot.tenant)
+            slot.tenant = None
+            self._dispatch_locked()
 
     def _discard_locked(self, slot: _Slot) -> None:
         """A connection leaves the pool for good; replace it if somebody needs one."""
@@ -602,8 +772,9 @@ class ConnectionPool:
 
     def _grow_locked(self) -> None:
         """Ask the workers for connections the waiters need, within max_size."""
-        need = len(self._waiting) - self._growing
-        room = self.max_size - self._nconns - self._growing
+        waiting = len(self._waiting) if self._plain else sched.eligible(self._waiting, self._tenants)
+        need = waiting - self._growing
+        room = self._cap - self._nconns - self._growing
         n = min(need, room)
         if n > 0 and self._opened and not self._closed:
             self._growing += n
@@ -683,6 +854,9 @@ class ConnectionPool:
                 keep = False
             else:
                 keep = True
+                if self._nconns >= self.max_size:  # above max_size: a burst connection
+                    slot.burst = True
+                    slot.expires = min(slot.expires, slot.created + self.burst_lifetime)
                 self._all[slot.id] = slot
                 self._nconns += 1
                 self._created += 1
@@ -700,11 +874,18 @@ class ConnectionPool:
         with self._lock:
             if self._closed:
                 return 1.0
+            self._rate.append((now, self._borrows))
+            decay = self.burst_size is not None and self._update_burst_locked(now)
             # Oldest-used first: the idle deque is LIFO, so its left end rested longest.
             surplus = self._nconns - self.min_size
             kept: deque[_Slot] = deque()
             for slot in self._pool:
-                if now >= slot.expires:
+                if decay and slot.burst:  # demand fell: one burst connection per tick goes
+                    victims.append(slot)
+                    self._idle_closed += 1
+                    surplus -= 1
+                    decay = False
+                elif now >= slot.expires:
                     victims.append(slot)
                     self._expired += 1
                 elif surplus > 0 and now - slot.last_used >= self.max_idle:
@@ -727,6 +908,63 @@ class ConnectionPool:
             logger.debug("pool %r: closing connection %d (lifetime or idle limit)", self.name, slot.id)
             self._close_raw(slot)
         return min(max(nxt - now, 0.05), 1.0)
+
+    def _update_burst_locked(self, now: float) -> bool:
+        """Decide whether to burst above max_size: on when the p99 borrow wait over the last
+        BURST_WINDOW seconds passes burst_wait_threshold, off again below half of it
+        (hysteresis, so it does not flap). Returns True when a burst connection may be closed
+        (gradual decay: at most one per housekeeping tick)."""
+        since = now - BURST_WINDOW
+        while self._slow_waits and self._slow_waits[0][0] < since:
+            self._slow_waits.popleft()
+        start = next((n for t, n in self._rate if t >= since), self._borrows)
+        total = max(self._borrows - start, len(self._slow_waits))
+        # finished waits, and those still waiting (a queue that never drains must count too)
+        waits = sorted([w for _, w in self._slow_waits] + [now - w.since for w in self._waiting], reverse=True)
+        k = max(1, total // 100)  # the p99: 1% of the window's borrows waited at least this
+        p99 = waits[k - 1] if len(waits) >= k else 0.0
+        if not self._bursting and p99 > self.burst_wait_threshold:
+            self._bursting, self._cap = True, self.burst_size  # type: ignore[assignment]
+            logger.info("pool %r: bursting up to %d connections (p99 wait %.0f ms)", self.name, self._cap, p99 * 1e3)
+        elif self._bursting and p99 < self.burst_wait_threshold / 2:
+            self._bursting, self._cap = False, self.max_size
+            logger.info("pool %r: burst over (p99 wait %.0f ms)", self.name, p99 * 1e3)
+        return not self._bursting and any(s.burst for s in self._pool)
+
+    def resize(self, min_size: int | None = None, max_size: int | None = None) -> None:
+        """Change min_size and/or max_size at runtime. Growing takes effect at once; surplus
+        idle connections close now, surplus borrowed ones when they come back."""
+        lo = self.min_size if min_size is None else min_size
+        hi = self.max_size if max_size is None else max_size
+        for name, v in (("min_size", lo), ("max_size", hi)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "min_size" else 1):
+                raise ValueError(f"{name} must be an int >= {0 if name == 'min_size' else 1}, got {v!r}")
+        if hi < lo:
+            raise ValueError(f"max_size ({hi}) must be >= min_size ({lo})")
+        if self.burst_size is not None and self.burst_size < hi:
+            raise ValueError(f"max_size ({hi}) must be <= burst_size ({self.burst_size})")
+        victims: list[_Slot] = []
+        with self._lock:
+            self.min_size, self.max_size = lo, hi
+            self._cap = self.burst_size if self._bursting else hi  # type: ignore[assignment]
+            excess = self._nconns - self._cap
+            while excess > 0 and self._pool:
+                slot = self._pool.popleft()  # the longest idle first
+                self._forget_locked(slot)
+                self._closed_count += 1
+                victims.append(slot)
+                excess -= 1
+            for slot in self._all.values():  # borrowed surplus: expire, so it closes on return
+                if excess <= 0:
+                    break
+                if slot.handle is not None:
+                    slot.expires = 0.0
+                    excess -= 1
+            self._fill_locked()
+            self._grow_locked()
+        for slot in victims:
+            self._close_raw(slot)
+        logger.info("pool %r: resized to min_size=%d, max_size=%d", self.name, lo, hi)
 
     def _close_raw(self, slot: _Slot) -> None:
         self._close_quietly(slot.raw)
@@ -789,11 +1027,52 @@ class ConnectionPool:
             }
             if self._leaks is not None:
                 d.update(self._leaks.stats_locked())
+            if self.burst_size is not None:
+                d["burst_size"], d["bursting"] = self.burst_size, self._bursting
+            if not self._plain:
+                d["tenants"] = self._tenants.stats()
         d["wait_p50_ms"], d["wait_p99_ms"] = self._wait_window.percentiles_ms(50, 99)
         d["wait_max_ms"] = self._wait_window.max_ms()
         d["hold_p50_ms"], d["hold_p99_ms"] = self._hold_window.percentiles_ms(50, 99)
         d["hold_max_ms"] = self._hold_window.max_ms()
         return d
+
+    def advise(
+        self, workers: int = 1, server_cores: int | None = None, spindles: int = 1, query_server: bool = True
+    ) -> dict[str, Any]:
+        """A recommended max_size with its reasoning, from what this pool measured (see
+        advisor.py). ``workers``: processes that each run such a pool against the same server.
+        With ``query_server`` it asks the server for max_connections and reserved slots; the
+        server's cores are taken from this machine when the server is on loopback."""
+        now = monotonic()
+        with self._lock:
+            samples = [(t, n) for t, n in self._rate if t >= now - 60.0]
+            borrows = self._borrows
+        if len(samples) >= 2 and samples[-1][0] > samples[0][0]:
+            rate = (borrows - samples[0][1]) / (now - samples[0][0])
+        else:
+            rate = borrows / max(now - self._opened_at, 1e-3) if self._opened_at else 0.0
+        facts = dict(self._server_facts)
+        if query_server and self._driver.name == "psycopg" and not self._closed:
+            try:
+                with self.connection(timeout=2.0) as conn:
+                    facts["max_connections"] = int(conn.execute("SHOW max_connections").fetchone()[0])
+                    rows = conn.execute(
+                        "SELECT coalesce(sum(setting::int), 0) FROM pg_settings "
+                        "WHERE name IN ('superuser_reserved_connections', 'reserved_connections')"
+                    ).fetchone()
+                    facts["reserved"] = int(rows[0])
+                self._server_facts = facts
+            except Exception as e:
+                logger.info("pool %r: advise could not ask the server: %s", self.name, self._scrub(str(e)))
+        if server_cores is None and self._target.split(":")[0] in ("127.0.0.1", "localhost", "::1"):
+            server_cores = os.cpu_count()
+        advice = recommend(
+            arrival_rate=rate, mean_hold_s=self._hold_window.mean(), current_max_size=self.max_size,
+            workers=workers, wait_p99_ms=self._wait_window.percentiles_ms(99)[0], server_cores=server_cores,
+            spindles=spindles, max_connections=facts.get("max_connections"), reserved=facts.get("reserved", 0),
+        )  # fmt: skip
+        return advice.as_dict()
 
     def connect_attempts(self) -> list[float]:
         """Monotonic timestamps of the recent connection attempts (to see the backoff)."""

@@ -23,6 +23,10 @@ class Window:
         n = len(data)
         return [round(data[min(n - 1, int(p / 100.0 * n))] * 1000.0, 3) for p in ps]
 
+    def mean(self) -> float:
+        data = list(self._d)
+        return sum(data) / len(data) if data else 0.0
+
     def max_ms(self) -> float:
         return round(max(self._d, default=0.0) * 1000.0, 3)
 

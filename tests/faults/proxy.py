@@ -74,7 +74,7 @@ class FaultProxy:
                     if self.mode == "delay" and self.delay:
                         time.sleep(self.delay)
                     (b if s is a else a).sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: select() on a socket drop_all() closed
             return
         finally:
             for s in socks:

@@ -33,6 +33,7 @@ def _footprint() -> dict[str, float]:
     return {"threads": threading.active_count(), "fds": len(os.listdir("/proc/self/fd")), "rss_mb": rss_kb / 1024}
 
 
+@pytest.mark.timeout(DURATION + 300)
 def test_soak_with_faults_stays_flat_and_loses_nothing(own_pg, tmp_path):
     pg = own_pg(max_connections=100)
     sql(pg.url(), "CREATE TABLE soak (id bigserial PRIMARY KEY, v int)")
