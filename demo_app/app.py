@@ -19,9 +19,11 @@ from typing import Any
 
 import psycopg
 from flask import Flask, jsonify, send_from_directory
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from threadpool_db import PoolError
 from threadpool_db.flask import FlaskPool
+from threadpool_db.metrics import PoolMetrics
 
 from . import ops, publish
 from .schema import ensure_schema
@@ -66,8 +68,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         if pid not in publisher_started:
             with publisher_lock:
                 if pid not in publisher_started:
-                    publisher_started.append(pid)
+                    PoolMetrics(state.pool)  # this worker's pool, made here (lazily, in the worker)
                     publish.start_publisher(app.config["TPDB_STATS_DIR"], lambda: state.pool if state.started else None)
+                    publisher_started.append(pid)  # last: other threads wait on the lock until now
 
     @app.before_request
     def _publisher() -> None:
@@ -140,6 +143,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         workers = publish.read_all(app.config["TPDB_STATS_DIR"])
         leaks = [dict(rec, worker=w["pid"]) for w in workers for rec in w.get("leaks", [])]
         return jsonify({"workers": workers, "server": server, "leaks": leaks})
+
+    @app.get("/metrics")
+    def metrics() -> Any:
+        """Prometheus exposition of every worker's pool (multiprocess mode under gunicorn)."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        else:
+            registry = REGISTRY
+        return generate_latest(registry), 200, {"Content-Type": CONTENT_TYPE_LATEST}
 
     @app.get("/")
     def index() -> Any:

@@ -11,6 +11,10 @@
 
 import logging
 import os
+import tempfile
+
+# Prometheus multiprocess mode: set before the workers fork, so each writes its samples here
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="tpdb-prometheus-"))
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 worker_class = "gthread"
@@ -27,6 +31,12 @@ loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 def post_fork(server, worker):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(name)s %(levelname)s %(message)s")
     server.log.info("worker %s forked", worker.pid)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def worker_exit(server, worker):

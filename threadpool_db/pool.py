@@ -255,6 +255,7 @@ class ConnectionPool:
         self._connect_attempts: deque[float] = deque(maxlen=64)
         self._wait_window = Window()
         self._hold_window = Window()
+        self._create_window = Window(256)  # seconds each successful connect took
         self._tasks = workers.TaskQueue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -814,10 +815,12 @@ class ConnectionPool:
         delay = workers.BACKOFF_START
         gen = self._gen
         while True:
+            attempt = monotonic()
             with self._lock:
-                self._connect_attempts.append(monotonic())
+                self._connect_attempts.append(attempt)
             try:
                 slot = self._new_slot()
+                self._create_window.append(monotonic() - attempt)
             except Exception as e:
                 msg = self._scrub(f"{type(e).__name__}: {e}".strip())
                 with self._lock:

@@ -1,0 +1,140 @@
+"""Prometheus metrics for pools, named after HikariCP's where they mean the same.
+
+```python
+from threadpool_db.metrics import PoolMetrics
+PoolMetrics(pool)            # registers on prometheus_client's default registry
+```
+
+| metric | type | meaning |
+|---|---|---|
+| threadpool_db_connections | gauge | connections open (idle + active) |
+| threadpool_db_connections_active | gauge | connections borrowed now |
+| threadpool_db_connections_idle | gauge | connections idle now |
+| threadpool_db_connections_pending | gauge | borrowers waiting now |
+| threadpool_db_connections_max / _min | gauge | max_size / min_size |
+| threadpool_db_connections_acquire_seconds | histogram | time to borrow |
+| threadpool_db_connections_usage_seconds | histogram | time a connection was held |
+| threadpool_db_connections_creation_seconds | histogram | time to open a connection |
+| threadpool_db_connections_timeouts_total | counter | borrows that timed out |
+| threadpool_db_connections_created_total / _closed_total / _create_errors_total | counter | lifecycle |
+| threadpool_db_leaks_total | counter | suspected leaks reported |
+| threadpool_db_leaks_reclaimed_total | counter | leaked connections reclaimed |
+
+Every series has a ``pool`` label. Histograms are fed by the pool's own sample windows (the
+window's ``append`` is wrapped, so a pool without metrics pays nothing). Gauges and counters are
+refreshed from ``pool.stats()`` by one daemon thread per PoolMetrics (every ``interval`` s, and
+on each scrape of a single-process registry).
+
+gunicorn and other pre-fork servers: set ``PROMETHEUS_MULTIPROC_DIR`` before the workers start
+and serve ``MultiProcessCollector`` (the demo app's ``/metrics`` does); gauges are then kept per
+live process (``multiprocess_mode="livesum"`` sums the workers).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from .pool import ConnectionPool
+
+P = "threadpool_db_"
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_GAUGES = {
+    "connections": ("size", "Connections open (idle + active)"),
+    "connections_active": ("in_use", "Connections borrowed now"),
+    "connections_idle": ("idle", "Connections idle now"),
+    "connections_pending": ("waiting", "Borrowers waiting for a connection"),
+    "connections_max": ("max_size", "The pool's max_size"),
+    "connections_min": ("min_size", "The pool's min_size"),
+}
+_COUNTERS = {
+    "connections_timeouts": ("timeouts", "Borrows that timed out"),
+    "connections_created": ("created", "Connections opened"),
+    "connections_closed": ("closed", "Connections closed"),
+    "connections_create_errors": ("create_errors", "Failed connection attempts"),
+    "leaks": ("leaks_detected", "Suspected connection leaks reported"),
+    "leaks_reclaimed": ("leaks_reclaimed", "Leaked connections reclaimed"),
+}
+_shared: dict[int, dict[str, Any]] = {}  # one set of metric objects per registry
+_lock = threading.Lock()
+
+
+def _metrics_for(registry: CollectorRegistry) -> dict[str, Any]:
+    with _lock:
+        m = _shared.get(id(registry))
+        if m is None:
+            multiproc = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+            gauge_kw: dict[str, Any] = {"multiprocess_mode": "livesum"} if multiproc else {}
+            m = {name: Gauge(P + name, doc, ["pool"], registry=registry, **gauge_kw)
+                 for name, (_, doc) in _GAUGES.items()}  # fmt: skip
+            for name, (_, doc) in _COUNTERS.items():
+                m[name] = Counter(P + name, doc, ["pool"], registry=registry)
+            for name, doc in (("connections_acquire_seconds", "Time to borrow a connection"),
+                              ("connections_usage_seconds", "Time a connection was held"),
+                              ("connections_creation_seconds", "Time to open a connection")):  # fmt: skip
+                m[name] = Histogram(P + name, doc, ["pool"], registry=registry, buckets=BUCKETS)
+            _shared[id(registry)] = m
+        return m
+
+
+class PoolMetrics:
+    """Export one pool's metrics. ``close()`` (or the pool being collected) stops the updater."""
+
+    def __init__(self, pool: ConnectionPool, registry: CollectorRegistry = REGISTRY, interval: float = 1.0) -> None:
+        self._m = _metrics_for(registry)
+        self.name = pool.name
+        self._last: dict[str, float] = {}
+        self._ref = weakref.ref(pool)
+        self._stop = threading.Event()
+        self._update_lock = threading.Lock()
+        for name in _COUNTERS:  # a labelled child per counter, so each shows from 0 on
+            self._m[name].labels(pool=self.name)
+        self._hook(pool._wait_window, "connections_acquire_seconds")
+        self._hook(pool._hold_window, "connections_usage_seconds")
+        self._hook(pool._create_window, "connections_creation_seconds")
+        self.update()
+        self._thread = threading.Thread(target=self._run, args=(interval,), name=f"{pool.name}-metrics", daemon=True)
+        self._thread.start()
+
+    def _hook(self, window: Any, metric: str) -> None:
+        observe = self._m[metric].labels(pool=self.name).observe
+        append = window._d.append
+
+        def both(x: float) -> None:
+            append(x)
+            observe(x)
+
+        window.append = both
+
+    def update(self) -> None:
+        pool = self._ref()
+        if pool is None:
+            return
+        s = pool.stats()
+        with self._update_lock:
+            for name, (key, _) in _GAUGES.items():
+                self._m[name].labels(pool=self.name).set(s.get(key, 0))
+            for name, (key, _) in _COUNTERS.items():
+                now = float(s.get(key, 0) or 0)
+                delta = now - self._last.get(key, 0.0)
+                if delta > 0:
+                    self._m[name].labels(pool=self.name).inc(delta)
+                self._last[key] = now
+
+    def _run(self, interval: float) -> None:
+        next_at = monotonic()
+        while not self._stop.wait(max(0.0, next_at - monotonic())):
+            if self._ref() is None:
+                return
+            self.update()
+            next_at = monotonic() + interval
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
