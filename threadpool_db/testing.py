@@ -143,12 +143,14 @@ class EmbeddedPostgres:
         return self.url("postgres", APP_DB)
 
     # -- process control ----------------------------------------------------------------------
-    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _run(self, *args: str, check: bool = True, env_extra: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess[str]:  # fmt: skip
         kw: dict[str, Any] = {}
         if self._user is not None:
             kw = {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = "C"
+        env.update(env_extra or {})
         proc = subprocess.run(
             [str(self._bindir / args[0]), *args[1:]],
             capture_output=True,
@@ -241,6 +243,34 @@ class EmbeddedPostgres:
             conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(db, app))
             # the tests look at pg_stat_activity and kill backends of the app role
             conn.execute(sql.SQL("GRANT pg_read_all_stats, pg_signal_backend TO {}").format(app))
+
+    def make_standby(self) -> EmbeddedPostgres:
+        """A streaming replica of this server (``pg_basebackup -R``) on its own port: same
+        roles and passwords, read-only, replaying this server's WAL. Stop it with ``stop()``."""
+        if not self._running:
+            raise RuntimeError("the primary must be running to make a standby")
+        sb = EmbeddedPostgres(self.settings)
+        sb.superuser_password, sb.app_password = self.superuser_password, self.app_password
+        base = Path(tempfile.mkdtemp(prefix="threadpool_db-standby-"))
+        os.chmod(base, 0o755)
+        if self._user is not None:
+            os.chown(base, self._user.pw_uid, self._user.pw_gid)
+        sb.datadir = base / "data"
+        self._run(
+            "pg_basebackup", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-D", str(sb.datadir),
+            "-R", "-X", "stream", "-c", "fast", env_extra={"PGPASSWORD": self.superuser_password},
+        )  # fmt: skip
+        sb._start_server()
+        atexit.register(sb.stop)
+        return sb
+
+    def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        """Run one statement as the superuser (autocommit) and return its rows."""
+        import psycopg
+
+        with psycopg.connect(self.url("postgres", APP_DB), autocommit=True) as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
 
     def restart(self, stop_for: float = 0.0) -> None:
         """Stop (fast) and start again on the same port, as an outage would."""
