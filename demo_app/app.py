@@ -26,7 +26,7 @@ from threadpool_db.flask import FlaskPool
 from threadpool_db.metrics import PoolMetrics
 
 from . import ops, publish
-from .schema import ensure_schema
+from .schema import ensure_schema, plain_url
 
 PER_REQUEST_APP = "tpdb-demo-per-request"
 POOLED_APP = "tpdb-demo-pooled"
@@ -85,7 +85,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         if op not in ops.OPS:
             return jsonify({"error": f"unknown op {op!r}"}), 404
         try:
-            with psycopg.connect(app.config["DATABASE_URL"], application_name=PER_REQUEST_APP,
+            with psycopg.connect(plain_url(app.config["DATABASE_URL"]), application_name=PER_REQUEST_APP,
                                  connect_timeout=10) as conn:  # fmt: skip
                 return jsonify(ops.run(op, conn))
         except psycopg.OperationalError as e:

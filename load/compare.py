@@ -29,13 +29,14 @@ import psycopg
 
 from demo_app.app import PER_REQUEST_APP, POOLED_APP
 from demo_app.serve import run_gunicorn
-from threadpool_db.testing import EmbeddedPostgres, database_url
+from threadpool_db.testing import EmbeddedPostgres, PgBouncer, database_url
 
 from . import cpu, report
 
 HERE = Path(__file__).resolve().parent
-MODES = ("per-request", "pooled")
-APP_NAMES = {"per-request": PER_REQUEST_APP, "pooled": POOLED_APP}
+MODES = ("per-request", "pooled", "pgbouncer")
+APP_NAMES = {"per-request": PER_REQUEST_APP, "pooled": POOLED_APP, "pgbouncer": POOLED_APP}
+HOSTS_VIA_PGBOUNCER = 3  # gunicorn instances, stand-ins for app hosts
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Phase:
     peak_conns: int = 0
     conns_opened: int = 0
     ok_rps: float = 0.0
+    clients: int = 0  # pgbouncer mode: client connections the app hosts held at the end
     cpu: dict[str, float] = field(default_factory=dict)
     samples: list[dict[str, float]] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
@@ -64,9 +66,11 @@ class Phase:
 class Sampler(threading.Thread):
     """Once a second: the app's server connections and the database's session count."""
 
-    def __init__(self, admin_url: str, app_name: str, dbname: str) -> None:
+    def __init__(self, admin_url: str, app_name: str, dbname: str, by_user: bool = False) -> None:
         super().__init__(name="conn-sampler", daemon=True)
         self.admin_url, self.app_name, self.dbname = admin_url, app_name, dbname
+        # behind PgBouncer the backends carry the bouncer's application_name: count the role's
+        self.filter = "usename = 'app' AND backend_type = 'client backend'" if by_user else "application_name = %s"
         self.samples: list[dict[str, float]] = []
         self.stop_event = threading.Event()
         self.t0 = time.monotonic()
@@ -76,11 +80,12 @@ class Sampler(threading.Thread):
             # a superuser connection: it uses a reserved slot, so it works when the server is full
             with psycopg.connect(self.admin_url, autocommit=True, application_name="tpdb-sampler") as conn:
                 while not self.stop_event.is_set():
+                    params = (self.dbname,) if "%s" not in self.filter else (self.app_name, self.dbname)
                     row = conn.execute(
-                        "SELECT (SELECT count(*) FROM pg_stat_activity WHERE application_name = %s),"
+                        f"SELECT (SELECT count(*) FROM pg_stat_activity WHERE {self.filter}),"
                         " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
                         " (SELECT sessions FROM pg_stat_database WHERE datname = %s)",
-                        (self.app_name, self.dbname),
+                        params,
                     ).fetchone()
                     assert row is not None
                     self.samples.append({"t": round(time.monotonic() - self.t0, 2), "app_conns": row[0],
@@ -110,11 +115,14 @@ def _num(row: dict[str, str] | None, key: str) -> float:
         return 0.0
 
 
-def run_locust(base: str, mode: str, args: argparse.Namespace, out: Path, sampler: Sampler) -> dict[str, float]:
+def run_locust(bases: list[str], mode: str, args: argparse.Namespace, out: Path, sampler: Sampler
+               ) -> dict[str, float]:  # fmt: skip
     """Run one Locust phase with live progress; return the last CPU snapshot taken while Locust
     was still alive (an ended process's time would be charged to its parent)."""
     prefix = out / mode
-    env = {**os.environ, "TPDB_MODE": mode, "TPDB_MIX": args.mix}
+    base = bases[0]
+    env = {**os.environ, "TPDB_MODE": "pooled" if mode == "pgbouncer" else mode, "TPDB_MIX": args.mix,
+           "TPDB_HOSTS": ",".join(bases) if len(bases) > 1 else ""}  # fmt: skip
     cmd = [sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"), "--headless",
            "-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{args.duration}s", "--host", base,
            "--csv", str(prefix), "--csv-full-history", "--only-summary", "--loglevel", "WARNING",
@@ -201,21 +209,28 @@ def _advice(base: str, workers: int) -> dict[str, Any]:
 
 
 def run_phase(mode: str, url: str, admin_url: str, dbname: str, args: argparse.Namespace, out: Path) -> Phase:
+    """One phase: its gunicorn instance(s), Locust, the sampler; then the figures."""
     phase = Phase(mode)
-    env = {"TPDB_POOL_TIMEOUT": str(args.pool_timeout), "TPDB_STATS_DIR": str(out / f"{mode}_workers"),
-           "GUNICORN_WORKER_CONNECTIONS": str(args.worker_connections or args.threads * 2),
-           "TPDB_CAPTURE_STACKS": "sampled"}  # fmt: skip
-    with (out / f"{mode}_gunicorn.log").open("wb") as glog, run_gunicorn(
-        url, workers=args.workers, threads=args.threads, max_size=args.max_size, env=env, log=glog
-    ) as base:
-        sampler = Sampler(admin_url, APP_NAMES[mode], dbname)
+    hosts = HOSTS_VIA_PGBOUNCER if mode == "pgbouncer" else 1
+    with contextlib.ExitStack() as stack:
+        bases = []
+        for h in range(hosts):
+            env = {"TPDB_POOL_TIMEOUT": str(args.pool_timeout), "TPDB_STATS_DIR": str(out / f"{mode}_workers{h}"),
+                   "GUNICORN_WORKER_CONNECTIONS": str(args.worker_connections or args.threads * 2),
+                   "TPDB_CAPTURE_STACKS": "sampled"}  # fmt: skip
+            glog = stack.enter_context((out / f"{mode}_gunicorn{h}.log").open("wb"))
+            bases.append(stack.enter_context(run_gunicorn(url, workers=args.workers, threads=args.threads,
+                                                          max_size=args.max_size, env=env, log=glog)))  # fmt: skip
+        sampler = Sampler(admin_url, APP_NAMES[mode], dbname, by_user=mode == "pgbouncer")
         sampler.start()
         before = cpu.snapshot()
         try:
-            phase.cpu = cpu.shares(before, run_locust(base, mode, args, out, sampler))
-            if mode == "pooled":
-                phase.pool_stats = _pool_stats(base, args.workers)
-                phase.advice = _advice(base, args.workers)
+            phase.cpu = cpu.shares(before, run_locust(bases, mode, args, out, sampler))
+            if mode != "per-request":
+                stats = [s for b in bases for s in _pool_stats(b, args.workers)]
+                phase.pool_stats = stats
+                phase.clients = sum(int(s.get("size", 0)) for s in stats)
+                phase.advice = _advice(bases[0], args.workers * hosts)
         finally:
             sampler.stop()
     agg = _aggregated(out / f"{mode}_stats.csv")
@@ -245,7 +260,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pool-timeout", type=float, default=10.0, help="pool borrow timeout, s (10)")
     ap.add_argument("--max-connections", type=int, default=50, help="PostgreSQL max_connections (50)")
     ap.add_argument("--mix", default="read:80,write:15,slow:5", help="op weights (read:80,write:15,slow:5)")
-    ap.add_argument("--modes", default=",".join(MODES), help="phases to run, in order")
+    ap.add_argument("--modes", default="per-request,pooled", help="phases to run, in order (per-request,pooled)")
+    ap.add_argument("--via-pgbouncer", action="store_true",
+                    help=f"also run the pooled routes on {HOSTS_VIA_PGBOUNCER} gunicorn instances (stand-ins for "
+                         "hosts) through one PgBouncer in transaction mode")  # fmt: skip
+    ap.add_argument("--bouncer-pool-size", type=int, default=10, help="PgBouncer default_pool_size (10)")
     ap.add_argument("--out", default=str(HERE / "results"), help="parent folder of the results")
     return ap.parse_args(argv)
 
@@ -253,6 +272,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if args.via_pgbouncer and "pgbouncer" not in modes:
+        modes.append("pgbouncer")
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise SystemExit(f"unknown mode(s): {', '.join(bad)}")
@@ -270,6 +291,15 @@ def main(argv: list[str] | None = None) -> int:
             url, admin_url = pg.url(), pg.admin_url
             server_note = f"embedded PostgreSQL 127.0.0.1:{pg.port}, max_connections={args.max_connections}"
         dbname = psycopg.conninfo.conninfo_to_dict(url).get("dbname") or "postgres"
+        bouncer_url = None
+        if "pgbouncer" in modes:
+            if database_url():
+                raise SystemExit("--via-pgbouncer starts its own PgBouncer in front of the embedded server: "
+                                 "unset DATABASE_URL")  # fmt: skip
+            bouncer = stack.enter_context(PgBouncer(pg, default_pool_size=args.bouncer_pool_size))
+            bouncer_url = bouncer.url(flag=True)
+            server_note += (f"; PgBouncer 127.0.0.1:{bouncer.port}, transaction mode, "
+                            f"default_pool_size={args.bouncer_pool_size}")  # fmt: skip
         print(f"threadpool_db comparison: {server_note}; gunicorn gthread {args.workers} workers x {args.threads}"
               f" threads; pool max_size {args.max_size}/worker; locust {args.users} users, {args.duration} s/phase")
         from demo_app.schema import ensure_schema
@@ -277,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         ensure_schema(url)
         try:
             for mode in modes:
-                phases.append(run_phase(mode, url, admin_url, dbname, args, out))
+                phase_url = bouncer_url if mode == "pgbouncer" else url
+                phases.append(run_phase(mode, phase_url, admin_url, dbname, args, out))  # type: ignore[arg-type]
         except KeyboardInterrupt:
             print("\ninterrupted: stopping everything")
             if not phases:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .compare import Phase
 
-COLORS = {"per-request": "#d62728", "pooled": "#1f77b4"}
+COLORS = {"per-request": "#d62728", "pooled": "#1f77b4", "pgbouncer": "#2ca02c"}
 HEAD = ["mode", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors %", "peak server conns", "conns opened", "ok req/s"]
 
 
@@ -82,6 +82,9 @@ def charts(out: Path, phases: list[Phase], meta: dict[str, Any]) -> list[tuple[s
     mc = meta.get("args", {}).get("max_connections")
     if mc and "embedded" in str(meta.get("server")):
         ax.axhline(mc, color="gray", linestyle="--", label=f"max_connections = {mc}")
+    if any(p.mode == "pgbouncer" for p in phases):
+        bps = meta.get("args", {}).get("bouncer_pool_size")
+        ax.axhline(bps, color=COLORS["pgbouncer"], linestyle="-.", label=f"PgBouncer default_pool_size = {bps}")
     cap = meta.get("args", {}).get("workers", 0) * meta.get("args", {}).get("max_size", 0)
     if cap:
         ax.axhline(cap, color=COLORS["pooled"], linestyle=":", label=f"workers x max_size = {cap}")
@@ -121,6 +124,11 @@ def write(out: Path, phases: list[Phase], meta: dict[str, Any]) -> str:
         "  the pool's queue (backpressure) or gets a 503 when the wait passes the pool timeout.",
         "",
     ]  # fmt: skip
+    for p in phases:
+        if p.mode == "pgbouncer":
+            md += [f"Via PgBouncer: {p.clients} client connections from the app hosts' pools, "
+                   f"PostgreSQL backends peaked at {p.peak_conns} "
+                   f"(PgBouncer default_pool_size {meta['args'].get('bouncer_pool_size')}).", ""]  # fmt: skip
     if cpu_lines:
         md += ["CPU share of the whole machine during each phase (from /proc):", "",
                *[f"- {x}" for x in cpu_lines], ""]  # fmt: skip

@@ -51,3 +51,28 @@ def test_comparison_smoke_run_writes_the_report_and_stops_everything(pg, tmp_pat
     assert pooled["failures"] == 0
     assert per_request["conns_opened"] > pooled["conns_opened"]
     assert _ours_running() == []
+
+
+def test_comparison_via_pgbouncer_keeps_backends_at_the_bouncers_pool_size(tmp_path):
+    from threadpool_db.testing import find_pgbouncer
+
+    if find_pgbouncer() is None:
+        import pytest
+
+        pytest.skip("pgbouncer is not installed (.ci/run installs Debian's pgbouncer)")
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # it starts its own server
+    proc = subprocess.run(
+        [sys.executable, "-m", "load.compare", "--modes", "pooled", "--via-pgbouncer", "--duration", "4",
+         "--users", "18", "--spawn-rate", "18", "--workers", "1", "--threads", "6", "--max-size", "3",
+         "--bouncer-pool-size", "2", "--out", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (out,) = list(tmp_path.iterdir())
+    res = json.loads((out / "results.json").read_text())
+    bounced = next(p for p in res["phases"] if p["mode"] == "pgbouncer")
+    assert bounced["requests"] > 0 and bounced["failures"] == 0
+    assert 1 <= bounced["peak_conns"] <= 2  # PostgreSQL sees the bouncer's pool, not the clients
+    assert bounced["clients"] > bounced["peak_conns"]  # while 3 hosts x 1 worker x up to 3 clients
+    assert "Via PgBouncer" in (out / "report.md").read_text()
+    assert _ours_running() == []

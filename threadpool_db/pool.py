@@ -27,6 +27,7 @@ from .connection import BROKEN, PooledConnection
 from .drivers import IDLE, INERROR, INTRANS, Driver, is_fatal_sqlstate, make_driver
 from .errors import PoolClosed, PoolError, PoolTimeout, TenantQuotaExceeded, TooManyWaiters
 from .future import FutureWaiter, Notifier
+from .pgbouncer import guard_configure, take_flag
 from .redact import find_secrets, redact_conninfo, scrub
 from .sched import TenantBook
 from .stats import Window
@@ -141,6 +142,7 @@ class ConnectionPool:
         burst_size: int | None = None,
         burst_wait_threshold: float = 0.1,
         burst_lifetime: float = 60.0,
+        pgbouncer: bool | None = None,
     ) -> None:
         # -- validate everything before any thread or connection exists ----------------------
         if conninfo is None and connect is None:
@@ -208,6 +210,14 @@ class ConnectionPool:
         self._check_after: float | None = {"auto": AUTO_CHECK_IDLE, "always": -1.0, "never": None}.get(
             check if isinstance(check, str) else "always"
         )
+        # Behind PgBouncer (transaction mode): no prepared statements, no session SET.
+        flagged = False
+        if isinstance(conninfo, str):
+            conninfo, flagged = take_flag(conninfo)
+        self.pgbouncer = bool(pgbouncer) or (flagged and pgbouncer is None)
+        if self.pgbouncer:
+            kwargs = {**(kwargs or {}), "prepare_threshold": None}
+            self._configure = configure = guard_configure(configure)
         self._secrets = find_secrets(conninfo if isinstance(conninfo, str) else None, kwargs)
         self._target = _describe_target(conninfo, kwargs)
         self._driver: Driver = make_driver(conninfo, connect, kwargs, connect_timeout)

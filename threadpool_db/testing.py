@@ -310,3 +310,93 @@ class EmbeddedPostgres:
 def database_url() -> str | None:
     """``DATABASE_URL`` when the user gave one, else None (the caller starts an embedded one)."""
     return os.environ.get("DATABASE_URL") or None
+
+
+def find_pgbouncer() -> str | None:
+    return shutil.which("pgbouncer") or next(
+        (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.path.exists(p)), None
+    )
+
+
+class PgBouncer:
+    """Debian's pgbouncer in front of an EmbeddedPostgres, on a free 127.0.0.1 port.
+
+    Transaction pooling by default; clients authenticate with the same scram-sha-256 password
+    as on the server (pgbouncer gets the role's SCRAM secret, never the password), and it logs
+    in to the server with that secret too. ``url()`` is the DSN clients use.
+    """
+
+    def __init__(self, server: EmbeddedPostgres, pool_mode: str = "transaction", default_pool_size: int = 5,
+                 max_client_conn: int = 1000) -> None:  # fmt: skip
+        binary = find_pgbouncer()
+        if binary is None:
+            raise RuntimeError("pgbouncer is not installed (apt-get install pgbouncer; .ci/run does it)")
+        self.binary = binary
+        self.server = server
+        self.pool_mode = pool_mode
+        self.default_pool_size = default_pool_size
+        self.max_client_conn = max_client_conn
+        self.port = free_port()
+        self.dir: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, flag: bool = False) -> str:
+        """The DSN for clients; ``flag=True`` adds ``?pgbouncer=true`` (threadpool_db's hint)."""
+        pw = quote(self.server.app_password, safe="")
+        return f"postgresql://{APP_USER}:{pw}@127.0.0.1:{self.port}/{APP_DB}" + ("?pgbouncer=true" if flag else "")
+
+    def start(self) -> PgBouncer:
+        secret = self.server.sql("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (APP_USER,))[0][0]
+        self.dir = Path(tempfile.mkdtemp(prefix="threadpool_db-pgbouncer-"))
+        (self.dir / "userlist.txt").write_text(f'"{APP_USER}" "{secret}"\n')
+        (self.dir / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"{APP_DB} = host=127.0.0.1 port={self.server.port} dbname={APP_DB}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = scram-sha-256\nauth_file = {self.dir / 'userlist.txt'}\n"
+            f"pool_mode = {self.pool_mode}\ndefault_pool_size = {self.default_pool_size}\n"
+            f"max_client_conn = {self.max_client_conn}\nstats_users = {APP_USER}\n"
+            f"logfile = {self.dir / 'pgbouncer.log'}\npidfile = {self.dir / 'pgbouncer.pid'}\n"
+            "ignore_startup_parameters = extra_float_digits,options\n"
+        )
+        user = _service_user()
+        kw: dict[str, Any] = {}
+        if user is not None:  # pgbouncer, like postgres, will not run as root
+            for p in (self.dir, *self.dir.iterdir()):
+                os.chown(p, user.pw_uid, user.pw_gid)
+            kw = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        self._proc = subprocess.Popen([self.binary, str(self.dir / "pgbouncer.ini")], cwd="/",
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)  # fmt: skip
+        deadline = time.monotonic() + 15
+        while True:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                raise RuntimeError(f"pgbouncer exited ({self._proc.returncode}): {err[-1500:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("pgbouncer did not listen within 15 s") from None
+                time.sleep(0.05)
+        atexit.register(self.stop)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def __enter__(self) -> PgBouncer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
