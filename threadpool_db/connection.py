@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import PoolError
 
-DIRTY = 1  # _Slot.dirty flag: a session setting was changed through the handle
-BROKEN = 2  # _Slot.dirty flag: a fatal error was seen, never reuse
+DIRTY = 1  # Slot.dirty flag: a session setting was changed through the handle
+BROKEN = 2  # Slot.dirty flag: a fatal error was seen, never reuse
 
 if TYPE_CHECKING:
-    from .pool import ConnectionPool, _Slot
+    from .base import Slot
+    from .pool import ConnectionPool
 
 _SETTINGS = ("autocommit", "isolation_level", "read_only", "deferrable")
 
@@ -48,11 +49,11 @@ def _setting(name: str) -> property:
 class PooledConnection:
     __slots__ = ("_raw", "_slot", "_pool")
 
-    def __init__(self, pool: ConnectionPool, slot: _Slot) -> None:
+    def __init__(self, pool: ConnectionPool, slot: Slot) -> None:
         self._pool = pool
         # While alive: the pool's record of the connection. Once dead (_raw is None): None, or
         # the error that says why, when it did not simply go back (reclaimed, forked).
-        self._slot: _Slot | PoolError | None = slot
+        self._slot: Slot | PoolError | None = slot
         self._raw: Any = slot.raw
 
     # -- liveness -----------------------------------------------------------------------------

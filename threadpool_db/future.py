@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import PoolError, PoolTimeout
 
 if TYPE_CHECKING:
-    from .pool import ConnectionPool, _Slot
+    from .base import Slot
+    from .pool import ConnectionPool
 
 _seq = itertools.count()
 
@@ -42,12 +43,12 @@ class FutureWaiter:
         self.tenant = tenant
         self.priority = priority
         self.since = monotonic()
-        self.slot: _Slot | None = None
+        self.slot: Slot | None = None
         self.error: PoolError | None = None
         self.thread = threading.current_thread()  # the requester: leak reports name it
         self.notify = notify
 
-    def wake(self, slot: _Slot | None = None, error: PoolError | None = None) -> None:
+    def wake(self, slot: Slot | None = None, error: PoolError | None = None) -> None:
         # called with the pool lock held: only record and pass on
         self.slot, self.error = slot, error
         self.notify.put(self)

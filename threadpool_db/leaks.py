@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConnectionReclaimed
 
 if TYPE_CHECKING:
-    from .pool import ConnectionPool, _Slot
+    from .base import Slot
+    from .pool import ConnectionPool
 
 logger = logging.getLogger("threadpool_db.leaks")
 
@@ -94,7 +95,7 @@ class _Lease:
 
     __slots__ = ("slot", "thread", "ident", "start", "stack", "reported", "reclaimed", "record")
 
-    def __init__(self, slot: _Slot, thread: threading.Thread, start: float, stack: Stack | None):
+    def __init__(self, slot: Slot, thread: threading.Thread, start: float, stack: Stack | None):
         self.slot = slot
         self.thread = thread
         self.ident = thread.ident or 0
@@ -154,7 +155,7 @@ class LeakDetector:
         self._held.clear()
 
     # -- hot path -----------------------------------------------------------------------------
-    def on_borrow(self, slot: _Slot, thread: threading.Thread | None = None) -> None:
+    def on_borrow(self, slot: Slot, thread: threading.Thread | None = None) -> None:
         capture = self.capture
         if capture == "full" or (capture == "sampled" and random.random() < self.rate):
             stack: Stack | None = capture_stack()
@@ -356,7 +357,7 @@ class LeakDetector:
         parts = [f"thread {x.thread.name!r} for {now - x.start:.1f} s at {site(x.stack)}" for x in leases[:top]]
         return "; top holders: " + ", ".join(parts)
 
-    def _pool_all(self) -> list[_Slot]:
+    def _pool_all(self) -> list[Slot]:
         pool = self._pool_ref()
         return list(pool._all.values()) if pool is not None else []
 

@@ -1,9 +1,13 @@
 """ConnectionPool: a blocking, fair (FIFO) pool of database connections for threads.
 
 One ``threading.Lock`` guards the idle deque, the counts and the queue of waiters. Each waiter
-has its own Condition on that lock, so a returned connection is handed straight to the oldest
-waiter: nobody barges in front of a thread that has been waiting longer. I/O (connect, query,
-close) never happens under the lock.
+has its own Condition, so a returned connection is handed straight to the oldest waiter:
+nobody barges in front of a thread that has been waiting longer. I/O (connect, query, close)
+never happens under the lock.
+
+This module owns the pool's state, its lifecycle (open, close, fork) and the borrow/return
+paths. Connection lifecycle work is in maintenance.py, reporting in introspection.py, the
+records in base.py.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import random
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -22,86 +25,23 @@ from types import TracebackType
 from typing import Any
 
 from . import forking, sched, workers
-from .advisor import recommend
+from .base import AUTO_CHECK_IDLE, CHECKS, Slot, Waiter, describe_target, positive
 from .connection import BROKEN, PooledConnection
 from .drivers import IDLE, INERROR, INTRANS, Driver, is_fatal_sqlstate, make_driver
 from .errors import PoolClosed, PoolError, PoolTimeout, TenantQuotaExceeded, TooManyWaiters
 from .future import FutureWaiter, Notifier
+from .introspection import Introspection
+from .maintenance import Maintenance
 from .pgbouncer import guard_configure, take_flag
-from .redact import find_secrets, redact_conninfo, scrub
+from .redact import find_secrets
 from .sched import TenantBook
 from .stats import Window
 
 logger = logging.getLogger("threadpool_db")
-
-_CHECKS = ("auto", "always", "never")
-AUTO_CHECK_IDLE = 0.5  # seconds idle after which check="auto" validates on borrow
-LIFETIME_JITTER = 0.05  # each connection lives up to 5% less than max_lifetime
-BURST_WINDOW = 10.0  # seconds of recent borrows the burst decision looks at
-_ids = itertools.count(1)
 _pool_ids = itertools.count(1)
 
 
-class _Slot:
-    """One live connection and what the pool knows of it."""
-
-    __slots__ = (
-        "raw", "id", "pid", "created", "expires", "last_used", "settings", "dirty",
-        "gen", "handle", "borrowed_at", "owner", "lease", "tenant", "burst",
-    )  # fmt: skip
-
-    def __init__(self, raw: Any, pid: int | None, expires: float, settings: tuple[Any, ...], gen: int):
-        self.raw = raw
-        self.id = next(_ids)
-        self.pid = pid
-        self.created = self.last_used = monotonic()
-        self.expires = expires
-        self.settings = settings
-        self.dirty = 0  # DIRTY / BROKEN flags from .connection
-        self.gen = gen
-        self.handle: PooledConnection | None = None
-        self.borrowed_at = 0.0
-        self.owner = 0  # ident of the borrowing thread
-        self.lease: Any = None  # the leak detector's record of this borrow, when it is on
-        self.tenant: str | None = None  # the tenant it is lent to (quota accounting)
-        self.burst = False  # made above max_size during a burst: short-lived, closed first
-
-
-class _Waiter:
-    """A borrower in the queue, with a Condition of its own (on its own lock, so a woken
-    waiter does not have to win the pool lock back). It is notified, with the pool lock held,
-    by ``_give_locked`` and ``putconn`` (a connection for it) and by ``close`` (the pool went
-    away). Lock order: pool lock, then the waiter's; a waiter never holds its own lock while
-    taking the pool lock."""
-
-    __slots__ = ("cond", "slot", "error", "tenant", "priority", "since")
-
-    def __init__(self, tenant: str | None = None, priority: float = 0.0, since: float = 0.0) -> None:
-        self.cond = threading.Condition(threading.Lock())
-        self.slot: _Slot | None = None
-        self.error: PoolError | None = None
-        self.tenant = tenant
-        self.priority = priority
-        self.since = since
-
-    def wake(self, slot: _Slot | None = None, error: PoolError | None = None) -> None:
-        with self.cond:
-            self.slot = slot
-            self.error = error
-            self.cond.notify()
-
-
-def _positive(name: str, value: Any, *, allow_zero: bool = True, allow_none: bool = False) -> Any:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {type(value).__name__}")
-    if value < 0 or (value == 0 and not allow_zero) or value != value:
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return value
-
-
-class ConnectionPool:
+class ConnectionPool(Maintenance, Introspection):
     """A pool of ``min_size``..``max_size`` connections shared by threads.
 
     See the README for every parameter. ``conninfo`` is a libpq string or URI, or a zero-argument
@@ -163,29 +103,29 @@ class ConnectionPool:
             raise ValueError(f"max_size must be an int >= 1, got {max_size!r}")
         if max_size < min_size:
             raise ValueError(f"max_size ({max_size}) must be >= min_size ({min_size})")
-        _positive("timeout", timeout)
+        positive("timeout", timeout)
         if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 0:
             raise ValueError(f"max_waiting must be an int >= 0, got {max_waiting!r}")
-        _positive("max_lifetime", max_lifetime, allow_zero=False)
-        _positive("max_idle", max_idle, allow_zero=False)
-        _positive("check_timeout", check_timeout, allow_zero=False)
-        _positive("reconnect_timeout", reconnect_timeout)
-        _positive("connect_timeout", connect_timeout, allow_zero=False, allow_none=True)
+        positive("max_lifetime", max_lifetime, allow_zero=False)
+        positive("max_idle", max_idle, allow_zero=False)
+        positive("check_timeout", check_timeout, allow_zero=False)
+        positive("reconnect_timeout", reconnect_timeout)
+        positive("connect_timeout", connect_timeout, allow_zero=False, allow_none=True)
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
             raise ValueError(f"num_workers must be an int >= 1, got {num_workers!r}")
-        if not callable(check) and check not in _CHECKS:
-            raise ValueError(f"check must be one of {', '.join(_CHECKS)} or a callable, got {check!r}")
+        if not callable(check) and check not in CHECKS:
+            raise ValueError(f"check must be one of {', '.join(CHECKS)} or a callable, got {check!r}")
         for cb_name, cb in (("configure", configure), ("reset", reset)):
             if cb is not None and not callable(cb):
                 raise ValueError(f"{cb_name} must be a callable, got {type(cb).__name__}")
         if name is not None and not isinstance(name, str):
             raise ValueError(f"name must be a str, got {type(name).__name__}")
-        _positive("priority_aging", priority_aging, allow_zero=False)
+        positive("priority_aging", priority_aging, allow_zero=False)
         if burst_size is not None and (isinstance(burst_size, bool) or not isinstance(burst_size, int)
                                        or burst_size < max_size):  # fmt: skip
             raise ValueError(f"burst_size must be an int >= max_size ({max_size}) or None, got {burst_size!r}")
-        _positive("burst_wait_threshold", burst_wait_threshold, allow_zero=False)
-        _positive("burst_lifetime", burst_lifetime, allow_zero=False)
+        positive("burst_wait_threshold", burst_wait_threshold, allow_zero=False)
+        positive("burst_lifetime", burst_lifetime, allow_zero=False)
         self._tenants = TenantBook(tenant_limits, default_tenant_limit)
         self.tenant_wait = bool(tenant_wait)
         self.priority_aging = float(priority_aging)
@@ -219,7 +159,7 @@ class ConnectionPool:
             kwargs = {**(kwargs or {}), "prepare_threshold": None}
             self._configure = configure = guard_configure(configure)
         self._secrets = find_secrets(conninfo if isinstance(conninfo, str) else None, kwargs)
-        self._target = _describe_target(conninfo, kwargs)
+        self._target = describe_target(conninfo, kwargs)
         self._driver: Driver = make_driver(conninfo, connect, kwargs, connect_timeout)
         if callable(conninfo):
             self._driver.connect = self._wrap_callable_conninfo(self._driver.connect, conninfo)
@@ -243,9 +183,9 @@ class ConnectionPool:
         self._lock = threading.Lock()
         # Notified by _add_slot whenever the pool gains a connection; open(wait=True) waits on it.
         self._filled = threading.Condition(self._lock)
-        self._pool: deque[_Slot] = deque()  # idle connections, LIFO: pop() takes the warmest
-        self._waiting: deque[_Waiter] = deque()  # borrowers in arrival order
-        self._all: dict[int, _Slot] = {}  # every live connection, idle or out
+        self._pool: deque[Slot] = deque()  # idle connections, LIFO: pop() takes the warmest
+        self._waiting: deque[Waiter] = deque()  # borrowers in arrival order
+        self._all: dict[int, Slot] = {}  # every live connection, idle or out
         self._nconns = 0  # live connections (== len(self._all))
         self._growing = 0  # connections being created by the workers right now
         self._gen = getattr(self, "_gen", 0) + 1
@@ -287,7 +227,7 @@ class ConnectionPool:
         connection error. Without it, connections are made in the background, retrying with
         backoff until the database answers.
         """
-        _positive("timeout", timeout)
+        positive("timeout", timeout)
         with self._lock:
             if self._closed:
                 raise PoolClosed(f"pool {self.name!r} is closed and cannot be reopened")
@@ -436,10 +376,10 @@ class ConnectionPool:
 
     def _wait_for_slot(
         self, deadline: float, timeout: float, tenant: str | None = None, priority: float | None = None
-    ) -> _Slot:
+    ) -> Slot:
         with self._lock:
-            got = self._admit_locked(tenant, priority, lambda: _Waiter(tenant, float(priority or 0.0), monotonic()))
-        if isinstance(got, _Slot):
+            got = self._admit_locked(tenant, priority, lambda: Waiter(tenant, float(priority or 0.0), monotonic()))
+        if isinstance(got, Slot):
             return got
         w = got
         with w.cond:
@@ -529,7 +469,7 @@ class ConnectionPool:
                 tenant, priority,
                 lambda: FutureWaiter(fut, t0 + timeout, timeout, tenant, float(priority or 0.0), notifier.queue),
             )  # fmt: skip
-        if isinstance(got, _Slot):
+        if isinstance(got, Slot):
             if self._check_after is not None and t0 - got.last_used > self._check_after and not self._validate(got):
                 return self.getconn_future(max(0.0, timeout - (monotonic() - t0)), tenant=tenant, priority=priority)
             fut.set_running_or_notify_cancel()
@@ -539,7 +479,7 @@ class ConnectionPool:
         fut.add_done_callback(lambda f: self._cancel_waiter(got) if f.cancelled() else None)
         return fut
 
-    def _hand_out(self, slot: _Slot, t0: float, now: float, thread: threading.Thread) -> PooledConnection:
+    def _hand_out(self, slot: Slot, t0: float, now: float, thread: threading.Thread) -> PooledConnection:
         """The end of a borrow: stats, ownership, the handle, the leak lease. (getconn does
         the same steps inline: it is the hot path.)"""
         self._wait_window.append(now - t0)
@@ -565,58 +505,6 @@ class ConnectionPool:
             self._tenants.count(w.tenant, "timeouts")
             return self._timeout_message_locked(w.timeout)
 
-    def _timeout_message_locked(self, timeout: float) -> str:
-        idle = len(self._pool)
-        msg = (
-            f"pool {self.name!r}: no connection available within {timeout:g} s "
-            f"(size={self._nconns}, in_use={self._nconns - idle}, idle={idle}, "
-            f"waiting={len(self._waiting)}, max_size={self.max_size}); "
-            f"last connection error: {self._last_error or 'none'}"
-        )
-        if self._leaks is not None:
-            msg += self._leaks.holders_summary_locked()
-        return msg
-
-    def _validate(self, slot: _Slot) -> bool:
-        """Check a connection at borrow time; on failure discard it (and grow if needed)."""
-        try:
-            if self._check is not None:
-                self._run_check(slot)
-            else:
-                self._driver.validate(slot.raw, self.check_timeout)
-            return True
-        except Exception as e:
-            logger.info("pool %r: connection %d failed validation, discarded: %s",
-                        self.name, slot.id, self._scrub(str(e)))  # fmt: skip
-            with self._lock:
-                self._check_failed += 1
-                self._discarded_broken += 1
-                self._discard_locked(slot)
-            self._close_raw(slot)
-            return False
-
-    def _run_check(self, slot: _Slot) -> None:
-        """Run the user's check in a daemon helper thread, so a check that hangs is bounded by
-        check_timeout (and cannot hold up interpreter exit); on timeout the connection is
-        aborted, which also frees a check stuck on the network. It costs a thread start."""
-        result: list[BaseException | None] = []
-
-        def run() -> None:
-            try:
-                self._check(slot.raw)  # type: ignore[misc]
-                result.append(None)
-            except BaseException as e:
-                result.append(e)
-
-        t = threading.Thread(target=run, name=f"{self.name}-check", daemon=True)
-        t.start()
-        t.join(self.check_timeout)
-        if not result:
-            self._driver.abort(slot.raw)
-            raise PoolError(f"check callback did not finish within check_timeout={self.check_timeout:g} s")
-        if result[0] is not None:
-            raise result[0]
-
     # -- returning ----------------------------------------------------------------------------
     def putconn(self, conn: PooledConnection) -> None:
         """Give a connection back. Any open transaction is rolled back, settings restored.
@@ -625,7 +513,7 @@ class ConnectionPool:
         """
         if type(conn) is not PooledConnection or conn._pool is not self or conn._raw is None:
             self._check_handle(conn)  # raises the error that says what is wrong
-        slot: _Slot = conn._slot  # type: ignore[assignment]
+        slot: Slot = conn._slot  # type: ignore[assignment]
         raw = slot.raw
         now = monotonic()
         self._hold_window.append(now - slot.borrowed_at)
@@ -712,7 +600,7 @@ class ConnectionPool:
             except PoolClosed:
                 pass  # closed, not returned: a with block may outlive its pool, quietly
 
-    def _reset_for_reuse(self, slot: _Slot, raw: Any) -> str | None:
+    def _reset_for_reuse(self, slot: Slot, raw: Any) -> str | None:
         """Make a returned connection fit for the next borrower, or say why it must go."""
         driver = self._driver
         if slot.dirty & BROKEN:
@@ -737,7 +625,7 @@ class ConnectionPool:
             return "reset_failed"
 
     # -- bookkeeping under the lock -----------------------------------------------------------
-    def _give_locked(self, slot: _Slot) -> None:
+    def _give_locked(self, slot: Slot) -> None:
         """Hand ``slot`` to the next waiter (the oldest; or by priority and quota once the
         scheduler is on), or make it idle. Call with the lock held."""
         if self._plain:
@@ -760,13 +648,13 @@ class ConnectionPool:
             self._grant_locked(slot, w.tenant)
             w.wake(slot)
 
-    def _grant_locked(self, slot: _Slot, tenant: str | None) -> None:
+    def _grant_locked(self, slot: Slot, tenant: str | None) -> None:
         self._borrows += 1
         if tenant is not None:
             self._tenants.take(tenant)
             slot.tenant = tenant
 
-    def _forget_locked(self, slot: _Slot) -> None:
+    def _forget_locked(self, slot: Slot) -> None:
         if self._all.pop(slot.id, None) is not None:
             self._nconns -= 1
         if slot.tenant is not None:  # a lent connection went away: its quota frees up
@@ -774,219 +662,13 @@ class ConnectionPool:
             slot.tenant = None
             self._dispatch_locked()
 
-    def _discard_locked(self, slot: _Slot) -> None:
+    def _discard_locked(self, slot: Slot) -> None:
         """A connection leaves the pool for good; replace it if somebody needs one."""
         self._forget_locked(slot)
         self._closed_count += 1
         self._grow_locked()
         self._fill_locked()
 
-    def _grow_locked(self) -> None:
-        """Ask the workers for connections the waiters need, within max_size."""
-        waiting = len(self._waiting) if self._plain else sched.eligible(self._waiting, self._tenants)
-        need = waiting - self._growing
-        room = self._cap - self._nconns - self._growing
-        n = min(need, room)
-        if n > 0 and self._opened and not self._closed:
-            self._growing += n
-            for _ in range(n):
-                self._tasks.put(workers.CREATE)
-
-    def _fill_locked(self) -> None:
-        """Ask the workers for connections up to min_size."""
-        n = self.min_size - self._nconns - self._growing
-        if n > 0 and self._opened and not self._closed:
-            self._growing += n
-            for _ in range(n):
-                self._tasks.put(workers.CREATE)
-
-    # -- work done by the background threads ---------------------------------------------------
-    def _new_slot(self) -> _Slot:
-        """Connect and configure one connection (worker thread, no lock held)."""
-        raw = self._driver.connect()
-        try:
-            if self._configure is not None:
-                self._configure(raw)
-                if self._driver.knows_status and self._driver.status(raw) != IDLE:
-                    raise PoolError("configure callback left the connection in a transaction; "
-                                    "commit or roll back inside it")  # fmt: skip
-            settings = self._driver.settings(raw)
-        except BaseException:
-            self._close_quietly(raw)
-            raise
-        jitter = 1.0 - LIFETIME_JITTER * random.random()
-        slot = _Slot(raw, self._driver.backend_pid(raw), 0.0, settings, self._gen)
-        slot.expires = slot.created + self.max_lifetime * jitter
-        return slot
-
-    def _create_one(self) -> None:
-        """Make one connection for the pool, retrying with backoff while it is still needed."""
-        start = monotonic()
-        delay = workers.BACKOFF_START
-        gen = self._gen
-        while True:
-            attempt = monotonic()
-            with self._lock:
-                self._connect_attempts.append(attempt)
-            try:
-                slot = self._new_slot()
-                self._create_window.append(monotonic() - attempt)
-            except Exception as e:
-                msg = self._scrub(f"{type(e).__name__}: {e}".strip())
-                with self._lock:
-                    self._create_errors += 1
-                    self._last_error = msg
-                    needed = bool(self._waiting) or self._nconns + self._growing <= self.min_size
-                    elapsed = monotonic() - start
-                    give_up = self._closed or gen != self._gen or not needed or elapsed >= self.reconnect_timeout
-                    if give_up and gen == self._gen:
-                        self._growing -= 1
-                if give_up:
-                    if not self._closed and needed:
-                        logger.error("pool %r: giving up connecting to %s after %.1f s: %s",
-                                     self.name, self._target, elapsed, msg)  # fmt: skip
-                    return
-                logger.warning("pool %r: connection to %s failed, retrying in %.2f s: %s",
-                               self.name, self._target, delay, msg)  # fmt: skip
-                if self._stop.wait(delay * (0.75 + 0.5 * random.random())):
-                    with self._lock:
-                        if gen == self._gen:
-                            self._growing -= 1
-                    return
-                delay = min(delay * 2.0, workers.BACKOFF_MAX)
-                continue
-            self._add_slot(slot, gen)
-            return
-
-    def _add_slot(self, slot: _Slot, gen: int) -> None:
-        with self._lock:
-            stale = gen != self._gen
-            if not stale:
-                self._growing -= 1
-            if stale or self._closed:
-                keep = False
-            else:
-                keep = True
-                if self._nconns >= self.max_size:  # above max_size: a burst connection
-                    slot.burst = True
-                    slot.expires = min(slot.expires, slot.created + self.burst_lifetime)
-                self._all[slot.id] = slot
-                self._nconns += 1
-                self._created += 1
-                self._last_error = None
-                self._give_locked(slot)
-                self._filled.notify_all()
-        if not keep:
-            self._close_raw(slot)
-
-    def _housekeep(self) -> float:
-        """Close expired and surplus idle connections, refill to min_size. Returns the delay
-        until it should run again."""
-        now = monotonic()
-        victims: list[_Slot] = []
-        with self._lock:
-            if self._closed:
-                return 1.0
-            self._rate.append((now, self._borrows))
-            decay = self.burst_size is not None and self._update_burst_locked(now)
-            # Oldest-used first: the idle deque is LIFO, so its left end rested longest.
-            surplus = self._nconns - self.min_size
-            kept: deque[_Slot] = deque()
-            for slot in self._pool:
-                if decay and slot.burst:  # demand fell: one burst connection per tick goes
-                    victims.append(slot)
-                    self._idle_closed += 1
-                    surplus -= 1
-                    decay = False
-                elif now >= slot.expires:
-                    victims.append(slot)
-                    self._expired += 1
-                elif surplus > 0 and now - slot.last_used >= self.max_idle:
-                    victims.append(slot)
-                    self._idle_closed += 1
-                    surplus -= 1
-                else:
-                    kept.append(slot)
-            if victims:
-                self._pool = kept
-                for slot in victims:
-                    self._forget_locked(slot)
-                self._closed_count += len(victims)
-            self._fill_locked()
-            self._grow_locked()
-            nxt = min((s.expires for s in self._all.values()), default=now + 60.0)
-            if self._nconns > self.min_size:
-                nxt = min(nxt, min((s.last_used for s in self._pool), default=now) + self.max_idle)
-        for slot in victims:
-            logger.debug("pool %r: closing connection %d (lifetime or idle limit)", self.name, slot.id)
-            self._close_raw(slot)
-        return min(max(nxt - now, 0.05), 1.0)
-
-    def _update_burst_locked(self, now: float) -> bool:
-        """Decide whether to burst above max_size: on when the p99 borrow wait over the last
-        BURST_WINDOW seconds passes burst_wait_threshold, off again below half of it
-        (hysteresis, so it does not flap). Returns True when a burst connection may be closed
-        (gradual decay: at most one per housekeeping tick)."""
-        since = now - BURST_WINDOW
-        while self._slow_waits and self._slow_waits[0][0] < since:
-            self._slow_waits.popleft()
-        start = next((n for t, n in self._rate if t >= since), self._borrows)
-        total = max(self._borrows - start, len(self._slow_waits))
-        # finished waits, and those still waiting (a queue that never drains must count too)
-        waits = sorted([w for _, w in self._slow_waits] + [now - w.since for w in self._waiting], reverse=True)
-        k = max(1, total // 100)  # the p99: 1% of the window's borrows waited at least this
-        p99 = waits[k - 1] if len(waits) >= k else 0.0
-        if not self._bursting and p99 > self.burst_wait_threshold:
-            self._bursting, self._cap = True, self.burst_size  # type: ignore[assignment]
-            logger.info("pool %r: bursting up to %d connections (p99 wait %.0f ms)", self.name, self._cap, p99 * 1e3)
-        elif self._bursting and p99 < self.burst_wait_threshold / 2:
-            self._bursting, self._cap = False, self.max_size
-            logger.info("pool %r: burst over (p99 wait %.0f ms)", self.name, p99 * 1e3)
-        return not self._bursting and any(s.burst for s in self._pool)
-
-    def resize(self, min_size: int | None = None, max_size: int | None = None) -> None:
-        """Change min_size and/or max_size at runtime. Growing takes effect at once; surplus
-        idle connections close now, surplus borrowed ones when they come back."""
-        lo = self.min_size if min_size is None else min_size
-        hi = self.max_size if max_size is None else max_size
-        for name, v in (("min_size", lo), ("max_size", hi)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "min_size" else 1):
-                raise ValueError(f"{name} must be an int >= {0 if name == 'min_size' else 1}, got {v!r}")
-        if hi < lo:
-            raise ValueError(f"max_size ({hi}) must be >= min_size ({lo})")
-        if self.burst_size is not None and self.burst_size < hi:
-            raise ValueError(f"max_size ({hi}) must be <= burst_size ({self.burst_size})")
-        victims: list[_Slot] = []
-        with self._lock:
-            self.min_size, self.max_size = lo, hi
-            self._cap = self.burst_size if self._bursting else hi  # type: ignore[assignment]
-            excess = self._nconns - self._cap
-            while excess > 0 and self._pool:
-                slot = self._pool.popleft()  # the longest idle first
-                self._forget_locked(slot)
-                self._closed_count += 1
-                victims.append(slot)
-                excess -= 1
-            for slot in self._all.values():  # borrowed surplus: expire, so it closes on return
-                if excess <= 0:
-                    break
-                if slot.handle is not None:
-                    slot.expires = 0.0
-                    excess -= 1
-            self._fill_locked()
-            self._grow_locked()
-        for slot in victims:
-            self._close_raw(slot)
-        logger.info("pool %r: resized to min_size=%d, max_size=%d", self.name, lo, hi)
-
-    def _close_raw(self, slot: _Slot) -> None:
-        self._close_quietly(slot.raw)
-
-    def _close_quietly(self, raw: Any) -> None:
-        try:
-            self._driver.close(raw)
-        except Exception as e:
-            logger.debug("pool %r: error closing a connection: %s", self.name, self._scrub(str(e)))
 
     # -- fork ---------------------------------------------------------------------------------
     def _after_fork_child(self) -> None:
@@ -1009,125 +691,4 @@ class ConnectionPool:
                 self._fill_locked()
             self._start_threads()
 
-    # -- introspection ------------------------------------------------------------------------
-    def stats(self) -> dict[str, Any]:
-        """A flat dict of counts, counters and recent wait/hold percentiles (ms)."""
-        with self._lock:
-            idle = len(self._pool)
-            d: dict[str, Any] = {
-                "name": self.name,
-                "size": self._nconns,
-                "idle": idle,
-                "in_use": self._nconns - idle,
-                "waiting": len(self._waiting),
-                "growing": self._growing,
-                "min_size": self.min_size,
-                "max_size": self.max_size,
-                "borrows": self._borrows,
-                "waits": self._waits,
-                "timeouts": self._timeouts,
-                "rejected": self._rejected,
-                "created": self._created,
-                "closed": self._closed_count,
-                "create_errors": self._create_errors,
-                "discarded_broken": self._discarded_broken,
-                "check_failed": self._check_failed,
-                "reset_failed": self._reset_failed,
-                "expired": self._expired,
-                "idle_closed": self._idle_closed,
-                "last_error": self._last_error,
-                "pool_closed": self._closed,
-            }
-            if self._leaks is not None:
-                d.update(self._leaks.stats_locked())
-            if self.burst_size is not None:
-                d["burst_size"], d["bursting"] = self.burst_size, self._bursting
-            if not self._plain:
-                d["tenants"] = self._tenants.stats()
-        d["wait_p50_ms"], d["wait_p99_ms"] = self._wait_window.percentiles_ms(50, 99)
-        d["wait_max_ms"] = self._wait_window.max_ms()
-        d["hold_p50_ms"], d["hold_p99_ms"] = self._hold_window.percentiles_ms(50, 99)
-        d["hold_max_ms"] = self._hold_window.max_ms()
-        return d
-
-    def advise(
-        self, workers: int = 1, server_cores: int | None = None, spindles: int = 1, query_server: bool = True
-    ) -> dict[str, Any]:
-        """A recommended max_size with its reasoning, from what this pool measured (see
-        advisor.py). ``workers``: processes that each run such a pool against the same server.
-        With ``query_server`` it asks the server for max_connections and reserved slots; the
-        server's cores are taken from this machine when the server is on loopback."""
-        now = monotonic()
-        with self._lock:
-            samples = [(t, n) for t, n in self._rate if t >= now - 60.0]
-            borrows = self._borrows
-        if len(samples) >= 2 and samples[-1][0] > samples[0][0]:
-            rate = (borrows - samples[0][1]) / (now - samples[0][0])
-        else:
-            rate = borrows / max(now - self._opened_at, 1e-3) if self._opened_at else 0.0
-        facts = dict(self._server_facts)
-        if query_server and self._driver.name == "psycopg" and not self._closed:
-            try:
-                with self.connection(timeout=2.0) as conn:
-                    facts["max_connections"] = int(conn.execute("SHOW max_connections").fetchone()[0])
-                    rows = conn.execute(
-                        "SELECT coalesce(sum(setting::int), 0) FROM pg_settings "
-                        "WHERE name IN ('superuser_reserved_connections', 'reserved_connections')"
-                    ).fetchone()
-                    facts["reserved"] = int(rows[0])
-                self._server_facts = facts
-            except Exception as e:
-                logger.info("pool %r: advise could not ask the server: %s", self.name, self._scrub(str(e)))
-        if server_cores is None and self._target.split(":")[0] in ("127.0.0.1", "localhost", "::1"):
-            server_cores = os.cpu_count()
-        advice = recommend(
-            arrival_rate=rate, mean_hold_s=self._hold_window.mean(), current_max_size=self.max_size,
-            workers=workers, wait_p99_ms=self._wait_window.percentiles_ms(99)[0], server_cores=server_cores,
-            spindles=spindles, max_connections=facts.get("max_connections"), reserved=facts.get("reserved", 0),
-        )  # fmt: skip
-        return advice.as_dict()
-
-    def connect_attempts(self) -> list[float]:
-        """Monotonic timestamps of the recent connection attempts (to see the backoff)."""
-        with self._lock:
-            return list(self._connect_attempts)
-
-    def _scrub(self, text: str) -> str:
-        return scrub(text, self._secrets)
-
-    def __repr__(self) -> str:
-        idle = len(self._pool)
-        return (
-            f"<ConnectionPool {self.name!r} {self._target} size={self._nconns} idle={idle} "
-            f"in_use={self._nconns - idle} waiting={len(self._waiting)} closed={self._closed}>"
-        )
-
-    # -- leak diagnostics (delegated; empty when detection is off) -----------------------------
-    def leaks(self) -> list[dict[str, Any]]:
-        """Current leak suspects (see the README); empty when leak detection is off."""
-        return self._leaks.leaks() if self._leaks is not None else []
-
-    def leak_reports(self) -> list[dict[str, Any]]:
-        """The last 100 leak reports, including leaks since returned; oldest first."""
-        return self._leaks.reports() if self._leaks is not None else []
-
-    def borrowed(self) -> list[dict[str, Any]]:
-        """One record per connection out now: thread, held for, borrow site, holder stack."""
-        from .leaks import describe_borrowed
-
-        return describe_borrowed(self)
-
-
-def _describe_target(conninfo: Any, kwargs: dict[str, Any] | None) -> str:
-    """host:port/dbname for messages, never the password."""
-    if callable(conninfo) or conninfo is None:
-        return "(callable conninfo)" if callable(conninfo) else "(connect factory)"
-    try:
-        from psycopg.conninfo import conninfo_to_dict
-
-        d = conninfo_to_dict(conninfo, **(kwargs or {}))
-        host = d.get("host") or d.get("hostaddr") or "localhost"
-        return f"{host}:{d.get('port') or 5432}/{d.get('dbname') or d.get('user') or ''}"
-    except Exception:
-        return redact_conninfo(str(conninfo))
 

@@ -1,0 +1,94 @@
+"""The pool's records and small helpers: a connection's record (Slot), a queued borrower
+(Waiter), the tunables, and parameter checks."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from .errors import PoolError
+from .redact import redact_conninfo
+
+if TYPE_CHECKING:
+    from .connection import PooledConnection
+
+CHECKS = ("auto", "always", "never")
+AUTO_CHECK_IDLE = 0.5  # seconds idle after which check="auto" validates on borrow
+LIFETIME_JITTER = 0.05  # each connection lives up to 5% less than max_lifetime
+BURST_WINDOW = 10.0  # seconds of recent borrows the burst decision looks at
+_ids = itertools.count(1)
+
+
+class Slot:
+    """One live connection and what the pool knows of it."""
+
+    __slots__ = (
+        "raw", "id", "pid", "created", "expires", "last_used", "settings", "dirty",
+        "gen", "handle", "borrowed_at", "owner", "lease", "tenant", "burst",
+    )  # fmt: skip
+
+    def __init__(self, raw: Any, pid: int | None, expires: float, settings: tuple[Any, ...], gen: int):
+        self.raw = raw
+        self.id = next(_ids)
+        self.pid = pid
+        self.created = self.last_used = monotonic()
+        self.expires = expires
+        self.settings = settings
+        self.dirty = 0  # DIRTY / BROKEN flags from .connection
+        self.gen = gen
+        self.handle: PooledConnection | None = None
+        self.borrowed_at = 0.0
+        self.owner = 0  # ident of the borrowing thread
+        self.lease: Any = None  # the leak detector's record of this borrow, when it is on
+        self.tenant: str | None = None  # the tenant it is lent to (quota accounting)
+        self.burst = False  # made above max_size during a burst: short-lived, closed first
+
+
+class Waiter:
+    """A borrower in the queue, with a Condition of its own (on its own lock, so a woken
+    waiter does not have to win the pool lock back). It is notified, with the pool lock held,
+    by ``_give_locked`` and ``putconn`` (a connection for it) and by ``close`` (the pool went
+    away). Lock order: pool lock, then the waiter's; a waiter never holds its own lock while
+    taking the pool lock."""
+
+    __slots__ = ("cond", "slot", "error", "tenant", "priority", "since")
+
+    def __init__(self, tenant: str | None = None, priority: float = 0.0, since: float = 0.0) -> None:
+        self.cond = threading.Condition(threading.Lock())
+        self.slot: Slot | None = None
+        self.error: PoolError | None = None
+        self.tenant = tenant
+        self.priority = priority
+        self.since = since
+
+    def wake(self, slot: Slot | None = None, error: PoolError | None = None) -> None:
+        with self.cond:
+            self.slot = slot
+            self.error = error
+            self.cond.notify()
+
+
+def positive(name: str, value: Any, *, allow_zero: bool = True, allow_none: bool = False) -> Any:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {type(value).__name__}")
+    if value < 0 or (value == 0 and not allow_zero) or value != value:
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return value
+
+
+def describe_target(conninfo: Any, kwargs: dict[str, Any] | None) -> str:
+    """host:port/dbname for messages, never the password."""
+    if callable(conninfo) or conninfo is None:
+        return "(callable conninfo)" if callable(conninfo) else "(connect factory)"
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        d = conninfo_to_dict(conninfo, **(kwargs or {}))
+        host = d.get("host") or d.get("hostaddr") or "localhost"
+        return f"{host}:{d.get('port') or 5432}/{d.get('dbname') or d.get('user') or ''}"
+    except Exception:
+        return redact_conninfo(str(conninfo))

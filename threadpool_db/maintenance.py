@@ -1,0 +1,274 @@
+"""Connection lifecycle work, mixed into ConnectionPool: making connections (with backoff),
+validating them at borrow time, retiring them (lifetime, idle, burst decay), and resizing.
+Everything here runs on the pool's state under its lock, or does I/O with no lock held."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import deque
+from time import monotonic
+from typing import Any
+
+from . import sched, workers
+from .base import BURST_WINDOW, LIFETIME_JITTER, Slot
+from .drivers import IDLE
+from .errors import PoolError
+
+logger = logging.getLogger("threadpool_db")
+
+
+class Maintenance:
+    """Mixin: the connection lifecycle. Uses ConnectionPool's state (see pool.py)."""
+
+    _lock: Any
+    _pool: deque[Slot]
+    _waiting: deque[Any]
+    _all: dict[int, Slot]
+
+    def _validate(self, slot: Slot) -> bool:
+        """Check a connection at borrow time; on failure discard it (and grow if needed)."""
+        try:
+            if self._check is not None:
+                self._run_check(slot)
+            else:
+                self._driver.validate(slot.raw, self.check_timeout)
+            return True
+        except Exception as e:
+            logger.info("pool %r: connection %d failed validation, discarded: %s",
+                        self.name, slot.id, self._scrub(str(e)))  # fmt: skip
+            with self._lock:
+                self._check_failed += 1
+                self._discarded_broken += 1
+                self._discard_locked(slot)
+            self._close_raw(slot)
+            return False
+
+    def _run_check(self, slot: Slot) -> None:
+        """Run the user's check in a daemon helper thread, so a check that hangs is bounded by
+        check_timeout (and cannot hold up interpreter exit); on timeout the connection is
+        aborted, which also frees a check stuck on the network. It costs a thread start."""
+        result: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                self._check(slot.raw)  # type: ignore[misc]
+                result.append(None)
+            except BaseException as e:
+                result.append(e)
+
+        t = threading.Thread(target=run, name=f"{self.name}-check", daemon=True)
+        t.start()
+        t.join(self.check_timeout)
+        if not result:
+            self._driver.abort(slot.raw)
+            raise PoolError(f"check callback did not finish within check_timeout={self.check_timeout:g} s")
+        if result[0] is not None:
+            raise result[0]
+
+    def _grow_locked(self) -> None:
+        """Ask the workers for connections the waiters need, within max_size."""
+        waiting = len(self._waiting) if self._plain else sched.eligible(self._waiting, self._tenants)
+        need = waiting - self._growing
+        room = self._cap - self._nconns - self._growing
+        n = min(need, room)
+        if n > 0 and self._opened and not self._closed:
+            self._growing += n
+            for _ in range(n):
+                self._tasks.put(workers.CREATE)
+
+    def _fill_locked(self) -> None:
+        """Ask the workers for connections up to min_size."""
+        n = self.min_size - self._nconns - self._growing
+        if n > 0 and self._opened and not self._closed:
+            self._growing += n
+            for _ in range(n):
+                self._tasks.put(workers.CREATE)
+
+    def _new_slot(self) -> Slot:
+        """Connect and configure one connection (worker thread, no lock held)."""
+        raw = self._driver.connect()
+        try:
+            if self._configure is not None:
+                self._configure(raw)
+                if self._driver.knows_status and self._driver.status(raw) != IDLE:
+                    raise PoolError("configure callback left the connection in a transaction; "
+                                    "commit or roll back inside it")  # fmt: skip
+            settings = self._driver.settings(raw)
+        except BaseException:
+            self._close_quietly(raw)
+            raise
+        jitter = 1.0 - LIFETIME_JITTER * random.random()
+        slot = Slot(raw, self._driver.backend_pid(raw), 0.0, settings, self._gen)
+        slot.expires = slot.created + self.max_lifetime * jitter
+        return slot
+
+    def _create_one(self) -> None:
+        """Make one connection for the pool, retrying with backoff while it is still needed."""
+        start = monotonic()
+        delay = workers.BACKOFF_START
+        gen = self._gen
+        while True:
+            attempt = monotonic()
+            with self._lock:
+                self._connect_attempts.append(attempt)
+            try:
+                slot = self._new_slot()
+                self._create_window.append(monotonic() - attempt)
+            except Exception as e:
+                msg = self._scrub(f"{type(e).__name__}: {e}".strip())
+                with self._lock:
+                    self._create_errors += 1
+                    self._last_error = msg
+                    needed = bool(self._waiting) or self._nconns + self._growing <= self.min_size
+                    elapsed = monotonic() - start
+                    give_up = self._closed or gen != self._gen or not needed or elapsed >= self.reconnect_timeout
+                    if give_up and gen == self._gen:
+                        self._growing -= 1
+                if give_up:
+                    if not self._closed and needed:
+                        logger.error("pool %r: giving up connecting to %s after %.1f s: %s",
+                                     self.name, self._target, elapsed, msg)  # fmt: skip
+                    return
+                logger.warning("pool %r: connection to %s failed, retrying in %.2f s: %s",
+                               self.name, self._target, delay, msg)  # fmt: skip
+                if self._stop.wait(delay * (0.75 + 0.5 * random.random())):
+                    with self._lock:
+                        if gen == self._gen:
+                            self._growing -= 1
+                    return
+                delay = min(delay * 2.0, workers.BACKOFF_MAX)
+                continue
+            self._add_slot(slot, gen)
+            return
+
+    def _add_slot(self, slot: Slot, gen: int) -> None:
+        with self._lock:
+            stale = gen != self._gen
+            if not stale:
+                self._growing -= 1
+            if stale or self._closed:
+                keep = False
+            else:
+                keep = True
+                if self._nconns >= self.max_size:  # above max_size: a burst connection
+                    slot.burst = True
+                    slot.expires = min(slot.expires, slot.created + self.burst_lifetime)
+                self._all[slot.id] = slot
+                self._nconns += 1
+                self._created += 1
+                self._last_error = None
+                self._give_locked(slot)
+                self._filled.notify_all()
+        if not keep:
+            self._close_raw(slot)
+
+    def _housekeep(self) -> float:
+        """Close expired and surplus idle connections, refill to min_size. Returns the delay
+        until it should run again."""
+        now = monotonic()
+        victims: list[Slot] = []
+        with self._lock:
+            if self._closed:
+                return 1.0
+            self._rate.append((now, self._borrows))
+            decay = self.burst_size is not None and self._update_burst_locked(now)
+            # Oldest-used first: the idle deque is LIFO, so its left end rested longest.
+            surplus = self._nconns - self.min_size
+            kept: deque[Slot] = deque()
+            for slot in self._pool:
+                if decay and slot.burst:  # demand fell: one burst connection per tick goes
+                    victims.append(slot)
+                    self._idle_closed += 1
+                    surplus -= 1
+                    decay = False
+                elif now >= slot.expires:
+                    victims.append(slot)
+                    self._expired += 1
+                elif surplus > 0 and now - slot.last_used >= self.max_idle:
+                    victims.append(slot)
+                    self._idle_closed += 1
+                    surplus -= 1
+                else:
+                    kept.append(slot)
+            if victims:
+                self._pool = kept
+                for slot in victims:
+                    self._forget_locked(slot)
+                self._closed_count += len(victims)
+            self._fill_locked()
+            self._grow_locked()
+            nxt = min((s.expires for s in self._all.values()), default=now + 60.0)
+            if self._nconns > self.min_size:
+                nxt = min(nxt, min((s.last_used for s in self._pool), default=now) + self.max_idle)
+        for slot in victims:
+            logger.debug("pool %r: closing connection %d (lifetime or idle limit)", self.name, slot.id)
+            self._close_raw(slot)
+        return min(max(nxt - now, 0.05), 1.0)
+
+    def _update_burst_locked(self, now: float) -> bool:
+        """Decide whether to burst above max_size: on when the p99 borrow wait over the last
+        BURST_WINDOW seconds passes burst_wait_threshold, off again below half of it
+        (hysteresis, so it does not flap). Returns True when a burst connection may be closed
+        (gradual decay: at most one per housekeeping tick)."""
+        since = now - BURST_WINDOW
+        while self._slow_waits and self._slow_waits[0][0] < since:
+            self._slow_waits.popleft()
+        start = next((n for t, n in self._rate if t >= since), self._borrows)
+        total = max(self._borrows - start, len(self._slow_waits))
+        # finished waits, and those still waiting (a queue that never drains must count too)
+        waits = sorted([w for _, w in self._slow_waits] + [now - w.since for w in self._waiting], reverse=True)
+        k = max(1, total // 100)  # the p99: 1% of the window's borrows waited at least this
+        p99 = waits[k - 1] if len(waits) >= k else 0.0
+        if not self._bursting and p99 > self.burst_wait_threshold:
+            self._bursting, self._cap = True, self.burst_size  # type: ignore[assignment]
+            logger.info("pool %r: bursting up to %d connections (p99 wait %.0f ms)", self.name, self._cap, p99 * 1e3)
+        elif self._bursting and p99 < self.burst_wait_threshold / 2:
+            self._bursting, self._cap = False, self.max_size
+            logger.info("pool %r: burst over (p99 wait %.0f ms)", self.name, p99 * 1e3)
+        return not self._bursting and any(s.burst for s in self._pool)
+
+    def resize(self, min_size: int | None = None, max_size: int | None = None) -> None:
+        """Change min_size and/or max_size at runtime. Growing takes effect at once; surplus
+        idle connections close now, surplus borrowed ones when they come back."""
+        lo = self.min_size if min_size is None else min_size
+        hi = self.max_size if max_size is None else max_size
+        for name, v in (("min_size", lo), ("max_size", hi)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "min_size" else 1):
+                raise ValueError(f"{name} must be an int >= {0 if name == 'min_size' else 1}, got {v!r}")
+        if hi < lo:
+            raise ValueError(f"max_size ({hi}) must be >= min_size ({lo})")
+        if self.burst_size is not None and self.burst_size < hi:
+            raise ValueError(f"max_size ({hi}) must be <= burst_size ({self.burst_size})")
+        victims: list[Slot] = []
+        with self._lock:
+            self.min_size, self.max_size = lo, hi
+            self._cap = self.burst_size if self._bursting else hi  # type: ignore[assignment]
+            excess = self._nconns - self._cap
+            while excess > 0 and self._pool:
+                slot = self._pool.popleft()  # the longest idle first
+                self._forget_locked(slot)
+                self._closed_count += 1
+                victims.append(slot)
+                excess -= 1
+            for slot in self._all.values():  # borrowed surplus: expire, so it closes on return
+                if excess <= 0:
+                    break
+                if slot.handle is not None:
+                    slot.expires = 0.0
+                    excess -= 1
+            self._fill_locked()
+            self._grow_locked()
+        for slot in victims:
+            self._close_raw(slot)
+        logger.info("pool %r: resized to min_size=%d, max_size=%d", self.name, lo, hi)
+
+    def _close_raw(self, slot: Slot) -> None:
+        self._close_quietly(slot.raw)
+
+    def _close_quietly(self, raw: Any) -> None:
+        try:
+            self._driver.close(raw)
+        except Exception as e:
+            logger.debug("pool %r: error closing a connection: %s", self.name, self._scrub(str(e)))
