@@ -55,43 +55,55 @@ class Peer:
         raise NotImplementedError
 
 
-class Ours(Peer):
+def _dbapi_statement(peer: Peer, conn: Any) -> None:
+    """The plain DB-API way: cursor, SELECT 1, fetch, commit unless autocommit, give back."""
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT 1")
+        cur.fetchall()
+        if not getattr(peer, "autocommit", False):
+            conn.commit()
+    finally:
+        peer.give_back(conn)
+
+
+class _GetconnPeer(Peer):
+    """Pools with getconn/putconn, a connection() context manager and close(): ours and
+    psycopg_pool, used the same way."""
+
+    pool: Any
+
+    def _adopt(self, pool: Any) -> None:
+        pool.wait(60)
+        self.pool = pool
+        self.borrow = pool.getconn  # type: ignore[method-assign]
+        self.give_back = pool.putconn  # type: ignore[method-assign]
+
+    def statement(self) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("SELECT 1").fetchall()
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class Ours(_GetconnPeer):
     name = "threadpool_db"
 
     def __init__(self, url: str, size: int, autocommit: bool, timeout: float) -> None:
         from threadpool_db import ConnectionPool
 
-        self.pool = ConnectionPool(url, min_size=size, timeout=timeout, kwargs={"autocommit": autocommit})
-        self.pool.wait(60)
-        self.borrow = self.pool.getconn  # type: ignore[method-assign]
-        self.give_back = self.pool.putconn  # type: ignore[method-assign]
-
-    def statement(self) -> None:
-        with self.pool.connection() as conn:
-            conn.execute("SELECT 1").fetchall()
-
-    def close(self) -> None:
-        self.pool.close()
+        self._adopt(ConnectionPool(url, min_size=size, timeout=timeout, kwargs={"autocommit": autocommit}))
 
 
-class PsycopgPool(Peer):
+class PsycopgPool(_GetconnPeer):
     name = "psycopg_pool"
 
     def __init__(self, url: str, size: int, autocommit: bool, timeout: float) -> None:
         from psycopg_pool import ConnectionPool
 
-        self.pool = ConnectionPool(url, min_size=size, max_size=size, timeout=timeout,
-                                   kwargs={"autocommit": autocommit}, open=True)  # fmt: skip
-        self.pool.wait(60)
-        self.borrow = self.pool.getconn  # type: ignore[method-assign]
-        self.give_back = self.pool.putconn  # type: ignore[method-assign]
-
-    def statement(self) -> None:
-        with self.pool.connection() as conn:
-            conn.execute("SELECT 1").fetchall()
-
-    def close(self) -> None:
-        self.pool.close()
+        self._adopt(ConnectionPool(url, min_size=size, max_size=size, timeout=timeout,
+                                   kwargs={"autocommit": autocommit}, open=True))  # fmt: skip
 
 
 class QueuePool(Peer):
@@ -115,15 +127,7 @@ class QueuePool(Peer):
         conn.close()
 
     def statement(self) -> None:
-        conn = self.pool.connect()
-        try:
-            cur = conn.cursor()
-            cur.execute("SELECT 1")
-            cur.fetchall()
-            if not self.autocommit:
-                conn.commit()
-        finally:
-            conn.close()
+        _dbapi_statement(self, self.pool.connect())
 
     def close(self) -> None:
         self.pool.dispose()
@@ -148,15 +152,7 @@ class DBUtilsPool(Peer):
         conn.close()
 
     def statement(self) -> None:
-        conn = self.pool.connection()
-        try:
-            cur = conn.cursor()
-            cur.execute("SELECT 1")
-            cur.fetchall()
-            if not self.autocommit:
-                conn.commit()
-        finally:
-            conn.close()
+        _dbapi_statement(self, self.pool.connection())
 
     def close(self) -> None:
         self.pool.close()
@@ -183,15 +179,7 @@ class Psycopg2Pool(Peer):
         self.pool.putconn(conn)
 
     def statement(self) -> None:
-        conn = self.pool.getconn()
-        try:
-            cur = conn.cursor()
-            cur.execute("SELECT 1")
-            cur.fetchall()
-            if not self.autocommit:
-                conn.commit()
-        finally:
-            self.pool.putconn(conn)
+        _dbapi_statement(self, self.pool.getconn())
 
     def close(self) -> None:
         self.pool.closeall()
