@@ -82,7 +82,7 @@ def recommend(
                     f"{workers} workers x {what} max_size {size} = {workers * size} exceeds the server's "
                     f"{max_connections} max_connections minus {reserved} reserved = {limit}"
                 )
-    if wait_p99_ms > 100 and a.recommended_max_size <= current_max_size:
+    if wait_p99_ms > 100 and by_load <= current_max_size:  # enough connections, yet long waits
         why.append(f"p99 wait is {wait_p99_ms:.0f} ms although the size looks enough: "
                    "look for long holds or leaks (pool.borrowed())")  # fmt: skip
     why.append(f"recommended max_size: {a.recommended_max_size} (now {current_max_size})")
