@@ -337,10 +337,12 @@ class ConnectionPool(Maintenance, Introspection):
     ) -> PooledConnection:
         """Borrow a connection; wait up to ``timeout`` s (default: the pool's) in FIFO order
         (by priority first, when priorities are used). ``tenant`` counts against its quota."""
-        t0 = monotonic()
-        if timeout is not None and not timeout >= 0:
+        t0 = now = monotonic()
+        if timeout is None:
+            timeout = self.timeout
+        elif not timeout >= 0:
             raise ValueError(f"timeout must be >= 0, got {timeout!r}")
-        deadline = None
+        deadline = t0 + timeout
         while True:
             with self._lock:
                 # Fast path: an idle connection and nobody queued before us.
@@ -351,20 +353,13 @@ class ConnectionPool(Maintenance, Introspection):
                 else:
                     slot = None
             if slot is None:
-                if deadline is None:
-                    timeout = self.timeout if timeout is None else timeout
-                    deadline = t0 + timeout
-                slot = self._wait_for_slot(deadline, timeout, tenant, priority)  # type: ignore[arg-type]
+                slot = self._wait_for_slot(deadline, timeout, tenant, priority)
                 now = monotonic()
                 if self.burst_size is not None and now - t0 > 0.0005:
                     self._slow_waits.append((now, now - t0))
-            else:
-                now = t0 if deadline is None else monotonic()
             after = self._check_after
             if after is not None and now - slot.last_used > after and not self._validate(slot):
-                if deadline is None:
-                    timeout = self.timeout if timeout is None else timeout
-                    deadline = t0 + timeout
+                now = monotonic()
                 continue  # discarded; try again within the same deadline
             self._wait_window.append(now - t0)
             slot.borrowed_at = now
