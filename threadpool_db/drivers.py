@@ -28,7 +28,7 @@ Settings = tuple[Any, ...]
 
 def is_fatal_sqlstate(exc: BaseException | None) -> bool:
     state = getattr(exc, "sqlstate", None)
-    return bool(state) and (state.startswith("08") or state in _FATAL_STATES)
+    return isinstance(state, str) and (state.startswith("08") or state in _FATAL_STATES)
 
 
 class Driver:

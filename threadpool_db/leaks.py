@@ -17,7 +17,7 @@ import threading
 import weakref
 from collections import deque
 from time import monotonic
-from types import CodeType
+from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConnectionReclaimed
@@ -41,10 +41,10 @@ def capture_stack(limit: int = STACK_LIMIT) -> Stack:
     Each frame becomes ``(code, bytecode offset)``: reading ``f_lasti`` is a field load, while
     ``f_lineno`` decodes the line table, so lines are worked out only when a report is made.
     """
-    f = sys._getframe(1)
+    f: FrameType | None = sys._getframe(1)
     while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
         f = f.f_back
-    out = []
+    out: list[tuple[CodeType, int]] = []
     append = out.append
     while f is not None:
         append((f.f_code, f.f_lasti))
@@ -79,10 +79,10 @@ def site(stack: Stack | None) -> str:
 
 def holder_stack(ident: int) -> str:
     """What thread ``ident`` is doing now: its live stack, file/line/function only."""
-    frame = sys._current_frames().get(ident)
+    frame: FrameType | None = sys._current_frames().get(ident)
     if frame is None:
         return "<thread has ended>"
-    out = []
+    out: list[tuple[CodeType, int]] = []
     while frame is not None and len(out) < STACK_LIMIT:
         out.append((frame.f_code, frame.f_lasti))
         frame = frame.f_back
