@@ -169,11 +169,12 @@ class Maintenance:
         until it should run again."""
         now = monotonic()
         victims: list[Slot] = []
+        p99 = self._recent_wait_p99(now) if self.burst_size is not None else 0.0
         with self._lock:
             if self._closed:
                 return 1.0
             self._rate.append((now, self._borrows))
-            decay = self.burst_size is not None and self._update_burst_locked(now)
+            decay = self.burst_size is not None and self._update_burst_locked(p99)
             # Oldest-used first: the idle deque is LIFO, so its left end rested longest.
             surplus = self._nconns - self.min_size
             kept: deque[Slot] = deque()
@@ -207,20 +208,26 @@ class Maintenance:
             self._close_raw(slot)
         return min(max(nxt - now, 0.05), 1.0)
 
-    def _update_burst_locked(self, now: float) -> bool:
-        """Decide whether to burst above max_size: on when the p99 borrow wait over the last
-        BURST_WINDOW seconds passes burst_wait_threshold, off again below half of it
-        (hysteresis, so it does not flap). Returns True when a burst connection may be closed
-        (gradual decay: at most one per housekeeping tick)."""
+    def _recent_wait_p99(self, now: float) -> float:
+        """The p99 borrow wait over the last BURST_WINDOW seconds, computed without the pool
+        lock: getconn appends to _slow_waits without it, so work on snapshots (list() of a
+        deque is taken in one step under the GIL)."""
         since = now - BURST_WINDOW
         while self._slow_waits and self._slow_waits[0][0] < since:
             self._slow_waits.popleft()
-        start = next((n for t, n in self._rate if t >= since), self._borrows)
-        total = max(self._borrows - start, len(self._slow_waits))
-        # finished waits, and those still waiting (a queue that never drains must count too)
-        waits = sorted([w for _, w in self._slow_waits] + [now - w.since for w in self._waiting], reverse=True)
+        finished = [w for t, w in list(self._slow_waits) if t >= since]
+        waiting = [now - w.since for w in list(self._waiting)]  # a queue that never drains counts too
+        start = next((n for t, n in list(self._rate) if t >= since), self._borrows)
+        total = max(self._borrows - start, len(finished))
+        waits = sorted(finished + waiting, reverse=True)
         k = max(1, total // 100)  # the p99: 1% of the window's borrows waited at least this
-        p99 = waits[k - 1] if len(waits) >= k else 0.0
+        return waits[k - 1] if len(waits) >= k else 0.0
+
+    def _update_burst_locked(self, p99: float) -> bool:
+        """Decide whether to burst above max_size: on when the recent p99 borrow wait passes
+        burst_wait_threshold, off again below half of it (hysteresis, so it does not flap).
+        Returns True when a burst connection may be closed (gradual decay: at most one per
+        housekeeping tick)."""
         if not self._bursting and p99 > self.burst_wait_threshold:
             self._bursting, self._cap = True, self.burst_size  # type: ignore[assignment]
             logger.info("pool %r: bursting up to %d connections (p99 wait %.0f ms)", self.name, self._cap, p99 * 1e3)
