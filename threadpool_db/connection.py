@@ -15,7 +15,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .errors import PoolClosed, PoolError
+from .errors import PoolError
 
 DIRTY = 1  # Slot.dirty flag: a session setting was changed through the handle
 BROKEN = 2  # Slot.dirty flag: a fatal error was seen, never reuse
@@ -126,17 +126,8 @@ class PooledConnection:
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        raw = self._raw
-        if raw is None:
-            return  # given back inside the block, or reclaimed
-        pool = self._pool
-        if et is None and pool._driver.status(raw) == 0:  # IDLE: nothing to commit (the common read)
-            try:
-                pool.putconn(self)
-            except PoolClosed:
-                pass  # closed, not returned: a with block may outlive its pool, quietly
-            return
-        pool._release(self, ev, commit=et is None)
+        if self._raw is not None:  # else: given back inside the block, or reclaimed
+            self._pool._release(self, ev, commit=et is None)
 
     def __repr__(self) -> str:
         slot = self._slot

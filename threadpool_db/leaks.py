@@ -171,12 +171,15 @@ class LeakDetector:
         if n > 1:
             self._warn_nested(lease, n)
 
-    def on_return(self, lease: _Lease, now: float) -> None:
-        n = self._held.get(lease.ident, 1) - 1
+    def _unhold(self, ident: int) -> None:
+        n = self._held.get(ident, 1) - 1
         if n > 0:
-            self._held[lease.ident] = n
+            self._held[ident] = n
         else:
-            self._held.pop(lease.ident, None)
+            self._held.pop(ident, None)
+
+    def on_return(self, lease: _Lease, now: float) -> None:
+        self._unhold(lease.ident)
         if lease.reported and not lease.reclaimed:
             self.returned_late += 1
             pool = self._pool_ref()
@@ -254,21 +257,9 @@ class LeakDetector:
         return max(nearest - monotonic(), 0.01)
 
     def _report(self, pool: ConnectionPool, lease: _Lease, now: float) -> None:
-        alive = lease.thread.is_alive()
         held = now - lease.start
-        rec = {
-            "pool": pool.name,
-            "connection_id": lease.slot.id,
-            "backend_pid": lease.slot.pid,
-            "thread_name": lease.thread.name,
-            "thread_ident": lease.ident,
-            "thread_alive": alive,
-            "held_for": round(held, 3),
-            "borrow_site": site(lease.stack),
-            "borrow_stack": format_stack(lease.stack) or "<not captured: capture_stacks is off or not sampled>",
-            "holder_stack": holder_stack(lease.ident) if alive else "<thread has ended>",
-            "reclaimed": False,
-        }
+        rec = _record(pool, lease.slot, lease.thread, lease.ident, held, lease)
+        alive = rec["thread_alive"]
         lease.record = rec
         lease.reported = True
         with pool._lock:
@@ -306,11 +297,7 @@ class LeakDetector:
             self.reclaimed += 1
             pool._discarded_broken += 1
             pool._discard_locked(slot)
-        n = self._held.get(lease.ident, 1) - 1
-        if n > 0:
-            self._held[lease.ident] = n
-        else:
-            self._held.pop(lease.ident, None)
+        self._unhold(lease.ident)
         dead = not lease.thread.is_alive()
         logger.warning("%s: reclaimed leaked connection %d (backend pid %s) of pool %r after %.1f s%s",
                        site(lease.stack), slot.id, slot.pid, pool.name, held,
@@ -386,23 +373,35 @@ def describe_borrowed(pool: ConnectionPool) -> list[dict[str, Any]]:
     now = monotonic()
     with pool._lock:
         out = [(s, s.lease, s.owner, s.borrowed_at) for s in pool._all.values() if s.handle is not None]
-    recs = []
-    for slot, lease, owner, start in out:
-        thread = lease.thread if lease is not None else _thread_by_ident(owner)
-        recs.append({
-            "pool": pool.name,
-            "connection_id": slot.id,
-            "backend_pid": slot.pid,
-            "thread_name": thread.name if thread is not None else "?",
-            "thread_ident": owner,
-            "held_for": round(now - start, 3),
-            "borrow_site": site(lease.stack) if lease is not None else "<leak detection off>",
-            "borrow_stack": format_stack(lease.stack) if lease is not None else "",
-            "holder_stack": holder_stack(owner),
-            "reclaimed": False,
-            "suspected_leak": bool(lease is not None and lease.reported),
-        })  # fmt: skip
-    return recs
+    return [
+        _record(pool, slot, lease.thread if lease is not None else _thread_by_ident(owner), owner, now - start, lease)
+        for slot, lease, owner, start in out
+    ]
+
+
+def _record(pool: ConnectionPool, slot: Slot, thread: threading.Thread | None, ident: int, held: float,
+            lease: _Lease | None) -> dict[str, Any]:  # fmt: skip
+    """What a leak report and pool.borrowed() say about one borrowed connection."""
+    alive = thread is not None and thread.is_alive()
+    if lease is None:
+        where, stack = "<leak detection off>", ""
+    else:
+        where = site(lease.stack)
+        stack = format_stack(lease.stack) or "<not captured: capture_stacks is off or not sampled>"
+    return {
+        "pool": pool.name,
+        "connection_id": slot.id,
+        "backend_pid": slot.pid,
+        "thread_name": thread.name if thread is not None else "?",
+        "thread_ident": ident,
+        "thread_alive": alive,
+        "held_for": round(held, 3),
+        "borrow_site": where,
+        "borrow_stack": stack,
+        "holder_stack": holder_stack(ident) if alive else "<thread has ended>",
+        "reclaimed": False,
+        "suspected_leak": bool(lease is not None and lease.reported),
+    }
 
 
 def _thread_by_ident(ident: int) -> threading.Thread | None:
