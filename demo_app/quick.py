@@ -6,25 +6,12 @@ Runs against DATABASE_URL, or starts an embedded PostgreSQL and stops it afterwa
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator
 
 from threadpool_db import ConnectionPool
-from threadpool_db.testing import EmbeddedPostgres, database_url
-
-
-@contextlib.contextmanager
-def server(max_connections: int = 100) -> Iterator[str]:
-    url = database_url()
-    if url:
-        yield url
-        return
-    with EmbeddedPostgres({"max_connections": max_connections}) as pg:
-        print(f"embedded PostgreSQL on 127.0.0.1:{pg.port} (scram-sha-256)")
-        yield pg.url()
+from threadpool_db.testing import database, stop_on_signals
 
 
 def main() -> None:
@@ -33,7 +20,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=8)
     ap.add_argument("--queries", type=int, default=40, help="queries per thread")
     args = ap.parse_args()
-    with server() as url, ConnectionPool(url, min_size=args.size, name="demo") as pool:
+    with stop_on_signals(), database(say=print) as (url, _), ConnectionPool(url, min_size=args.size, name="demo") as pool:
         pool.wait(30)
         errors: list[BaseException] = []
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from threadpool_db.testing import EmbeddedPostgres, database_url, free_port
+from threadpool_db.testing import Stopped, database, free_port, stop_on_signals
 
 HERE = Path(__file__).resolve().parent
 
@@ -65,32 +65,51 @@ def run_gunicorn(
                 time.sleep(0.2)
         yield base
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_process_group(proc)
 
 
-def main() -> None:
-    url = database_url()
-    server = None
-    if not url:
-        server = EmbeddedPostgres({"max_connections": int(os.environ.get("TPDB_MAX_CONNECTIONS", "100"))}).start()
-        url = server.url()
-        print(f"embedded PostgreSQL on 127.0.0.1:{server.port}")
-    env = {**os.environ, "DATABASE_URL": url}
-    print(f"dashboard: http://{env.get('GUNICORN_BIND', '127.0.0.1:8000')}/  (Ctrl-C stops everything)")
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the launcher dies, even by SIGKILL (Linux)."""
     try:
-        subprocess.run(gunicorn_cmd(sys.argv[1:]), env=env, cwd=HERE.parent, check=False)
-    except KeyboardInterrupt:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
         pass
-    finally:
-        if server is not None:
-            server.stop()
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    """SIGTERM a child that leads its own process group; SIGKILL the group after ``grace``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def main() -> int:
+    """``make serve``: the embedded server (unless DATABASE_URL is set) and gunicorn in the
+    foreground. Ctrl-C, SIGTERM or SIGHUP stop both and delete the data folder; a SIGKILL of
+    this process takes gunicorn down too (parent-death signal), and the server's guardian
+    stops the server."""
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with stop_on_signals(), database({"max_connections": int(os.environ.get("TPDB_MAX_CONNECTIONS", "100"))},
+                                         say=print) as (url, _):  # fmt: skip
+            env = {**os.environ, "DATABASE_URL": url}
+            print(f"dashboard: http://{env.get('GUNICORN_BIND', '127.0.0.1:8000')}/  (Ctrl-C stops everything)",
+                  flush=True)  # fmt: skip
+            proc = subprocess.Popen(gunicorn_cmd(sys.argv[1:]), env=env, cwd=HERE.parent, start_new_session=True,
+                                    preexec_fn=_die_with_parent)  # fmt: skip
+            try:
+                return proc.wait()
+            finally:
+                stop_process_group(proc)
+    except (KeyboardInterrupt, Stopped):
+        return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,20 +1,6 @@
-"""The database the load tools use: DATABASE_URL, or an embedded PostgreSQL they start."""
+"""The database the load tools use: DATABASE_URL, or an embedded PostgreSQL they start
+(``threadpool_db.testing.database``, the one bootstrap every launcher shares)."""
 
-from __future__ import annotations
+from threadpool_db.testing import database
 
-import contextlib
-from collections.abc import Iterator
-from typing import Any
-
-from threadpool_db.testing import EmbeddedPostgres, database_url
-
-
-@contextlib.contextmanager
-def database(settings: dict[str, Any] | None = None) -> Iterator[tuple[str, EmbeddedPostgres | None]]:
-    """Yield (url, embedded server or None); the embedded server is stopped on exit."""
-    url = database_url()
-    if url:
-        yield url, None
-        return
-    with EmbeddedPostgres(settings or {}) as pg:
-        yield pg.url(), pg
+__all__ = ["database"]

@@ -29,7 +29,7 @@ import psycopg
 
 from demo_app.app import PER_REQUEST_APP, POOLED_APP
 from demo_app.serve import run_gunicorn
-from threadpool_db.testing import EmbeddedPostgres, PgBouncer, database_url
+from threadpool_db.testing import PgBouncer, Stopped, database, stop_on_signals
 
 from . import cpu, report
 
@@ -279,21 +279,20 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown mode(s): {', '.join(bad)}")
     out = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    # SIGTERM behaves like Ctrl-C: unwind, and every finally block stops what it started
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     phases: list[Phase] = []
+    # SIGTERM and SIGHUP unwind like Ctrl-C: every finally block stops what it started
     with contextlib.ExitStack() as stack:
-        url = database_url()
-        if url:
+        stack.enter_context(stop_on_signals())
+        url, pg = stack.enter_context(database({"max_connections": args.max_connections}))
+        if pg is None:
             admin_url, server_note = url, "DATABASE_URL"
         else:
-            pg = stack.enter_context(EmbeddedPostgres({"max_connections": args.max_connections}))
-            url, admin_url = pg.url(), pg.admin_url
+            admin_url = pg.admin_url
             server_note = f"embedded PostgreSQL 127.0.0.1:{pg.port}, max_connections={args.max_connections}"
         dbname = psycopg.conninfo.conninfo_to_dict(url).get("dbname") or "postgres"
         bouncer_url = None
         if "pgbouncer" in modes:
-            if database_url():
+            if pg is None:
                 raise SystemExit("--via-pgbouncer starts its own PgBouncer in front of the embedded server: "
                                  "unset DATABASE_URL")  # fmt: skip
             bouncer = stack.enter_context(PgBouncer(pg, default_pool_size=args.bouncer_pool_size))
@@ -309,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 phase_url = bouncer_url if mode == "pgbouncer" else url
                 phases.append(run_phase(mode, phase_url, admin_url, dbname, args, out))  # type: ignore[arg-type]
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Stopped):
             print("\ninterrupted: stopping everything")
             if not phases:
                 return 130

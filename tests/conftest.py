@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from threadpool_db import ConnectionPool
-from threadpool_db.testing import EmbeddedPostgres, database_url
+from threadpool_db.testing import EmbeddedPostgres, database
 
 from .faults.proxy import FaultProxy
 
@@ -25,16 +25,8 @@ class Server:
 
 @pytest.fixture(scope="session")
 def pg() -> Iterator[Server]:
-    url = database_url()
-    if url:
-        yield Server(url, url, None)
-        return
-    server = EmbeddedPostgres({"max_connections": 200})
-    server.start()
-    try:
-        yield Server(server.url(), server.admin_url, server)
-    finally:
-        server.stop()
+    with database({"max_connections": 200}) as (url, server):
+        yield Server(url, server.admin_url if server is not None else url, server)
 
 
 @pytest.fixture

