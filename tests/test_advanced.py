@@ -182,7 +182,7 @@ def test_resize_at_runtime(make_pool):
     conns = [pool.getconn() for _ in range(2)]
     with pytest.raises(PoolTimeout):
         pool.getconn(timeout=0.2)
-    pool.resize(max_size=4)
+    pool.resize(1, 4)  # psycopg_pool's signature: resize(min_size, max_size=None)
     more = [pool.getconn(timeout=SETTLE) for _ in range(2)]
     for c in more:
         pool.putconn(c)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import time
 
+from .helpers import backends, sql, wait_until
 from .timing import JOIN, SETTLE
 
 
@@ -26,7 +28,7 @@ def _child_result(r: int, pid: int) -> dict:
     return json.loads(buf)
 
 
-def test_child_gets_its_own_connections_and_parent_keeps_working(make_pool):
+def test_child_gets_its_own_connections_and_parent_keeps_working(make_pool, dsn):
     pool = make_pool(min_size=2, max_size=2)
     held = pool.getconn()  # borrowed in the parent across the fork
     parent_pids = sorted(
@@ -56,13 +58,42 @@ def test_child_gets_its_own_connections_and_parent_keeps_working(make_pool):
     assert out["pid"] not in parent_pids
     assert "before os.fork()" in out["held_error"]
     assert out["stats"]["size"] == 2 and out["stats"]["in_use"] == 0
-    # the parent's sockets were not closed by the child: every parent connection still works
-    assert held.execute("SELECT pg_backend_pid()").fetchone()[0] in parent_pids
+    # the child did not close the parent's sockets: the connection held across the fork works
+    held_pid = held.execute("SELECT pg_backend_pid()").fetchone()[0]
+    assert held_pid in parent_pids
+    # the parent closed its idle connection at the fork (a pre-fork master must not keep
+    # backends its workers inherit): its backend is gone; the borrowed one came back fine
+    idle_pid = next(p for p in parent_pids if p != held_pid)
+    wait_until(lambda: not sql(dsn, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (idle_pid,)),
+               what="the parent's idle backend to exit")
     pool.putconn(held)
-    seen = set()
     conns = [pool.getconn(timeout=SETTLE) for _ in range(2)]
+    seen = {c.execute("SELECT pg_backend_pid()").fetchone()[0] for c in conns}
     for c in conns:
-        seen.add(c.execute("SELECT pg_backend_pid()").fetchone()[0])
         pool.putconn(c)
-    assert seen == set(parent_pids)
+    assert held_pid in seen and idle_pid not in seen
     assert pool.stats()["discarded_broken"] == 0
+
+
+def test_parent_closes_idle_connections_at_fork_and_stops_refilling(make_pool, dsn, app_name, caplog):
+    """gunicorn --preload with a factory that touches the database: the master must not keep
+    an idle backend that every worker inherits by descriptor."""
+    pool = make_pool(min_size=2, max_size=4)
+    assert len(backends(dsn, app_name)) == 2
+    r, w = os.pipe()
+    with caplog.at_level(logging.INFO, logger="threadpool_db"):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(r)
+                os.write(w, json.dumps({"ok": True}).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        assert _child_result(r, pid) == {"ok": True}
+    wait_until(lambda: not backends(dsn, app_name), what="the parent's idle backends to close")
+    assert any("after os.fork()" in r.getMessage() and "on demand" in r.getMessage() for r in caplog.records)
+    time.sleep(0.5)  # housekeeper ticks: it must not refill to min_size in the parent
+    assert pool.stats()["size"] == 0 and not backends(dsn, app_name)
+    with pool.connection(timeout=SETTLE) as conn:  # on demand still works
+        assert conn.execute("SELECT 1").fetchone() == (1,)

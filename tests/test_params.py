@@ -44,9 +44,9 @@ def test_bad_parameter_names_itself(kwargs, name):
         ConnectionPool(DSN, open=False, **kwargs)
 
 
-def test_conninfo_or_connect_is_required():
-    with pytest.raises(ValueError, match="conninfo or connect"):
-        ConnectionPool(open=False)
+def test_empty_conninfo_means_libpq_environment_and_both_are_refused():
+    pool = ConnectionPool(open=False)  # as psycopg: "" means PG* variables and libpq defaults
+    assert pool.conninfo == ""
     with pytest.raises(ValueError, match="not both"):
         ConnectionPool(DSN, connect=lambda: None, open=False)
     with pytest.raises(ValueError, match="conninfo"):

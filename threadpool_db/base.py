@@ -18,6 +18,7 @@ CHECKS = ("auto", "always", "never")
 AUTO_CHECK_IDLE = 0.5  # seconds idle after which check="auto" validates on borrow
 LIFETIME_JITTER = 0.05  # each connection lives up to 5% less than max_lifetime
 BURST_WINDOW = 10.0  # seconds of recent borrows the burst decision looks at
+BAD_RETURN_LOG_INTERVAL = 10.0  # seconds between two warnings about a returned open transaction
 _ids = itertools.count(1)
 
 
@@ -80,6 +81,28 @@ def positive(name: str, value: Any, *, allow_zero: bool = True, allow_none: bool
     return value
 
 
+UNLIMITED = 1 << 30  # a null pool's "max_size=0": no limit of ours
+
+
+def check_sizes(min_size: Any, max_size: Any, *, null: bool = False) -> tuple[int, int]:
+    """Validate a (min_size, max_size) pair as psycopg_pool does: max_size None means min_size
+    (at least 1). A null pool has min_size 0, and max_size 0 (or None) means no limit."""
+    if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
+        raise ValueError(f"min_size must be an int >= 0, got {min_size!r}")
+    if null:
+        if min_size != 0:
+            raise ValueError(f"a null pool keeps no idle connections: min_size must be 0, got {min_size!r}")
+        if max_size is None or max_size == 0:
+            return 0, UNLIMITED
+    if max_size is None:
+        max_size = max(min_size, 1)
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
+        raise ValueError(f"max_size must be an int >= 1, got {max_size!r}")
+    if max_size < min_size:
+        raise ValueError(f"max_size ({max_size}) must be >= min_size ({min_size})")
+    return min_size, max_size
+
+
 def describe_target(conninfo: Any, kwargs: dict[str, Any] | None) -> str:
     """host:port/dbname for messages, never the password."""
     if callable(conninfo) or conninfo is None:
@@ -89,6 +112,8 @@ def describe_target(conninfo: Any, kwargs: dict[str, Any] | None) -> str:
 
         d = conninfo_to_dict(conninfo, **(kwargs or {}))
         host = d.get("host") or d.get("hostaddr") or "localhost"
-        return f"{host}:{d.get('port') or 5432}/{d.get('dbname') or d.get('user') or ''}"
+        # A field may itself hold a DSN pasted in the wrong place (host="postgresql://u:pw@h"):
+        # the description goes through redaction too.
+        return redact_conninfo(f"{host}:{d.get('port') or 5432}/{d.get('dbname') or d.get('user') or ''}")
     except Exception:
         return redact_conninfo(str(conninfo))

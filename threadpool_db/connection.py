@@ -12,6 +12,7 @@ always goes back to its pool. ``close()`` also gives it back, as in SQLAlchemy a
 
 from __future__ import annotations
 
+import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -50,15 +51,35 @@ class PooledConnection:
     __slots__ = ("_raw", "_slot", "_pool")
 
     def __init__(self, pool: ConnectionPool, slot: Slot) -> None:
-        self._pool = pool
+        # While alive: the pool. Once retired: a weak reference to it, so a handle kept after
+        # its return does not keep a dropped pool (and its connections) alive.
+        self._pool: ConnectionPool | weakref.ReferenceType[ConnectionPool] = pool
         # While alive: the pool's record of the connection. Once dead (_raw is None): None, or
         # the error that says why, when it did not simply go back (reclaimed, forked).
         self._slot: Slot | PoolError | None = slot
         self._raw: Any = slot.raw
 
     # -- liveness -----------------------------------------------------------------------------
+    def _retire(self, reason: PoolError | None) -> None:
+        """The pool takes the connection back (return, reclaim, fork). Called by the pool with
+        its lock held; afterwards every use of the handle raises."""
+        pool = self._pool
+        self._raw = None
+        self._slot = reason
+        if not isinstance(pool, weakref.ref):
+            self._pool = weakref.ref(pool)
+
+    def _owner(self) -> ConnectionPool | None:
+        pool = self._pool
+        return pool() if isinstance(pool, weakref.ref) else pool
+
     def _dead(self) -> PoolError:
-        return self._pool._dead_handle_error(self)
+        pool = self._owner()
+        if pool is None:
+            gone = self._slot
+            return type(gone)(str(gone)) if isinstance(gone, PoolError) else PoolError(
+                "connection was returned to a pool that no longer exists; it cannot be used again")
+        return pool._dead_handle_error(self)
 
     @property
     def raw(self) -> Any:
@@ -102,7 +123,7 @@ class PooledConnection:
     def close(self) -> None:
         """Give the connection back to its pool (it is not closed). A second call is a no-op."""
         if self._raw is not None:
-            self._pool.putconn(self)
+            self._pool.putconn(self)  # type: ignore[union-attr]  # alive: _pool is the pool
 
     # -- everything else ----------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
@@ -127,9 +148,10 @@ class PooledConnection:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._raw is not None:  # else: given back inside the block, or reclaimed
-            self._pool._release(self, ev, commit=et is None)
+            self._pool._release(self, ev, commit=et is None)  # type: ignore[union-attr]
 
     def __repr__(self) -> str:
         slot = self._slot
         state = f"conn={slot.id} pid={slot.pid}" if self._raw is not None else "returned"  # type: ignore[union-attr]
-        return f"<PooledConnection pool={self._pool.name!r} {state}>"
+        pool = self._owner()
+        return f"<PooledConnection pool={pool.name if pool is not None else '?'!r} {state}>"

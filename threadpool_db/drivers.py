@@ -31,6 +31,45 @@ def is_fatal_sqlstate(exc: BaseException | None) -> bool:
     return isinstance(state, str) and (state.startswith("08") or state in _FATAL_STATES)
 
 
+# Connect errors that retrying cannot fix until somebody changes the configuration. libpq
+# reports connection failures without a SQLSTATE (psycopg's sqlstate is None), so the server's
+# FATAL message text decides when no code is there; the embedded and most servers speak English
+# to clients before login (lc_messages applies only after it).
+_PERMANENT_STATES = {"28P01": "authentication failed", "28000": "authorization failed",
+                     "3D000": "no such database"}  # fmt: skip
+_PERMANENT_TEXTS = (
+    ("password authentication failed", "authentication failed"),
+    ("authentication failed for user", "authentication failed"),
+    ("no pg_hba.conf entry", "authorization failed"),
+    ("is not permitted to log in", "authorization failed"),
+    ("permission denied for database", "authorization failed"),
+    ("role \"", "authorization failed"),  # role "x" does not exist
+    ("does not exist", "no such database"),  # database "x" does not exist
+    ("failed to resolve host", "unknown host"),
+    ("could not translate host name", "unknown host"),
+    ("name or service not known", "unknown host"),
+)
+
+
+def permanent_cause(exc: BaseException) -> str | None:
+    """Why a failed connect will keep failing (``"authentication failed"``, ``"unknown host"``,
+    ``"bad conninfo"`` …), or None when it may be transient (refused, timed out, too many
+    clients, a server starting up or shutting down)."""
+    state = getattr(exc, "sqlstate", None)
+    if isinstance(state, str):
+        return _PERMANENT_STATES.get(state)
+    try:
+        from psycopg import ProgrammingError
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        ProgrammingError = ()  # type: ignore[assignment,misc]
+    if isinstance(exc, ProgrammingError):  # raised by libpq's conninfo parser, before any I/O
+        return "bad conninfo"
+    text = str(exc).lower()
+    if "too many clients" in text or "starting up" in text or "shutting down" in text:
+        return None
+    return next((cause for needle, cause in _PERMANENT_TEXTS if needle in text), None)
+
+
 class Driver:
     """The generic DB-API 2.0 adapter: a ``connect()`` callable and nothing more known."""
 
@@ -154,21 +193,30 @@ class PsycopgDriver(Driver):
 def make_driver(
     conninfo: str | Callable[[], str] | None,
     connect: Callable[[], Any] | None,
-    kwargs: dict[str, Any] | None,
+    kwargs: dict[str, Any] | Callable[[], dict[str, Any]] | None,
     connect_timeout: float | None,
+    connection_class: type | None = None,
+    learn: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> Driver:
-    """Pick the adapter: psycopg for a conninfo, or for a factory that returns psycopg conns."""
+    """Pick the adapter: psycopg for a conninfo, or for a factory that returns psycopg conns.
+
+    A callable ``conninfo`` or ``kwargs`` is called once per new connection (rotating
+    credentials), and ``learn(conninfo, kwargs)`` sees what it returned before anything can
+    fail with it, so the pool can keep the secrets out of every message."""
     if connect is not None:
         return _SniffingDriver(connect)
     import psycopg
 
-    kw = dict(kwargs or {})
-    if connect_timeout is not None and "connect_timeout" not in kw:
-        kw["connect_timeout"] = max(1, round(connect_timeout))
+    cls = connection_class or psycopg.Connection
 
     def _connect() -> Any:
         info = conninfo() if callable(conninfo) else conninfo
-        return psycopg.Connection.connect(info or "", **kw)
+        kw = dict(kwargs() if callable(kwargs) else (kwargs or {}))
+        if learn is not None:
+            learn(info or "", kw)
+        if connect_timeout is not None and "connect_timeout" not in kw:
+            kw["connect_timeout"] = max(1, round(connect_timeout))
+        return cls.connect(info or "", **kw)
 
     return PsycopgDriver(_connect)
 
@@ -188,10 +236,19 @@ class _SniffingDriver(Driver):
     def connect(self) -> Any:
         raw = self._connect()
         if self._impl is None:
-            mod = type(raw).__module__
-            psycopg3 = mod.startswith("psycopg.")
+            psycopg3 = _is_psycopg3(raw)
             self._impl = PsycopgDriver(self._connect) if psycopg3 else Driver(self._connect)
             self.name = self._impl.name
             for attr in _ADAPTER_API:
                 setattr(self, attr, getattr(self._impl, attr))
         return raw
+
+
+def _is_psycopg3(raw: Any) -> bool:
+    """A psycopg 3 connection, subclasses included (``psycopg.Connection.__module__`` is just
+    ``"psycopg"``, so the module name is no test)."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(raw, psycopg.Connection)

@@ -1,6 +1,13 @@
-"""Every exception the pool raises: one base class, one subclass per failure."""
+"""Every exception the pool raises: one base class, one subclass per failure.
+
+As in psycopg_pool, the errors a borrower can meet under load or outage (timeout, closed pool,
+too many waiters, configuration error) are also ``psycopg.OperationalError``s, so code written
+as ``except psycopg.OperationalError`` keeps catching them after switching pools.
+"""
 
 from __future__ import annotations
+
+from psycopg import OperationalError
 
 
 class PoolError(Exception):
@@ -8,15 +15,29 @@ class PoolError(Exception):
     use after return)."""
 
 
-class PoolTimeout(PoolError):
-    """No connection could be had within the timeout."""
+class PoolTimeout(PoolError, OperationalError):
+    """No connection could be had within the timeout.
+
+    ``cause`` is the last connection error (password-free) when the pool had no connection at
+    all: then the database is unreachable or refusing us, not busy."""
+
+    cause: str | None = None
 
 
-class PoolClosed(PoolError):
-    """The pool is closed (or was closed while waiting)."""
+class PoolClosed(PoolError, OperationalError):
+    """The pool is closed, not opened yet, or was closed while waiting."""
 
 
-class TooManyWaiters(PoolError):
+class PoolConfigError(PoolError, OperationalError):
+    """The database refuses this pool's configuration (wrong password, no such role or
+    database, a conninfo libpq cannot parse, an unknown host name) and the pool holds no
+    connection: borrows fail at once instead of waiting out their timeout. The pool keeps
+    retrying in the background, so a fixed password (callable conninfo) recovers by itself."""
+
+    cause: str | None = None
+
+
+class TooManyWaiters(PoolError, OperationalError):
     """``max_waiting`` borrowers already wait: this one is refused at once."""
 
 
@@ -24,5 +45,5 @@ class ConnectionReclaimed(PoolError):
     """The connection was taken back by the leak detector; this handle is dead."""
 
 
-class TenantQuotaExceeded(PoolError):
+class TenantQuotaExceeded(PoolError, OperationalError):
     """The tenant already holds its quota of connections and ``tenant_wait`` is False."""

@@ -34,5 +34,13 @@ def _after_fork_in_child() -> None:
         pool._after_fork_child()
 
 
+def _after_fork_in_parent() -> None:
+    for pool in list(_pools):
+        try:
+            pool._after_fork_parent()
+        except Exception:  # a fork hook must never fail the fork
+            pass
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(after_in_child=_after_fork_in_child, after_in_parent=_after_fork_in_parent)

@@ -41,6 +41,7 @@ class Introspection:
             idle = len(self._pool)
             d: dict[str, Any] = {
                 "name": self.name,
+                "pid": os.getpid(),
                 "size": self._nconns,
                 "idle": idle,
                 "in_use": self._nconns - idle,
@@ -61,6 +62,8 @@ class Introspection:
                 "expired": self._expired,
                 "idle_closed": self._idle_closed,
                 "last_error": self._last_error,
+                "config_error": self._config_error,
+                "config_errors": self._config_errors,
                 "pool_closed": self._closed,
             }
             if self._leaks is not None:
@@ -74,6 +77,50 @@ class Introspection:
         d["hold_p50_ms"], d["hold_p99_ms"] = self._hold_window.percentiles_ms(50, 99)
         d["hold_max_ms"] = self._hold_window.max_ms()
         return d
+
+    # psycopg_pool's names for the same facts: get_stats() and pop_stats().
+    def get_stats(self) -> dict[str, int]:
+        """psycopg_pool's stats: the counters since the last ``pop_stats()``, and the sizes now."""
+        with self._lock:
+            counters = self._psycopg_counters_locked()
+            base = self._stats_base
+            d = {k: int(v - base.get(k, 0)) for k, v in counters.items()}
+            d.update(self._psycopg_measures_locked())
+        return {k: v for k, v in d.items() if v or k.startswith("pool_")}
+
+    def pop_stats(self) -> dict[str, int]:
+        """As ``get_stats()``, and start the counters again from zero (``stats()`` and the
+        Prometheus counters keep their totals)."""
+        with self._lock:
+            counters = self._psycopg_counters_locked()
+            base, self._stats_base = self._stats_base, counters
+            d = {k: int(v - base.get(k, 0)) for k, v in counters.items()}
+            d.update(self._psycopg_measures_locked())
+        return {k: v for k, v in d.items() if v or k.startswith("pool_")}
+
+    def _psycopg_counters_locked(self) -> dict[str, float]:
+        errors = self._timeouts + self._rejected + self._config_errors
+        return {
+            "requests_num": self._borrows + errors,
+            "requests_queued": self._waits,
+            "requests_wait_ms": self._wait_sum * 1000.0,
+            "requests_errors": errors,
+            "usage_ms": self._usage_sum * 1000.0,
+            "returns_bad": self._returns_bad,
+            "connections_num": self._created + self._create_errors,
+            "connections_ms": self._connect_sum * 1000.0,
+            "connections_errors": self._create_errors,
+            "connections_lost": self._check_failed,
+        }
+
+    def _psycopg_measures_locked(self) -> dict[str, int]:
+        return {
+            "pool_min": self.min_size,
+            "pool_max": self.max_size,
+            "pool_size": self._nconns,
+            "pool_available": len(self._pool),
+            "requests_waiting": len(self._waiting),
+        }
 
     def advise(
         self, workers: int = 1, server_cores: int | None = None, spindles: int = 1, query_server: bool = True

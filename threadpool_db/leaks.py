@@ -213,12 +213,12 @@ class LeakDetector:
             self._thread = threading.Thread(target=_watchdog, args=(self._pool_ref, self), name=name, daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, join: bool = True) -> None:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
             t = self._thread
-        if t is not None and t is not threading.current_thread():
+        if join and t is not None and t is not threading.current_thread():
             t.join(5.0)
 
     def after_fork(self) -> None:
@@ -284,11 +284,10 @@ class LeakDetector:
             h = slot.handle
             if h is None or slot.lease is not lease or slot.id not in pool._all:
                 return
-            h._raw = None
-            h._slot = ConnectionReclaimed(
+            h._retire(ConnectionReclaimed(
                 f"connection was reclaimed as leaked after {held:.1f} s, borrowed at {site(lease.stack)} "
                 f"by thread {lease.thread.name!r} (pool {pool.name!r})"
-            )
+            ))  # fmt: skip
             slot.handle = None
             slot.lease = None
             lease.reclaimed = True

@@ -12,8 +12,8 @@ from time import monotonic
 from typing import Any
 
 from . import sched, workers
-from .base import BURST_WINDOW, LIFETIME_JITTER, Slot
-from .drivers import IDLE
+from .base import BURST_WINDOW, LIFETIME_JITTER, Slot, check_sizes
+from .drivers import IDLE, permanent_cause
 from .errors import PoolError
 
 logger = logging.getLogger("threadpool_db")
@@ -28,12 +28,21 @@ class Maintenance:
     _all: dict[int, Slot]
 
     def _validate(self, slot: Slot) -> bool:
-        """Check a connection at borrow time; on failure discard it (and grow if needed)."""
+        """Check a connection at borrow time; on failure discard it (and grow if needed).
+
+        A connection that fails its check before it was ever used says more about the check
+        (or the server) than about the connection: such failures in a row push the pool-wide
+        backoff like failed connects do, so a check that always fails cannot make the pool
+        open connections as fast as the server accepts them."""
+        fresh = slot.last_used == slot.created
         try:
             if self._check is not None:
                 self._run_check(slot)
             else:
                 self._driver.validate(slot.raw, self.check_timeout)
+            if fresh and self._check_streak:
+                with self._lock:
+                    self._check_streak = 0
             return True
         except Exception as e:
             logger.info("pool %r: connection %d failed validation, discarded: %s",
@@ -41,9 +50,19 @@ class Maintenance:
             with self._lock:
                 self._check_failed += 1
                 self._discarded_broken += 1
+                if fresh:
+                    self._check_streak += 1
+                    self._push_retry_locked(self._check_streak, workers.BACKOFF_MAX)
                 self._discard_locked(slot)
             self._close_raw(slot)
             return False
+
+    def _push_retry_locked(self, streak: int, cap: float) -> float:
+        """Move the pool-wide time of the next connect attempt: exponential in ``streak``,
+        capped, with jitter. Returns the delay."""
+        delay = min(workers.BACKOFF_START * 2.0 ** (streak - 1), cap) * (0.75 + 0.5 * random.random())
+        self._retry_at = max(self._retry_at, monotonic() + delay)
+        return delay
 
     def _run_check(self, slot: Slot) -> None:
         """Run the user's check in a daemon helper thread, so a check that hangs is bounded by
@@ -79,8 +98,8 @@ class Maintenance:
                 self._tasks.put(workers.CREATE)
 
     def _fill_locked(self) -> None:
-        """Ask the workers for connections up to min_size."""
-        n = self.min_size - self._nconns - self._growing
+        """Ask the workers for connections up to min_size (none in a forked parent)."""
+        n = (0 if self._forked_parent else self.min_size) - self._nconns - self._growing
         if n > 0 and self._opened and not self._closed:
             self._growing += n
             for _ in range(n):
@@ -105,11 +124,22 @@ class Maintenance:
         return slot
 
     def _create_one(self) -> None:
-        """Make one connection for the pool, retrying with backoff while it is still needed."""
+        """Make one connection for the pool, retrying with backoff while it is still needed.
+
+        The backoff is pool-wide (_retry_at): every creator waits for the same next-attempt
+        time. Errors that retrying cannot fix (see drivers.permanent_cause) back off up to
+        BACKOFF_MAX_CONFIG and, while the pool holds no connection, fail the waiters at once
+        with PoolConfigError. Each distinct cause is logged once (ERROR when permanent,
+        WARNING when not); repeats go to DEBUG; the first success after failures says so."""
         start = monotonic()
-        delay = workers.BACKOFF_START
         gen = self._gen
         while True:
+            pause = self._retry_at - monotonic()  # a float read: no lock needed
+            if pause > 0 and self._stop.wait(pause):
+                with self._lock:
+                    if gen == self._gen:
+                        self._growing -= 1
+                return
             attempt = monotonic()
             with self._lock:
                 self._connect_attempts.append(attempt)
@@ -117,31 +147,57 @@ class Maintenance:
                 slot = self._new_slot()
                 self._create_window.append(monotonic() - attempt)
             except Exception as e:
+                cause = permanent_cause(e)
                 msg = self._scrub(f"{type(e).__name__}: {e}".strip())
                 with self._lock:
                     self._create_errors += 1
+                    self._connect_sum += monotonic() - attempt
                     self._last_error = msg
+                    self._fail_streak += 1
+                    delay = self._push_retry_locked(self._fail_streak, workers.BACKOFF_MAX_CONFIG if cause
+                                                    else workers.BACKOFF_MAX)  # fmt: skip
+                    self._config_error = f"{cause}: {msg}" if cause else None
+                    if self._config_failed_locked():
+                        # Nothing to wait for: fail the queue now, and any open(wait=True).
+                        err = self._config_error_locked()
+                        failed, self._waiting = list(self._waiting), deque()
+                        self._config_errors += len(failed)
+                        for w in failed:
+                            w.wake(error=err)
+                        self._filled.notify_all()
                     needed = bool(self._waiting) or self._nconns + self._growing <= self.min_size
                     elapsed = monotonic() - start
                     give_up = self._closed or gen != self._gen or not needed or elapsed >= self.reconnect_timeout
                     if give_up and gen == self._gen:
                         self._growing -= 1
+                    key = msg if len(self._logged_causes) < 100 else ""
+                    first = key not in self._logged_causes
+                    self._logged_causes.add(key)
+                if first:
+                    logger.log(logging.ERROR if cause else logging.WARNING,
+                               "pool %r: cannot connect to %s%s: %s (retrying with backoff; logged once per cause)",
+                               self.name, self._target, f" ({cause}: fix the configuration)" if cause else "",
+                               msg)  # fmt: skip
+                else:
+                    logger.debug("pool %r: connection to %s failed again, next attempt in %.2f s: %s",
+                                 self.name, self._target, delay, msg)  # fmt: skip
                 if give_up:
-                    if not self._closed and needed:
+                    if not self._closed and gen == self._gen and needed:
                         logger.error("pool %r: giving up connecting to %s after %.1f s: %s",
                                      self.name, self._target, elapsed, msg)  # fmt: skip
+                        self._call_reconnect_failed()
                     return
-                logger.warning("pool %r: connection to %s failed, retrying in %.2f s: %s",
-                               self.name, self._target, delay, msg)  # fmt: skip
-                if self._stop.wait(delay * (0.75 + 0.5 * random.random())):
-                    with self._lock:
-                        if gen == self._gen:
-                            self._growing -= 1
-                    return
-                delay = min(delay * 2.0, workers.BACKOFF_MAX)
                 continue
             self._add_slot(slot, gen)
             return
+
+    def _call_reconnect_failed(self) -> None:
+        cb = self._reconnect_failed
+        if cb is not None:
+            try:
+                cb(self)
+            except Exception:
+                logger.exception("pool %r: the reconnect_failed callback raised", self.name)
 
     def _add_slot(self, slot: Slot, gen: int) -> None:
         with self._lock:
@@ -158,11 +214,19 @@ class Maintenance:
                 self._all[slot.id] = slot
                 self._nconns += 1
                 self._created += 1
-                self._last_error = None
+                self._connect_sum += monotonic() - slot.created
+                recovered = self._fail_streak if self._logged_causes else 0
+                self._last_error = self._config_error = None
+                self._fail_streak = 0
+                self._retry_at = 0.0
+                self._logged_causes.clear()
                 self._give_locked(slot)
                 self._filled.notify_all()
         if not keep:
             self._close_raw(slot)
+        elif recovered:
+            logger.warning("pool %r: connected to %s again after %d failed attempt(s)",
+                           self.name, self._target, recovered)  # fmt: skip
 
     def _housekeep(self) -> float:
         """Close expired and surplus idle connections, refill to min_size. Returns the delay
@@ -176,7 +240,7 @@ class Maintenance:
             self._rate.append((now, self._borrows))
             decay = self.burst_size is not None and self._update_burst_locked(p99)
             # Oldest-used first: the idle deque is LIFO, so its left end rested longest.
-            surplus = self._nconns - self.min_size
+            surplus = self._nconns - (0 if self._forked_parent else self.min_size)
             kept: deque[Slot] = deque()
             for slot in self._pool:
                 if decay and slot.burst:  # demand fell: one burst connection per tick goes
@@ -236,16 +300,11 @@ class Maintenance:
             logger.info("pool %r: burst over (p99 wait %.0f ms)", self.name, p99 * 1e3)
         return not self._bursting and any(s.burst for s in self._pool)
 
-    def resize(self, min_size: int | None = None, max_size: int | None = None) -> None:
-        """Change min_size and/or max_size at runtime. Growing takes effect at once; surplus
-        idle connections close now, surplus borrowed ones when they come back."""
-        lo = self.min_size if min_size is None else min_size
-        hi = self.max_size if max_size is None else max_size
-        for name, v in (("min_size", lo), ("max_size", hi)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "min_size" else 1):
-                raise ValueError(f"{name} must be an int >= {0 if name == 'min_size' else 1}, got {v!r}")
-        if hi < lo:
-            raise ValueError(f"max_size ({hi}) must be >= min_size ({lo})")
+    def resize(self, min_size: int, max_size: int | None = None) -> None:
+        """Change min_size and max_size at runtime, as psycopg_pool's ``resize``: ``max_size``
+        None means ``min_size``. Growing takes effect at once; surplus idle connections close
+        now, surplus borrowed ones when they come back."""
+        lo, hi = check_sizes(min_size, max_size, null=not self._keep_idle)
         if self.burst_size is not None and self.burst_size < hi:
             raise ValueError(f"max_size ({hi}) must be <= burst_size ({self.burst_size})")
         victims: list[Slot] = []
@@ -263,13 +322,55 @@ class Maintenance:
                 if excess <= 0:
                     break
                 if slot.handle is not None:
-                    slot.expires = 0.0
+                    slot.expires = 0.0  # read by putconn under the same lock
                     excess -= 1
             self._fill_locked()
             self._grow_locked()
         for slot in victims:
             self._close_raw(slot)
         logger.info("pool %r: resized to min_size=%d, max_size=%d", self.name, lo, hi)
+
+    def check(self) -> None:
+        """Validate every idle connection now (psycopg_pool's ``check()``): the ones that
+        fail are discarded and replaced, the others go back. Borrowers are not held up: the
+        connections under test are out of the idle set meanwhile."""
+        with self._lock:
+            batch = list(self._pool)
+            self._pool.clear()
+        for slot in batch:
+            if slot.expires <= monotonic():
+                with self._lock:
+                    self._expired += 1
+                    self._discard_locked(slot)
+                self._close_raw(slot)
+            elif self._validate(slot):
+                with self._lock:
+                    gone = self._closed
+                    if gone:
+                        self._forget_locked(slot)
+                        self._closed_count += 1
+                    else:
+                        self._give_locked(slot)
+                if gone:
+                    self._close_raw(slot)
+
+    def drain(self) -> None:
+        """Replace every connection (psycopg_pool's ``drain()``), e.g. after a password or DNS
+        change: idle ones close now, borrowed ones when they come back; new ones are opened
+        up to min_size."""
+        with self._lock:
+            idle = list(self._pool)
+            self._pool.clear()
+            for slot in idle:
+                self._forget_locked(slot)
+            self._closed_count += len(idle)
+            for slot in self._all.values():
+                slot.expires = 0.0  # read by putconn under this lock: closes on return
+            self._fill_locked()
+            self._grow_locked()
+        for slot in idle:
+            self._close_raw(slot)
+        logger.info("pool %r: drained (%d idle closed, the rest close on return)", self.name, len(idle))
 
     def _close_raw(self, slot: Slot) -> None:
         self._close_quietly(slot.raw)

@@ -16,19 +16,29 @@ import itertools
 import logging
 import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from threading import get_ident
 from time import monotonic
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from . import forking, sched, workers
-from .base import AUTO_CHECK_IDLE, CHECKS, Slot, Waiter, describe_target, positive
+from .base import (
+    AUTO_CHECK_IDLE,
+    BAD_RETURN_LOG_INTERVAL,
+    CHECKS,
+    Slot,
+    Waiter,
+    check_sizes,
+    describe_target,
+    positive,
+)
 from .connection import BROKEN, PooledConnection
-from .drivers import IDLE, INERROR, INTRANS, Driver, is_fatal_sqlstate, make_driver
-from .errors import PoolClosed, PoolError, PoolTimeout, TenantQuotaExceeded, TooManyWaiters
+from .drivers import ACTIVE, IDLE, INERROR, INTRANS, Driver, is_fatal_sqlstate, make_driver
+from .errors import PoolClosed, PoolConfigError, PoolError, PoolTimeout, TenantQuotaExceeded, TooManyWaiters
 from .future import FutureWaiter, Notifier
 from .introspection import Introspection
 from .maintenance import Maintenance
@@ -41,6 +51,14 @@ logger = logging.getLogger("threadpool_db")
 _pool_ids = itertools.count(1)
 
 
+def _with_kwargs(kwargs: Any, **extra: Any) -> Any:
+    """``kwargs`` (a dict, a callable returning one, or None) with ``extra`` added."""
+    if callable(kwargs):
+        inner = kwargs
+        return lambda: {**inner(), **extra}
+    return {**(kwargs or {}), **extra}
+
+
 class ConnectionPool(Maintenance, Introspection):
     """A pool of ``min_size``..``max_size`` connections shared by threads.
 
@@ -49,27 +67,32 @@ class ConnectionPool(Maintenance, Introspection):
     2.0 connection.
     """
 
+    _keep_idle = True  # False in NullConnectionPool: a return with nobody waiting closes
+
     def __init__(
         self,
-        conninfo: str | Callable[[], str] | None = None,
+        conninfo: str | Callable[[], str] = "",
         *,
         connect: Callable[[], Any] | None = None,
-        kwargs: dict[str, Any] | None = None,
+        kwargs: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
+        connection_class: type | None = None,
         min_size: int = 4,
         max_size: int | None = None,
         timeout: float = 30.0,
         max_waiting: int = 0,
         max_lifetime: float = 1800.0,
         max_idle: float = 600.0,
-        check: str | Callable[[Any], Any] = "auto",
+        check: str | Callable[[Any], Any] | None = "auto",
         check_timeout: float = 5.0,
         configure: Callable[[Any], Any] | None = None,
         reset: Callable[[Any], Any] | None = None,
         reconnect_timeout: float = 300.0,
+        reconnect_failed: Callable[[ConnectionPool], Any] | None = None,
         connect_timeout: float | None = 10.0,
         num_workers: int = 2,
         name: str | None = None,
-        open: bool = True,
+        open: bool | None = True,
+        close_returns: bool = False,
         leak_threshold: float | None = None,
         capture_stacks: str = "off",
         stack_sample_rate: float = 0.05,
@@ -85,24 +108,29 @@ class ConnectionPool(Maintenance, Introspection):
         pgbouncer: bool | None = None,
     ) -> None:
         # -- validate everything before any thread or connection exists ----------------------
-        if conninfo is None and connect is None:
-            raise ValueError("conninfo or connect is required")
-        if conninfo is not None and connect is not None:
-            raise ValueError("give conninfo or connect, not both")
-        if conninfo is not None and not (isinstance(conninfo, str) or callable(conninfo)):
+        # conninfo "" means libpq's defaults and PG* environment variables, as in psycopg.
+        if conninfo is None:
+            conninfo = ""
+        if not (isinstance(conninfo, str) or callable(conninfo)):
             raise ValueError(f"conninfo must be a str or a callable, got {type(conninfo).__name__}")
         if connect is not None and not callable(connect):
             raise ValueError("connect must be a zero-argument callable")
-        if kwargs is not None and not isinstance(kwargs, dict):
-            raise ValueError(f"kwargs must be a dict, got {type(kwargs).__name__}")
-        if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
-            raise ValueError(f"min_size must be an int >= 0, got {min_size!r}")
-        if max_size is None:
-            max_size = max(min_size, 1)
-        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
-            raise ValueError(f"max_size must be an int >= 1, got {max_size!r}")
-        if max_size < min_size:
-            raise ValueError(f"max_size ({max_size}) must be >= min_size ({min_size})")
+        if connect is not None and (callable(conninfo) or conninfo):
+            raise ValueError("give conninfo or connect, not both")
+        if kwargs is not None and not (isinstance(kwargs, dict) or callable(kwargs)):
+            raise ValueError(f"kwargs must be a dict or a callable returning one, got {type(kwargs).__name__}")
+        if connection_class is not None:
+            import psycopg
+
+            if not (isinstance(connection_class, type) and issubclass(connection_class, psycopg.Connection)):
+                raise ValueError(f"connection_class must be a psycopg.Connection subclass, got {connection_class!r}")
+            if connect is not None:
+                raise ValueError("connection_class applies to conninfo, not to a connect factory")
+        if reconnect_failed is not None and not callable(reconnect_failed):
+            raise ValueError(f"reconnect_failed must be a callable(pool), got {type(reconnect_failed).__name__}")
+        if check is None:  # psycopg_pool's "no check"
+            check = "never"
+        min_size, max_size = check_sizes(min_size, max_size, null=not self._keep_idle)
         positive("timeout", timeout)
         if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 0:
             raise ValueError(f"max_waiting must be an int >= 0, got {max_waiting!r}")
@@ -156,13 +184,19 @@ class ConnectionPool(Maintenance, Introspection):
             conninfo, flagged = take_flag(conninfo)
         self.pgbouncer = bool(pgbouncer) or (flagged and pgbouncer is None)
         if self.pgbouncer:
-            kwargs = {**(kwargs or {}), "prepare_threshold": None}
+            kwargs = _with_kwargs(kwargs, prepare_threshold=None)
             self._configure = configure = guard_configure(configure)
-        self._secrets = find_secrets(conninfo if isinstance(conninfo, str) else None, kwargs)
-        self._target = describe_target(conninfo, kwargs)
-        self._driver: Driver = make_driver(conninfo, connect, kwargs, connect_timeout)
-        if callable(conninfo):
-            self._driver.connect = self._wrap_callable_conninfo(self._driver.connect, conninfo)
+        self.conninfo = conninfo
+        self.kwargs = kwargs
+        self.connection_class = connection_class
+        self.close_returns = close_returns  # accepted for psycopg_pool code: close() always returns
+        self._reconnect_failed = reconnect_failed
+        static_kwargs = kwargs if isinstance(kwargs, dict) else None
+        self._secrets = find_secrets(conninfo if isinstance(conninfo, str) else None, static_kwargs)
+        self._target = describe_target(conninfo, static_kwargs)
+        self._driver: Driver = make_driver(conninfo, connect, kwargs, connect_timeout, connection_class,
+                                           learn=self._learn_secrets if callable(conninfo) or callable(kwargs)
+                                           else None)  # fmt: skip
 
         from .leaks import LeakDetector  # the detector is optional; keep its import local
 
@@ -175,7 +209,7 @@ class ConnectionPool(Maintenance, Introspection):
         self._closed = False
         self._server_facts: dict[str, int] = {}
         forking.register(self)
-        if open:
+        if open is None or open:  # psycopg_pool's None means "open now" too
             self.open()
 
     def _init_state(self) -> None:
@@ -202,6 +236,23 @@ class ConnectionPool(Maintenance, Introspection):
         self._created = self._closed_count = self._create_errors = self._discarded_broken = 0
         self._expired = self._idle_closed = self._check_failed = self._reset_failed = 0
         self._last_error: str | None = None
+        # Set while the last connect failed for a reason retrying cannot fix (wrong password,
+        # no such database, bad conninfo, unknown host): with no connection, borrows fail
+        # at once with PoolConfigError. Cleared by the next successful connect.
+        self._config_error: str | None = None
+        self._config_errors = 0  # borrows failed fast because of it
+        self._logged_causes: set[str] = set()  # connect errors logged at ERROR/WARNING already
+        # Pool-wide reconnect backoff, shared by every creator thread (so more threads do not
+        # mean more connects per second against a failing server) and by failing checks.
+        self._fail_streak = 0
+        self._retry_at = 0.0
+        self._check_streak = 0  # fresh connections failing their check in a row
+        self._forked_parent = getattr(self, "_forked_parent", False)  # see _after_fork_parent
+        # psycopg_pool-style totals (get_stats/pop_stats); pop_stats moves _stats_base.
+        self._wait_sum = self._usage_sum = self._connect_sum = 0.0
+        self._returns_bad = 0
+        self._stats_base: dict[str, float] = {}
+        self._bad_return_log: dict[int, list[float]] = {}  # status -> [last logged at, suppressed]
         self._connect_attempts: deque[float] = deque(maxlen=64)
         self._wait_window = Window()
         self._hold_window = Window()
@@ -210,13 +261,10 @@ class ConnectionPool(Maintenance, Introspection):
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def _wrap_callable_conninfo(self, connect: Callable[[], Any], conninfo: Callable[[], str]) -> Callable[[], Any]:
-        # A callable conninfo may rotate passwords: learn each one before anything can log it.
-        def _connect() -> Any:
-            self._secrets |= find_secrets(conninfo(), None)
-            return connect()
-
-        return _connect
+    def _learn_secrets(self, conninfo: str, kwargs: dict[str, Any]) -> None:
+        # A callable conninfo or kwargs may rotate passwords: learn each one before anything
+        # can log it (set union builds a new set: readers never see one half-updated).
+        self._secrets = self._secrets | find_secrets(conninfo, kwargs)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
@@ -224,7 +272,8 @@ class ConnectionPool(Maintenance, Introspection):
 
         With ``wait=True``, block until ``min_size`` connections exist; on failure after
         ``timeout`` seconds the pool is closed and ``PoolTimeout`` names the target and the last
-        connection error. Without it, connections are made in the background, retrying with
+        connection error (``PoolConfigError`` at once when the database refuses the
+        configuration). Without it, connections are made in the background, retrying with
         backoff until the database answers.
         """
         positive("timeout", timeout)
@@ -244,22 +293,31 @@ class ConnectionPool(Maintenance, Introspection):
             self.wait(timeout)
 
     def wait(self, timeout: float = 30.0) -> None:
-        """Block until the pool holds ``min_size`` connections; close it and raise on timeout."""
+        """Block until the pool holds ``min_size`` connections; close it and raise on timeout
+        (``PoolTimeout``), at once on a configuration error (``PoolConfigError``). A pool that
+        is closed, or not opened, raises ``PoolClosed``."""
         deadline = monotonic() + timeout
         with self._lock:
-            # Critical section: _add_slot notifies _filled each time a connection arrives.
-            while self._nconns < self.min_size and not self._closed:
+            if not self._opened and not self._closed:
+                raise PoolClosed(f"pool {self.name!r} is not open yet: call open()")
+            # Critical section: _add_slot notifies _filled each time a connection arrives,
+            # _create_one when a connect fails for good, close() when the pool goes away.
+            while self._nconns < self.min_size and not self._closed and not self._config_failed_locked():
                 remaining = deadline - monotonic()
                 if remaining <= 0:
                     break
                 self._filled.wait(remaining)
+            if self._closed:
+                raise PoolClosed(f"pool {self.name!r} was closed while waiting for it to fill")
             ok = self._nconns >= self.min_size
-            msg = (
-                f"pool {self.name!r}: could not open {self.min_size} connection(s) to {self._target} "
-                f"within {timeout:g} s (have {self._nconns}); last error: {self._last_error or 'none'}"
-            )
+            config = self._config_failed_locked()
+            msg = (f"pool {self.name!r}: could not open {self.min_size} connection(s) to {self._target} "
+                   f"within {timeout:g} s (have {self._nconns}); last error: {self._last_error or 'none'}")  # fmt: skip
         if not ok:
-            self.close()
+            self.close()  # as psycopg_pool: a pool that failed to fill is closed
+            if config:
+                with self._lock:
+                    raise self._config_error_locked()
             raise PoolTimeout(msg)
 
     def _start_threads(self) -> None:
@@ -304,7 +362,8 @@ class ConnectionPool(Maintenance, Introspection):
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        """True until ``open()`` and after ``close()``, as in psycopg_pool."""
+        return self._closed or not self._opened
 
     def __enter__(self) -> ConnectionPool:
         if not self._opened:
@@ -317,12 +376,39 @@ class ConnectionPool(Maintenance, Introspection):
         self.close()
 
     def __del__(self) -> None:
-        # Threads hold only weak references; make them exit promptly when we are collected.
+        # Dropped without close(): threads hold only weak references, so tell them to exit,
+        # and close the idle connections ourselves rather than leave each to the garbage
+        # collector (a ResourceWarning apiece). Borrowed handles keep the pool alive, so
+        # nothing is out here. Never raise from a finalizer.
         try:
             self._stop.set()
             self._tasks.shutdown(len(self._threads))
+            if self._pid == os.getpid() and not self._closed:
+                self._closed = True
+                for slot in list(self._pool):
+                    self._close_quietly(slot.raw)
+                self._pool.clear()
+            if self._futures is not None:
+                self._futures.stop()
+            if self._leaks is not None:
+                self._leaks.stop(join=False)
         except Exception:
             pass
+
+    @staticmethod
+    def check_connection(conn: Any) -> None:
+        """psycopg_pool's check, usable as ``check=ConnectionPool.check_connection``: raise if
+        the connection (a psycopg connection or our handle) cannot run an empty statement.
+        It opens no transaction."""
+        raw = conn.raw if isinstance(conn, PooledConnection) else conn
+        if raw.autocommit:
+            raw.execute("")
+        else:
+            raw.autocommit = True
+            try:
+                raw.execute("")
+            finally:
+                raw.autocommit = False
 
     # -- borrowing ----------------------------------------------------------------------------
     def connection(
@@ -355,19 +441,26 @@ class ConnectionPool(Maintenance, Introspection):
             if slot is None:
                 slot = self._wait_for_slot(deadline, timeout, tenant, priority)
                 now = monotonic()
+                self._wait_sum += now - t0
                 if self.burst_size is not None and now - t0 > 0.0005:
                     self._slow_waits.append((now, now - t0))
-            after = self._check_after
-            if after is not None and now - slot.last_used > after and not self._validate(slot):
-                now = monotonic()
-                continue  # discarded; try again within the same deadline
-            self._wait_window.append(now - t0)
-            slot.borrowed_at = now
-            slot.owner = get_ident()
-            slot.handle = handle = PooledConnection(self, slot)
-            if self._leaks is not None:
-                self._leaks.on_borrow(slot)
-            return handle
+            # From here the slot is ours and no handle holds it yet: an exception (Ctrl-C
+            # included) must give it back, or the pool is one connection short for good.
+            try:
+                after = self._check_after
+                if after is not None and now - slot.last_used > after and not self._validate(slot):
+                    now = monotonic()
+                    continue  # discarded; try again within the same deadline
+                self._wait_window.append(now - t0)
+                slot.borrowed_at = now
+                slot.owner = get_ident()
+                slot.handle = handle = PooledConnection(self, slot)
+                if self._leaks is not None:
+                    self._leaks.on_borrow(slot)
+                return handle
+            except BaseException:
+                self._give_back(slot)
+                raise
 
     def _wait_for_slot(
         self, deadline: float, timeout: float, tenant: str | None = None, priority: float | None = None
@@ -377,12 +470,18 @@ class ConnectionPool(Maintenance, Introspection):
         if isinstance(got, Slot):
             return got
         w = got
-        with w.cond:
-            while w.slot is None and w.error is None:
-                remaining = deadline - monotonic()
-                if remaining <= 0:
-                    break
-                w.cond.wait(remaining)
+        try:
+            with w.cond:
+                # Notified by _give_locked/_dispatch_locked (a connection for us), close()
+                # and _create_one (an error for us).
+                while w.slot is None and w.error is None:
+                    remaining = deadline - monotonic()
+                    if remaining <= 0:
+                        break
+                    w.cond.wait(remaining)
+        except BaseException:  # KeyboardInterrupt, a signal handler's exception: leave the queue
+            self._abandon(w)
+            raise
         if w.slot is None and w.error is None:
             with self._lock:
                 # Critical section: give up, unless a connection was handed over while the
@@ -391,7 +490,7 @@ class ConnectionPool(Maintenance, Introspection):
                     self._waiting.remove(w)
                     self._timeouts += 1
                     self._tenants.count(tenant, "timeouts")
-                    raise PoolTimeout(self._timeout_message_locked(timeout))
+                    raise self._timeout_error_locked(timeout)
         if w.error is not None:
             raise w.error
         return w.slot  # type: ignore[return-value]  # counted in _borrows by whoever granted it
@@ -407,6 +506,8 @@ class ConnectionPool(Maintenance, Introspection):
             raise ValueError(f"priority must be a number or None, got {type(priority).__name__}")
         if self._closed:
             raise PoolClosed(f"pool {self.name!r} is closed")
+        if not self._opened:
+            raise PoolClosed(f"pool {self.name!r} is not open yet: call open()")
         if tenant is not None or priority is not None:
             self._plain = False
         if self._plain:
@@ -427,6 +528,13 @@ class ConnectionPool(Maintenance, Introspection):
                 f"pool {self.name!r}: tenant {tenant!r} already holds its quota of "
                 f"{self._tenants.limit(tenant)} connection(s)"  # type: ignore[arg-type]
             )
+        if self._config_failed_locked():
+            # The database refuses our configuration and we hold no connection: waiting
+            # cannot help. Keep one background attempt going (at the backoff's pace), so a
+            # fixed password is picked up without a restart.
+            self._config_errors += 1
+            self._probe_locked()
+            raise self._config_error_locked()
         if self.max_waiting and len(self._waiting) >= self.max_waiting:
             self._rejected += 1
             self._tenants.count(tenant, "rejected")
@@ -500,34 +608,98 @@ class ConnectionPool(Maintenance, Introspection):
             self._tenants.count(w.tenant, "timeouts")
             return self._timeout_message_locked(w.timeout)
 
+    def _abandon(self, w: Waiter) -> None:
+        """A waiter leaves on an exception: give up its place, or the connection it was
+        granted in the meantime."""
+        with self._lock:
+            slot = w.slot
+            if slot is None:
+                if w in self._waiting:
+                    self._waiting.remove(w)
+                return
+            w.slot = None
+            victim = self._ungrant_locked(slot)
+        if victim is not None:
+            self._close_raw(victim)
+
+    def _give_back(self, slot: Slot) -> None:
+        """A slot taken for a borrow that failed before its handle existed goes back."""
+        with self._lock:
+            if self._all.get(slot.id) is not slot:
+                return  # discarded meanwhile (failed validation)
+            victim = self._ungrant_locked(slot)
+        if victim is not None:
+            self._close_raw(victim)
+
+    def _ungrant_locked(self, slot: Slot) -> Slot | None:
+        """Undo a grant that never became a borrow; returns the slot to close (after the
+        lock) when the pool closed meanwhile."""
+        self._borrows -= 1
+        if slot.tenant is not None:
+            self._tenants.release(slot.tenant)
+            slot.tenant = None
+        if self._closed:
+            self._forget_locked(slot)
+            self._closed_count += 1
+            return slot
+        self._give_locked(slot)
+        return None
+
+    def _config_failed_locked(self) -> bool:
+        return self._config_error is not None and self._nconns == 0
+
+    def _config_error_locked(self) -> PoolConfigError:
+        tail = ("; fix it and the pool recovers by itself (it keeps retrying in the background)"
+                if not self._closed else "")  # fmt: skip
+        err = PoolConfigError(f"pool {self.name!r}: {self._target} refuses this pool's configuration: "
+                              f"{self._config_error}{tail}")  # fmt: skip
+        err.cause = self._config_error
+        return err
+
+    def _timeout_error_locked(self, timeout: float) -> PoolTimeout:
+        err = PoolTimeout(self._timeout_message_locked(timeout))
+        if self._nconns == 0 and self._last_error:
+            err.cause = self._last_error  # unreachable, not busy: say why
+        return err
+
+    def _probe_locked(self) -> None:
+        """One background connect attempt, unless one is already under way."""
+        if self._growing == 0 and self._opened and not self._closed:
+            self._growing += 1
+            self._tasks.put(workers.CREATE)
+
     # -- returning ----------------------------------------------------------------------------
     def putconn(self, conn: PooledConnection) -> None:
         """Give a connection back. Any open transaction is rolled back, settings restored.
 
         After ``close()`` the connection is closed instead, and ``PoolClosed`` says so.
         """
-        if type(conn) is not PooledConnection or conn._pool is not self or conn._raw is None:
+        slot = conn._slot if type(conn) is PooledConnection and conn._pool is self else None
+        if type(slot) is not Slot:  # foreign, already returned, or reclaimed meanwhile
             self._check_handle(conn)  # raises the error that says what is wrong
-        slot: Slot = conn._slot  # type: ignore[assignment]
-        raw = slot.raw
+        raw = slot.raw  # type: ignore[union-attr]
         now = monotonic()
-        self._hold_window.append(now - slot.borrowed_at)
+        held = now - slot.borrowed_at  # type: ignore[union-attr]
+        self._hold_window.append(held)
+        self._usage_sum += held
         # Why it cannot be reused: None (it can), "broken" or "reset_failed". The common case,
         # an idle connection with nothing to restore, costs one read of the libpq status.
-        if not slot.dirty and self._reset is None and self._driver.status(raw) == IDLE:
+        if not slot.dirty and self._reset is None and self._driver.status(raw) == IDLE:  # type: ignore[union-attr]
             unfit = None
         else:
-            unfit = self._reset_for_reuse(slot, raw)
+            unfit = self._reset_for_reuse(slot, raw)  # type: ignore[arg-type]
         close = unfit is not None
-        expired = not close and now >= slot.expires
         with self._lock:
             # Critical section: the handle is retired and the connection goes to the oldest
             # waiter, or to the idle deque, or away. The check on slot.handle makes a
-            # concurrent second putconn of the same handle fail here rather than return twice.
-            if slot.handle is not conn:
+            # concurrent second putconn (or a reclaim) of the same handle fail here rather
+            # than return it twice. slot.expires is read here because resize() and drain()
+            # write it under this lock.
+            if slot.handle is not conn:  # type: ignore[union-attr]
                 raise self._dead_handle_error(conn, "putconn: ")
+            slot = cast(Slot, slot)
             slot.handle = None
-            conn._raw = conn._slot = None
+            conn._retire(None)
             if slot.tenant is not None:
                 self._tenants.release(slot.tenant)
                 slot.tenant = None
@@ -541,14 +713,16 @@ class ConnectionPool(Maintenance, Introspection):
                 close = True
                 self._closed_count += 1
                 self._forget_locked(slot)
-            elif close or expired:
-                close = True
-                if expired:
+            elif close or now >= slot.expires or (not self._keep_idle and not self._waiting):
+                if close:
+                    self._returns_bad += 1
+                    if unfit == "reset_failed":
+                        self._reset_failed += 1
+                    else:
+                        self._discarded_broken += 1
+                elif now >= slot.expires:
                     self._expired += 1
-                elif unfit == "reset_failed":
-                    self._reset_failed += 1
-                else:
-                    self._discarded_broken += 1
+                close = True
                 self._discard_locked(slot)
             else:
                 slot.last_used = now
@@ -565,14 +739,15 @@ class ConnectionPool(Maintenance, Introspection):
             raise PoolClosed(f"pool {self.name!r} is closed: the connection was closed, not returned")
 
     def _check_handle(self, conn: Any) -> None:
-        if type(conn) is not PooledConnection or conn._pool is not self:
-            owner = getattr(conn, "_pool", None)
+        owner = getattr(conn, "_pool", None) if type(conn) is PooledConnection else None
+        if isinstance(owner, weakref.ref):  # a retired handle remembers its pool weakly
+            owner = owner()
+        if owner is not self:
             where = f"pool {owner.name!r}" if isinstance(owner, ConnectionPool) else "outside any pool"
             raise PoolError(
                 f"putconn: this connection does not belong to pool {self.name!r} (it comes from {where})"
             )
-        if conn._raw is None:
-            raise self._dead_handle_error(conn, "putconn: ")
+        raise self._dead_handle_error(conn, "putconn: ")
 
     def _dead_handle_error(self, conn: PooledConnection, prefix: str = "") -> PoolError:
         gone = conn._slot
@@ -582,14 +757,23 @@ class ConnectionPool(Maintenance, Introspection):
                          "it cannot be used or returned again")  # fmt: skip
 
     def _release(self, conn: PooledConnection, exc: BaseException | None, commit: bool) -> None:
-        """End of a ``with`` block: commit on success; on a fatal error mark the connection
-        so putconn discards it; then give it back."""
+        """End of a ``with`` block: commit an open transaction on success, roll it back on an
+        exception; on a fatal error mark the connection so putconn discards it; then give it
+        back. A connection that is closed or broken is neither committed nor rolled back (as
+        psycopg's own ``Connection.__exit__``): it is discarded quietly."""
+        slot = conn._slot
         try:
-            if commit and self._driver.status(conn._raw) != IDLE:
-                conn._raw.commit()
+            status = self._driver.status(conn._raw)
+            if status == INTRANS:
+                if commit:
+                    conn._raw.commit()
+                else:
+                    self._driver.rollback(conn._raw)  # expected: not an application bug
+            elif status == INERROR:
+                self._driver.rollback(conn._raw)
         finally:
-            if exc is not None and is_fatal_sqlstate(exc):
-                conn._slot.dirty |= BROKEN  # type: ignore[union-attr]
+            if exc is not None and is_fatal_sqlstate(exc) and type(slot) is Slot:
+                slot.dirty |= BROKEN
             try:
                 self.putconn(conn)
             except PoolClosed:
@@ -603,8 +787,12 @@ class ConnectionPool(Maintenance, Introspection):
         try:
             status = driver.status(raw)
             if status == INTRANS or status == INERROR:
+                if driver.knows_status:  # a generic driver always "is" in a transaction
+                    self._warn_bad_return(slot, status)
                 driver.rollback(raw)
             elif status != IDLE:  # ACTIVE (a query in flight) or UNKNOWN (broken, closed)
+                if status == ACTIVE:
+                    self._warn_bad_return(slot, status)
                 return "broken"
             if slot.dirty:
                 driver.restore(raw, slot.settings)
@@ -618,6 +806,23 @@ class ConnectionPool(Maintenance, Introspection):
             logger.warning("pool %r: connection %d could not be reset, discarded: %s",
                            self.name, slot.id, self._scrub(str(e)))  # fmt: skip
             return "reset_failed"
+
+    def _warn_bad_return(self, slot: Slot, status: int) -> None:
+        """putconn of a connection in a transaction, in error or mid-query points at an
+        application bug (a missing commit, an unread error): say so, at most once per
+        BAD_RETURN_LOG_INTERVAL per state, with how many were not logged in between."""
+        now = monotonic()
+        with self._lock:
+            last = self._bad_return_log.setdefault(status, [-1e9, 0])
+            if now - last[0] < BAD_RETURN_LOG_INTERVAL:
+                last[1] += 1
+                return
+            suppressed, last[0], last[1] = last[1], now, 0
+        what = {INTRANS: "inside an open transaction (rolled back)", INERROR: "in a failed transaction (rolled back)",
+                ACTIVE: "with a query still running (discarded)"}[status]  # fmt: skip
+        more = f"; {suppressed} more such return(s) since the last warning" if suppressed else ""
+        logger.warning("pool %r: connection %d was returned %s: commit or roll back before putconn%s",
+                       self.name, slot.id, what, more)  # fmt: skip
 
     # -- bookkeeping under the lock -----------------------------------------------------------
     def _give_locked(self, slot: Slot) -> None:
@@ -668,16 +873,17 @@ class ConnectionPool(Maintenance, Introspection):
     # -- fork ---------------------------------------------------------------------------------
     def _after_fork_child(self) -> None:
         """In a forked child: forget the parent's connections without touching their sockets,
-        retire the handles borrowed before the fork, and start again."""
+        retire the handles borrowed before the fork, and start again. Tenant counts start
+        from zero: the borrows they counted belong to the parent."""
         inherited = list(self._all.values())
         for slot in inherited:
             h = slot.handle
             if h is not None:
-                h._raw = None
-                h._slot = PoolError(
+                h._retire(PoolError(
                     f"connection was borrowed from pool {self.name!r} before os.fork(); it belongs to the parent"
-                )
+                ))  # fmt: skip
         forking.abandon(self._driver, [s.raw for s in inherited])
+        self._tenants.reset_in_use()
         self._init_state()
         if self._leaks is not None:
             self._leaks.after_fork()
@@ -686,4 +892,25 @@ class ConnectionPool(Maintenance, Introspection):
                 self._fill_locked()
             self._start_threads()
 
-
+    def _after_fork_parent(self) -> None:
+        """In the parent after os.fork(): a pre-fork server's master (gunicorn --preload with
+        an app factory that touches the database) must not keep idle backends that every
+        worker inherits by descriptor and that count against max_connections. Close them, and
+        stop refilling to min_size here; connections are still made on demand."""
+        with self._lock:
+            if self._closed or not self._opened or self._pid != os.getpid():
+                return
+            idle = list(self._pool)
+            self._pool.clear()
+            for slot in idle:
+                self._forget_locked(slot)
+            self._closed_count += len(idle)
+            first = not self._forked_parent
+            self._forked_parent = True
+        for slot in idle:
+            self._close_raw(slot)
+        if first:
+            logger.info("pool %r: closed %d idle connection(s) in the parent after os.fork(); a pre-fork "
+                        "server's master should not hold backends its workers inherit. Connections are "
+                        "now opened on demand only (min_size no longer kept) in pid %d",
+                        self.name, len(idle), os.getpid())  # fmt: skip

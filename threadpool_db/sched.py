@@ -70,6 +70,10 @@ class TenantBook:
             else:
                 self.out.pop(tenant, None)
 
+    def reset_in_use(self) -> None:
+        """After a fork, in the child: the borrows counted here are the parent's."""
+        self.out.clear()
+
     def stats(self) -> dict[str, dict[str, Any]]:
         names = set(self.out) | set(self.counters) | set(self.limits)
         return {

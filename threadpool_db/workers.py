@@ -21,6 +21,7 @@ logger = logging.getLogger("threadpool_db")
 CREATE = "create"
 BACKOFF_START = 0.1  # first retry after a failed connect (seconds, ±25% jitter)
 BACKOFF_MAX = 1.0  # ceiling of the exponential backoff: recovery within ~1 s of the server
+BACKOFF_MAX_CONFIG = 10.0  # ceiling while the server refuses our configuration (bad password …)
 
 
 class TaskQueue:

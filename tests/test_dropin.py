@@ -1,0 +1,412 @@
+"""threadpool_db as a drop-in for psycopg_pool's ConnectionPool, against the real server: the
+bugs found when it was tried as one, and psycopg_pool's API on ours."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import warnings
+import weakref
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from threadpool_db import (
+    ConnectionPool,
+    NullConnectionPool,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    TooManyRequests,
+    TooManyWaiters,
+)
+
+from .helpers import backends, run_threads, sql, wait_until
+from .timing import JOIN, SETTLE, SHORT_TIMEOUT
+
+
+# -- the bugs -------------------------------------------------------------------------------
+def test_with_block_that_handled_a_connection_loss_exits_quietly(make_pool, dsn):
+    pool = make_pool(min_size=1, max_size=1)
+    with pool.connection() as conn:
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        conn.commit()
+        sql(dsn, "SELECT pg_terminate_backend(%s)", (pid,))
+        wait_until(lambda: not sql(dsn, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)),
+                   what="the backend to exit")  # fmt: skip
+        try:
+            conn.execute("SELECT 1")
+        except psycopg.OperationalError:
+            pass  # handled by the body: the exit must not raise on the dead connection
+    s = pool.stats()
+    assert s["in_use"] == 0 and s["discarded_broken"] == 1
+    with pool.connection(timeout=SETTLE) as conn:  # replaced
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_connect_factory_returning_psycopg_connections_gets_the_psycopg_reset(make_pool, dsn):
+    class MyConnection(psycopg.Connection):  # a subclass must be recognised too
+        pass
+
+    pool = make_pool(connect=lambda: MyConnection.connect(dsn), min_size=1, max_size=1)
+    with pool.connection() as conn:
+        conn.read_only = True
+        conn.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
+    with pool.connection() as conn:
+        assert conn.read_only is None and conn.isolation_level is None
+        assert conn.execute("SHOW transaction_read_only").fetchone() == ("off",)
+    assert pool._driver.name == "psycopg"
+
+
+def test_a_check_that_always_fails_does_not_storm_the_server(make_pool):
+    calls = []
+
+    def bad_check(conn):
+        calls.append(time.monotonic())
+        raise RuntimeError("check says no")
+
+    pool = make_pool(min_size=0, max_size=2, check=bad_check, wait=False)
+    t0 = time.monotonic()
+    with pytest.raises(PoolTimeout):
+        pool.getconn(timeout=1.0)
+    took = time.monotonic() - t0
+    created = pool.stats()["created"]
+    # 131 connections in 1 s before the fix; with backoff 0.1, 0.2, 0.4 ... a handful
+    assert created <= 8, f"{created} connections in {took:.1f} s"
+    assert len(calls) <= 8
+
+
+def test_interrupt_while_waiting_gives_the_place_back(make_pool):
+    pool = make_pool(min_size=1, max_size=1)
+    held = pool.getconn()
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(KeyboardInterrupt):
+            pool.getconn(timeout=SETTLE)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert pool.stats()["waiting"] == 0
+    pool.putconn(held)  # goes to idle, not to a ghost waiter
+    s = pool.stats()
+    assert s["idle"] == 1 and s["in_use"] == 0
+    pool.putconn(pool.getconn(timeout=1.0))
+
+
+def test_interrupt_after_the_grant_gives_the_connection_back(make_pool):
+    """The grant and the interrupt race: the signal handler returns the held connection
+    (granting it to the waiting main thread) and then raises, as Ctrl-C could."""
+    pool = make_pool(min_size=1, max_size=1)
+    held = pool.getconn()
+
+    def grant_then_interrupt(signum, frame):
+        pool.putconn(held)  # handed to the waiter: the main thread, which is in getconn
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, grant_then_interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(KeyboardInterrupt):
+            pool.getconn(timeout=SETTLE)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    s = pool.stats()
+    assert s["in_use"] == 0 and s["idle"] == 1 and s["waiting"] == 0
+    pool.putconn(pool.getconn(timeout=1.0))  # before the fix: PoolTimeout, in_use=1 forever
+
+
+def test_a_pool_not_opened_is_closed_and_refuses_at_once(dsn):
+    pool = ConnectionPool(dsn, open=False, name="later")
+    assert pool.closed
+    t0 = time.monotonic()
+    with pytest.raises(PoolClosed, match="'later' is not open yet: call open()"):
+        pool.getconn(timeout=3)
+    assert time.monotonic() - t0 < 1.0
+    with pytest.raises(PoolClosed, match="not open yet"):
+        pool.wait(1)
+    pool.open(wait=True)
+    assert not pool.closed
+    pool.close()
+    assert pool.closed
+
+
+def test_wait_on_a_closed_pool_or_closed_while_waiting_raises_pool_closed(dsn):
+    pool = ConnectionPool(dsn, min_size=1)
+    pool.close()
+    with pytest.raises(PoolClosed):
+        pool.wait(1)
+    unreachable = f"postgresql://app:x@127.0.0.1:{_closed_port()}/app"
+    pool2 = ConnectionPool(unreachable, min_size=1, name="never")
+    threading.Timer(0.3, pool2.close).start()
+    t0 = time.monotonic()
+    with pytest.raises(PoolClosed):
+        pool2.wait(SETTLE)
+    assert time.monotonic() - t0 < SETTLE / 2
+
+
+def test_callable_conninfo_is_called_once_per_connection(make_pool, dsn):
+    calls = []
+
+    def conninfo() -> str:
+        calls.append(1)
+        return dsn
+
+    pool = make_pool(conninfo=conninfo, min_size=3, max_size=3)
+    assert pool.stats()["created"] == 3
+    assert len(calls) == 3
+
+
+def test_a_pool_dropped_without_close_closes_quietly(dsn, app_name):
+    gc.collect()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pool = ConnectionPool(dsn, min_size=2, name="dropped", kwargs={"application_name": app_name})
+        pool.wait(SETTLE)
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+        returned = conn  # a returned handle must not keep the pool alive
+        ref = weakref.ref(pool)
+        del pool
+        gc.collect()
+        assert ref() is None
+        wait_until(lambda: not backends(dsn, app_name), what="the idle connections to close")
+        wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("dropped-")],
+                   what="the pool's threads to end")  # fmt: skip
+        gc.collect()
+    resource = [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not resource, [str(w.message) for w in resource]
+    with pytest.raises(PoolError):
+        returned.execute("SELECT 1")
+
+
+def test_tenant_quota_is_rebuilt_in_a_forked_child(make_pool):
+    pool = make_pool(min_size=1, max_size=2, tenant_limits={"acme": 1})
+    held = pool.getconn(tenant="acme")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            out = {}
+            try:
+                with pool.connection(timeout=SETTLE, tenant="acme") as conn:
+                    out["ok"] = conn.execute("SELECT 1").fetchone()[0]
+            except Exception as e:
+                out["error"] = f"{type(e).__name__}: {e}"
+            os.write(w, json.dumps(out).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    buf = b""
+    deadline = time.monotonic() + JOIN
+    while time.monotonic() < deadline:
+        chunk = os.read(r, 65536)
+        if not chunk:
+            break
+        buf += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert json.loads(buf) == {"ok": 1}  # before the fix: PoolTimeout, the parent's borrow counted
+    pool.putconn(held)
+
+
+def test_returning_an_open_transaction_warns_rate_limited(make_pool, caplog):
+    pool = make_pool(min_size=1, max_size=1, name="careless")
+    with caplog.at_level(logging.WARNING, logger="threadpool_db"):
+        for _ in range(5):
+            conn = pool.getconn()
+            conn.execute("SELECT 1")  # opens a transaction, never committed
+            pool.putconn(conn)
+        conn = pool.getconn()
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1/0")
+        pool.putconn(conn)  # in a failed transaction
+    msgs = [r.getMessage() for r in caplog.records if "was returned" in r.getMessage()]
+    assert len([m for m in msgs if "inside an open transaction" in m]) == 1, msgs
+    assert len([m for m in msgs if "in a failed transaction" in m]) == 1, msgs
+    assert all("'careless'" in m for m in msgs)
+    with pool.connection() as conn:  # rolled back all the same
+        assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def test_with_block_rollback_on_exception_does_not_warn(make_pool, caplog):
+    pool = make_pool(min_size=1, max_size=1)
+    with caplog.at_level(logging.WARNING, logger="threadpool_db"), pytest.raises(ZeroDivisionError):
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+            raise ZeroDivisionError
+    assert not [r for r in caplog.records if "was returned" in r.getMessage()]
+
+
+# -- psycopg_pool's API on ours ------------------------------------------------------------
+def test_empty_conninfo_uses_libpq_environment(pg, monkeypatch, app_name):
+    u = urlsplit(pg.url)
+    for k, v in {"PGHOST": u.hostname, "PGPORT": str(u.port), "PGUSER": u.username,
+                 "PGPASSWORD": u.password, "PGDATABASE": u.path.lstrip("/")}.items():  # fmt: skip
+        monkeypatch.setenv(k, v or "")
+    with ConnectionPool("", min_size=1, kwargs={"application_name": app_name}) as pool:
+        with pool.connection(timeout=SETTLE) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (u.username,)
+
+
+def test_kwargs_may_be_a_callable_called_per_connection(make_pool, dsn, app_name):
+    u = urlsplit(dsn)
+    calls = []
+
+    def kwargs():
+        calls.append(1)
+        return {"password": u.password, "application_name": app_name}
+
+    conninfo = f"host={u.hostname} port={u.port} user={u.username} dbname={u.path.lstrip('/')}"
+    pool = ConnectionPool(conninfo, kwargs=kwargs, min_size=2)
+    try:
+        pool.wait(SETTLE)
+        assert len(calls) == 2 and len(backends(dsn, app_name)) == 2
+    finally:
+        pool.close()
+
+
+def test_reconnect_failed_is_called_when_reconnecting_gives_up():
+    called = threading.Event()
+    pool = ConnectionPool(f"host=127.0.0.1 port={_closed_port()} dbname=x user=x", min_size=1,
+                          reconnect_timeout=0.5, reconnect_failed=lambda p: called.set(), name="gives-up")  # fmt: skip
+    try:
+        assert called.wait(SETTLE)
+    finally:
+        pool.close()
+
+
+def test_connection_class_is_used(make_pool):
+    class DictConnection(psycopg.Connection):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.row_factory = dict_row
+
+    pool = make_pool(connection_class=DictConnection, min_size=1)
+    with pool.connection() as conn:
+        assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
+    with pytest.raises(ValueError, match="connection_class"):
+        ConnectionPool("", connection_class=dict, open=False)
+
+
+def test_check_validates_idle_connections_now(make_pool, dsn, app_name):
+    pool = make_pool(min_size=3, max_size=3, check="never")
+    before = set(backends(dsn, app_name))
+    killed = sorted(before)[:2]
+    for pid in killed:
+        sql(dsn, "SELECT pg_terminate_backend(%s)", (pid,))
+    pool.check()
+    wait_until(lambda: pool.stats()["size"] == 3 and pool.stats()["idle"] == 3, what="the pool to refill")
+    after = set(backends(dsn, app_name))
+    assert not (after & set(killed)) and len(after) == 3
+    assert pool.stats()["check_failed"] == 2
+    with pool.connection() as conn:  # check="never": only check() could have caught them
+        conn.execute("SELECT 1")
+
+
+def test_drain_replaces_every_connection(make_pool, dsn, app_name):
+    pool = make_pool(min_size=2, max_size=3)
+    held = pool.getconn()
+    before = set(backends(dsn, app_name))
+    pool.drain()
+    pool.putconn(held)  # out during the drain: closed on return
+    wait_until(lambda: len(set(backends(dsn, app_name))) == 2 and not (set(backends(dsn, app_name)) & before),
+               what="all new backends")  # fmt: skip
+
+
+def test_resize_has_psycopg_pool_meaning(make_pool):
+    pool = make_pool(min_size=1, max_size=4)
+    pool.resize(2)  # max_size None: max_size = min_size
+    assert (pool.min_size, pool.max_size) == (2, 2)
+    pool.resize(1, 3)
+    assert (pool.min_size, pool.max_size) == (1, 3)
+    with pytest.raises(ValueError, match="max_size"):
+        pool.resize(3, 2)
+
+
+def test_get_stats_and_pop_stats_use_psycopg_pool_keys(make_pool):
+    pool = make_pool(min_size=1, max_size=1)
+    for _ in range(3):
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+    held = pool.getconn()
+    with pytest.raises(PoolTimeout):
+        pool.getconn(timeout=SHORT_TIMEOUT)
+    pool.putconn(held)
+    s = pool.get_stats()
+    assert s["pool_min"] == 1 and s["pool_max"] == 1 and s["pool_size"] == 1 and s["pool_available"] == 1
+    assert s["requests_num"] == 5 and s["requests_errors"] == 1 and s["requests_queued"] == 1
+    assert s["connections_num"] >= 1 and "usage_ms" in s
+    popped = pool.pop_stats()
+    assert popped["requests_num"] == 5
+    after = pool.get_stats()
+    assert "requests_num" not in after and after["pool_size"] == 1  # counters from zero, sizes stay
+    assert pool.stats()["borrows"] == 4  # our own totals are untouched
+
+
+def test_check_connection_is_usable_as_check(make_pool):
+    pool = make_pool(min_size=1, max_size=1, check=ConnectionPool.check_connection)
+    with pool.connection() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert not conn.autocommit
+
+
+def test_pool_errors_are_psycopg_operational_errors(make_pool):
+    pool = make_pool(min_size=1, max_size=1, max_waiting=1)
+    held = pool.getconn()
+    try:
+        with pytest.raises(psycopg.OperationalError):
+            pool.getconn(timeout=SHORT_TIMEOUT)
+        assert TooManyRequests is TooManyWaiters
+    finally:
+        pool.putconn(held)
+    pool.close()
+    with pytest.raises(psycopg.OperationalError):
+        pool.getconn()
+
+
+def test_null_pool_connects_per_borrow_caps_and_queues_fairly(dsn, app_name):
+    with NullConnectionPool(dsn, max_size=2, kwargs={"application_name": app_name}, name="null") as pool:
+        assert pool.stats()["size"] == 0 and pool.min_size == 0
+        pids = []
+        for _ in range(3):
+            with pool.connection(timeout=SETTLE) as conn:
+                pids.append(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+        assert len(set(pids)) == 3  # a new connection each time, closed on return
+        wait_until(lambda: not backends(dsn, app_name), what="returned connections to close")
+        peak = []
+        order = []
+        lock = threading.Lock()
+
+        def work(i: int) -> None:
+            with pool.connection(timeout=JOIN) as conn:
+                with lock:
+                    order.append(i)
+                    peak.append(pool.stats()["size"])
+                conn.execute("SELECT pg_sleep(0.05)")
+
+        errors = run_threads(6, work)
+        assert not errors and max(peak) <= 2
+    with pytest.raises(ValueError, match="min_size must be 0"):
+        NullConnectionPool(dsn, min_size=1, open=False)
+
+
+def _closed_port() -> int:
+    from threadpool_db.testing import free_port
+
+    return free_port()
