@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 from flask import Flask
 
-from threadpool_db import ConnectionPool, PoolTimeout
+from threadpool_db import ConnectionPool, PoolConfigError, PoolError, PoolTimeout
 from threadpool_db.flask import FlaskPool
 
 from .helpers import wait_until
@@ -51,7 +51,7 @@ def test_the_password_appears_nowhere(pg, caplog, tmp_path, monkeypatch):
     wrong = "Wr0ngPassw0rd-1234"
     u = urlsplit(pg.url)
     bad = ConnectionPool(f"postgresql://app:{wrong}@{u.hostname}:{u.port}/app", min_size=1, open=False)
-    with pytest.raises(PoolTimeout) as ei2:
+    with pytest.raises(PoolConfigError) as ei2:
         bad.open(wait=True, timeout=1.0)
     seen += [_exc_text(ei2.value), repr(bad), json.dumps(bad.stats())]
 
@@ -91,3 +91,58 @@ def test_the_password_appears_nowhere(pg, caplog, tmp_path, monkeypatch):
     assert "suspected leak" in text
     assert password not in text
     assert wrong not in text
+
+
+# Connect errors whose own text carries the secret: libpq echoes a malformed percent-escape
+# of the URI's password, and a DSN pasted into "host" comes back in the resolver's error. The
+# greps above could never fail for these paths: every error they provoke is password-free.
+_ECHO = "S3cr%zzEt-pw"
+
+
+def _echo_cases(port: int) -> list[tuple[str, object, object, str]]:
+    uri = f"postgresql://app:{_ECHO}@127.0.0.1:{port}/app"
+    return [
+        ("percent-token", uri, None, _ECHO),
+        ("percent-token-callable", lambda: uri, None, _ECHO),
+        ("dsn-in-host", "dbname=app user=app", {"host": "postgresql://app:H0st-Secr3t@no-such-host.invalid/app"},
+         "H0st-Secr3t"),
+    ]
+
+
+@pytest.mark.parametrize("case", ["percent-token", "percent-token-callable", "dsn-in-host"])
+def test_secrets_echoed_by_connect_errors_are_scrubbed_everywhere(case, pg, caplog):
+    caplog.set_level(logging.DEBUG)
+    u = urlsplit(pg.url)
+    name, conninfo, kwargs, secret = next(c for c in _echo_cases(u.port or 5432) if c[0] == case)
+    seen: list[str] = []
+    pool = ConnectionPool(conninfo, kwargs=kwargs, min_size=1, max_size=1, name=f"echo-{name}")  # type: ignore[arg-type]
+    try:
+        wait_until(lambda: pool.stats()["create_errors"] >= 2, what="two failed connects")  # first + a retry
+        with pytest.raises(PoolError) as ei:  # PoolConfigError at once, or PoolTimeout
+            pool.getconn(timeout=0.5)
+        seen += [_exc_text(ei.value), repr(pool), json.dumps(pool.stats()), str(ei.value.cause)]  # type: ignore[attr-defined]
+        # Flask's 503 body for the same pool's failure
+        app = Flask(f"echo-{name}")
+        app.config["THREADPOOL_DB_CONNINFO"] = conninfo
+        db = FlaskPool(app, kwargs=kwargs, min_size=1, max_size=1, timeout=0.5)
+
+        @app.get("/q")
+        def q() -> str:
+            return str(db.connection().execute("SELECT 1").fetchone())
+
+        client = app.test_client()
+        wait_until(lambda: db.pool_for(app).stats()["create_errors"] >= 1, what="the Flask pool's first failure")
+        resp = client.get("/q")
+        assert resp.status_code == 503
+        seen.append(resp.get_data(as_text=True))
+        db.close(app)
+    finally:
+        pool.close()
+    for r in caplog.records:
+        seen.append(r.getMessage())
+        if r.exc_info:
+            seen.append("".join(traceback.format_exception(*r.exc_info)))
+    text = "\n".join(seen)
+    # the error itself did reach the text we grep (so the grep can fail), minus the secret
+    assert "percent-encoded" in text or "resolve host" in text or "translate host" in text
+    assert secret not in text

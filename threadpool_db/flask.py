@@ -21,7 +21,15 @@ def user(uid):
   Outside a request (CLI, ``app.app_context()``) the policy applies on a clean context exit.
 - The connection always goes back in ``teardown_appcontext``, even when the view raised.
 - ``PoolTimeout`` and ``TooManyWaiters`` in a view become HTTP 503 with ``Retry-After``
-  (``THREADPOOL_DB_RETRY_AFTER``, seconds) and a JSON body: backpressure, not a 500.
+  (``THREADPOOL_DB_RETRY_AFTER``, seconds) and a JSON body: backpressure, not a 500. When the
+  pool has no connection at all the body says why (``"database unavailable"`` and the last
+  connection error, password-free), so a wrong password does not look like overload;
+  ``PoolConfigError`` (the database refuses the configuration) answers the same way at once.
+- ``THREADPOOL_DB_OPEN_WAIT`` (True, or seconds): open the pool in ``init_app`` and wait for
+  ``min_size`` connections, so a wrong password or an unreachable database fails the boot
+  with its cause instead of the first requests.
+- A ``max_size`` below the default ``min_size`` (4) lowers ``min_size`` to it, so
+  ``FlaskPool(max_size=1)`` works; an explicit ``min_size`` still wins.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, has_request_context, jsonify, request
 
 from .connection import PooledConnection
-from .errors import PoolError, PoolTimeout, TooManyWaiters
+from .errors import PoolConfigError, PoolError, PoolTimeout, TooManyWaiters
 from .pool import ConnectionPool
 
 logger = logging.getLogger("threadpool_db.flask")
@@ -44,7 +52,7 @@ logger = logging.getLogger("threadpool_db.flask")
 EXT = "threadpool_db"
 PREFIX = "THREADPOOL_DB_"
 _POOL_PARAMS = [p for p in inspect.signature(ConnectionPool).parameters if p not in ("open",)]
-_EXT_PARAMS = ("transaction", "retry_after")
+_EXT_PARAMS = ("transaction", "retry_after", "open_wait")
 _TRANSACTIONS = ("commit", "rollback")
 
 
@@ -125,17 +133,26 @@ class FlaskPool:
             choices = ", ".join(_TRANSACTIONS)
             raise ValueError(f"THREADPOOL_DB_TRANSACTION must be one of {choices}, got {transaction!r}")
         retry_after = int(app.config.get(PREFIX + "RETRY_AFTER", self._options.get("retry_after", 1)))
+        open_wait = _open_wait(app.config.get(PREFIX + "OPEN_WAIT", self._options.get("open_wait", False)))
         if opts.get("conninfo") is None and opts.get("connect") is None:
             raise RuntimeError("threadpool_db needs THREADPOOL_DB_CONNINFO (or a conninfo/connect option)")
+        default_min = defaults["min_size"].default
+        if "min_size" not in opts and isinstance(opts.get("max_size"), int) and opts["max_size"] < default_min:
+            opts["min_size"] = opts["max_size"]  # FlaskPool(max_size=1) means a pool of one
         name = opts.pop("name", None) or f"flask-{app.name}"
         # Build (but do not open) a pool now, so bad options fail at start-up, not at the
         # first request; the real pool is made lazily in the serving process.
         ConnectionPool(name=name, **{**opts, "open": False})
-        app.extensions[EXT] = _State(opts, transaction, retry_after, name)
+        state = _State(opts, transaction, retry_after, name)
+        app.extensions[EXT] = state
         app.after_request(_after_request)
         app.teardown_appcontext(_teardown)
         app.register_error_handler(PoolTimeout, _busy)
         app.register_error_handler(TooManyWaiters, _busy)
+        app.register_error_handler(PoolConfigError, _busy)
+        if open_wait is not None:
+            pool = state.pool  # opens now; a failure closes it and fails the boot with its cause
+            pool.wait(open_wait if open_wait > 0 else pool.timeout)
 
     # -- per app ------------------------------------------------------------------------------
     @staticmethod
@@ -186,6 +203,7 @@ class FlaskPool:
         @bp.get("/pool/stats")
         def stats() -> Response:
             pool = self._state().pool
+            # stats() names the pool and this process (pid): each gunicorn worker has its own
             return jsonify({**pool.stats(), "advice": pool.advise(workers=_workers(), query_server=False)})
 
         @bp.get("/pool/advice")
@@ -209,13 +227,55 @@ class FlaskPool:
         return bp
 
 
+def _open_wait(value: Any) -> float | None:
+    """THREADPOOL_DB_OPEN_WAIT: False/0/"" is off (None); True waits the pool's timeout (0.0);
+    a number waits that many seconds."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("", "0", "false", "no", "off"):
+            return None
+        if text in ("1", "true", "yes", "on"):
+            return 0.0
+        value = float(text)
+    if value is True:
+        return 0.0
+    if not value:
+        return None
+    return float(value)
+
+
 def _workers() -> int:
-    """Processes sharing the server, for the advisor: ?workers=N, else WEB_CONCURRENCY, else 1."""
-    raw = request.args.get("workers") or os.environ.get("WEB_CONCURRENCY") or "1"
+    """Processes sharing the server, for the advisor: ?workers=N, else gunicorn's own worker
+    count when running under gunicorn, else WEB_CONCURRENCY, else 1."""
+    raw = request.args.get("workers") or _gunicorn_workers() or os.environ.get("WEB_CONCURRENCY") or "1"
     try:
         return max(1, int(raw))
     except ValueError:
         return 1
+
+
+def _gunicorn_workers() -> int | None:
+    """Under gunicorn, the master's live worker processes: this worker's siblings (the
+    children of its parent), read from /proc. None elsewhere, or where /proc is missing."""
+    import sys
+
+    if "gunicorn.workers.base" not in sys.modules:
+        return None
+    master = os.getppid()
+    n = 0
+    try:
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    with open(f"/proc/{entry.name}/stat", "rb") as f:
+                        # pid (comm) state ppid ...: comm may hold spaces, so split after ")"
+                        if int(f.read().rsplit(b")", 1)[1].split()[1]) == master:
+                            n += 1
+                except (OSError, IndexError, ValueError):
+                    continue
+    except OSError:
+        return None
+    return n or None
 
 
 def _after_request(response: Response) -> Response:
@@ -246,12 +306,18 @@ def _teardown(exc: BaseException | None) -> None:
 
 
 def _busy(e: PoolError) -> tuple[Response, int, dict[str, str]]:
+    """503 for backpressure and for an unavailable database, saying which. The cause is the
+    pool's last connection error, already password-free."""
     state = FlaskPool._state()
-    body = {
-        "error": "database busy",
-        "detail": "no database connection became free in time; retry later",
-        "pool": state.name,
-        "retry_after": state.retry_after,
-    }
+    cause = getattr(e, "cause", None)
+    if cause:
+        body = {
+            "error": "database unavailable",
+            "detail": f"no connection to the database could be made: {cause}",
+            "cause": cause,
+        }
+    else:
+        body = {"error": "database busy", "detail": "no database connection became free in time; retry later"}
+    body.update(pool=state.name, retry_after=state.retry_after)
     logger.warning("pool %r: answered 503 to %s %s: %s", state.name, request.method, request.path, e)
     return jsonify(body), 503, {"Retry-After": str(state.retry_after)}
