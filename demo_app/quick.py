@@ -20,7 +20,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=8)
     ap.add_argument("--queries", type=int, default=40, help="queries per thread")
     args = ap.parse_args()
-    with stop_on_signals(), database(say=print) as (url, _), ConnectionPool(url, min_size=args.size, name="demo") as pool:
+    with (
+        stop_on_signals(),
+        database(say=print) as (url, _),
+        ConnectionPool(url, min_size=args.size, name="demo") as pool,
+    ):
         pool.wait(30)
         errors: list[BaseException] = []
 

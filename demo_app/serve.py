@@ -19,9 +19,11 @@ from threadpool_db.testing import Stopped, database, free_port, stop_on_signals
 HERE = Path(__file__).resolve().parent
 
 
-def gunicorn_cmd(extra: list[str] | None = None) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "-c", str(HERE / "gunicorn.conf.py"), *(extra or []),
-            "demo_app:create_app()"]  # fmt: skip
+DEMO_APP = "demo_app:create_app()"
+
+
+def gunicorn_cmd(extra: list[str] | None = None, app: str = DEMO_APP) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "-c", str(HERE / "gunicorn.conf.py"), *(extra or []), app]
 
 
 @contextlib.contextmanager
@@ -34,6 +36,7 @@ def run_gunicorn(
     env: dict[str, str] | None = None,
     log: IO[bytes] | None = None,
     port: int | None = None,
+    app: str = DEMO_APP,
 ) -> Iterator[str]:
     """Start gunicorn on a free 127.0.0.1 port, wait until it answers, yield its base URL, and
     stop it (SIGTERM, then SIGKILL of its process group) however the block ends."""
@@ -49,7 +52,7 @@ def run_gunicorn(
         "GUNICORN_LOGLEVEL": "warning",
         **(env or {}),
     }
-    proc = subprocess.Popen(gunicorn_cmd(list(extra)), env=penv, cwd=HERE.parent, start_new_session=True,
+    proc = subprocess.Popen(gunicorn_cmd(list(extra), app), env=penv, cwd=HERE.parent, start_new_session=True,
                             stdout=log, stderr=log)  # fmt: skip
     try:
         deadline = time.monotonic() + 60

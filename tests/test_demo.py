@@ -103,3 +103,33 @@ def test_pool_exhaustion_in_a_worker_answers_503_with_retry_after(pg):
         assert 200 in codes and 503 in codes
         assert set(codes) <= {200, 503}
         assert all(h == "1" for h in headers)
+
+
+def test_preload_master_keeps_no_backend_and_advice_counts_gunicorns_workers(pg):
+    """gunicorn --preload with an app factory that creates a table through the pool: the pool
+    is made in the master; at the fork the master closes its idle connection, so only the
+    workers hold backends. /pool/stats names each worker, and its advice takes gunicorn's own
+    worker count (-w 2) over WEB_CONCURRENCY (1 here)."""
+    from .preload_app import APP_NAME
+
+    def held() -> int:
+        return sql(pg.admin_url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                   (APP_NAME,))[0][0]  # fmt: skip
+
+    with gunicorn(pg.url, "--preload", "-w", "2", workers=1, app="tests.preload_app:create_app()") as base:
+        pids = set()
+        for _ in range(200):
+            code, doc = _get(f"{base}/pool/stats")
+            assert code == 200 and doc["name"] == "flask-tests.preload_app"
+            assert doc["advice"]["workers"] == 2, doc["advice"]
+            pids.add(doc["pid"])
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2
+        # min_size=1 per worker: 2 backends. Before the fix the master kept a third one.
+        deadline = time.monotonic() + 10
+        while held() != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert held() == 2
+        time.sleep(1.0)  # and the master does not refill it
+        assert held() == 2

@@ -7,6 +7,7 @@ import gc
 import json
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -132,7 +133,7 @@ def test_a_pool_not_opened_is_closed_and_refuses_at_once(dsn):
     pool = ConnectionPool(dsn, open=False, name="later")
     assert pool.closed
     t0 = time.monotonic()
-    with pytest.raises(PoolClosed, match="'later' is not open yet: call open()"):
+    with pytest.raises(PoolClosed, match=re.escape("'later' is not open yet: call open()")):
         pool.getconn(timeout=3)
     assert time.monotonic() - t0 < 1.0
     with pytest.raises(PoolClosed, match="not open yet"):

