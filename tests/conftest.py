@@ -12,6 +12,7 @@ from threadpool_db import ConnectionPool
 from threadpool_db.testing import EmbeddedPostgres, database
 
 from .faults.proxy import FaultProxy
+from .timing import LOCK_TIMEOUT
 
 
 class Server:
@@ -48,6 +49,8 @@ def make_pool(pg: Server, app_name: str) -> Iterator[Callable[..., ConnectionPoo
     def make(**kw: Any) -> ConnectionPool:
         kw.setdefault("kwargs", {})
         kw["kwargs"].setdefault("application_name", app_name)
+        # a lock left by another test fails a statement here at once instead of hanging it
+        kw["kwargs"].setdefault("options", f"-c lock_timeout={LOCK_TIMEOUT}")
         if "connect" not in kw:
             kw.setdefault("conninfo", pg.url)
         wait = kw.pop("wait", True)

@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
+import pytest
 
-from .timing import JOIN, POLL, SETTLE
+from .timing import JOIN, LOCK_TIMEOUT, POLL, SETTLE, STATEMENT_TIMEOUT
+
+# Every connection a test opens on its own (never the pools under test) gives up on a lock or
+# a hung statement quickly: a transaction leaked by one test then fails the next at once.
+PG_OPTIONS = f"-c lock_timeout={LOCK_TIMEOUT} -c statement_timeout={STATEMENT_TIMEOUT}"
+
+
+def connect(url: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    """psycopg.connect with the tests' lock and statement timeouts."""
+    return psycopg.connect(url, options=PG_OPTIONS, **kwargs)
+
+
+def require(what: str, found: bool, install: str) -> None:
+    """A test that needs an outside tool (pgbouncer, chromium, playwright): under CI a missing
+    one fails the run, saying what to install; elsewhere the test is skipped, saying the same."""
+    if found:
+        return
+    msg = f"{what} is missing: {install}"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI needs {msg} (.ci/run installs it when it can)", pytrace=False)
+    pytest.skip(msg)
+
+
+def have_command(name: str) -> bool:
+    return shutil.which(name) is not None
 
 
 def wait_until(pred: Callable[[], Any], timeout: float = SETTLE, what: str = "condition") -> Any:
@@ -46,7 +73,7 @@ def run_threads(n: int, target: Callable[[int], None], timeout: float = JOIN) ->
 
 def sql(url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
     """Run one statement on a fresh autocommit connection (never from a pool under test)."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         cur = conn.execute(query, params)
         return cur.fetchall() if cur.description else []
 

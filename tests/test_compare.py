@@ -56,10 +56,9 @@ def test_comparison_smoke_run_writes_the_report_and_stops_everything(pg, tmp_pat
 def test_comparison_via_pgbouncer_keeps_backends_at_the_bouncers_pool_size(tmp_path):
     from threadpool_db.testing import find_pgbouncer
 
-    if find_pgbouncer() is None:
-        import pytest
+    from .helpers import require
 
-        pytest.skip("pgbouncer is not installed (.ci/run installs Debian's pgbouncer)")
+    require("pgbouncer", find_pgbouncer() is not None, "apt-get install pgbouncer")
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # it starts its own server
     proc = subprocess.run(
         [sys.executable, "-m", "load.compare", "--modes", "pooled", "--via-pgbouncer", "--duration", "4",

@@ -10,6 +10,7 @@ import urllib.request
 import pytest
 
 from .gunicorn_proc import gunicorn
+from .helpers import require
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.browser
@@ -21,9 +22,12 @@ def _launch_args() -> list[str]:
 
 
 def test_dashboard_shows_every_worker_and_its_charts_update(pg, tmp_path):
-    if CHROMIUM is None:
-        pytest.skip("no chromium on this machine (.ci/run installs Debian's chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    require("chromium", CHROMIUM is not None, "apt-get install chromium")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        sync_api = None  # type: ignore[assignment]
+    require("playwright", sync_api is not None, "pip install playwright (the 'test' extra has it)")
     stop = threading.Event()
     with gunicorn(pg.url, workers=2, threads=8, max_size=3, stats_dir=str(tmp_path / "stats")) as base:
 

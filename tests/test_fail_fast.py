@@ -13,6 +13,7 @@ import pytest
 from flask import Flask
 
 from threadpool_db import ConnectionPool, PoolConfigError, PoolError
+from threadpool_db.base import AUTO_CHECK_IDLE
 from threadpool_db.drivers import permanent_cause
 from threadpool_db.flask import FlaskPool
 
@@ -130,7 +131,7 @@ def test_a_password_fixed_on_the_server_recovers_without_a_restart(own_pg, caplo
             pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'rotating'")
             wait_until(lambda: not pg.sql("SELECT 1 FROM pg_stat_activity WHERE usename = 'rotating'"),
                        what="the backend to exit")  # fmt: skip
-            time.sleep(0.6)  # idle past check="auto": the borrow validates, discards, reconnects
+            time.sleep(AUTO_CHECK_IDLE * 1.2)  # idle past check="auto": the borrow validates, discards, reconnects
             t0 = time.monotonic()
             with pytest.raises(PoolConfigError):
                 pool.getconn(timeout=JOIN)

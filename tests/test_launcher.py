@@ -15,13 +15,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from threadpool_db import testing
 from threadpool_db.testing import find_bindir, free_port
 
-from .helpers import wait_until
+from .helpers import connect, wait_until
 from .timing import JOIN, SETTLE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +72,7 @@ def test_devdb_runs_from_a_private_folder_and_cleans_up_on_ctrl_c(tmp_path):
     try:
         url = _read_until(proc, r"^export DATABASE_URL='(.+)'$").group(1)
         datadir = Path(_read_until(proc, r"data in (\S+);", "stderr").group(1))
-        with psycopg.connect(url) as conn:
+        with connect(url) as conn:
             assert conn.execute("SHOW max_connections").fetchone() == ("20",)
             assert conn.execute("SELECT current_user").fetchone() == ("app",)
         assert datadir.exists()
@@ -96,7 +95,7 @@ def test_embedded_server_runs_as_a_non_root_user(tmp_path):
     """As a non-root user the launcher runs the server as that user. Run as root, this test
     starts a Python that loads what it needs and then drops to 'nobody' for good."""
     if os.geteuid() != 0:
-        with testing.EmbeddedPostgres() as pg, psycopg.connect(pg.url()) as conn:
+        with testing.EmbeddedPostgres() as pg, connect(pg.url()) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
         return
     user = testing._service_user()

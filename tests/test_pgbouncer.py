@@ -12,11 +12,13 @@ import pytest
 from threadpool_db import ConnectionPool, PoolTimeout
 from threadpool_db.testing import EmbeddedPostgres, PgBouncer, find_pgbouncer
 
-from .helpers import run_threads
+from .helpers import require, run_threads
 from .timing import SETTLE
 
-if find_pgbouncer() is None:
-    pytest.skip("pgbouncer is not installed (.ci/run installs Debian's pgbouncer)", allow_module_level=True)
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_pgbouncer() -> None:
+    require("pgbouncer", find_pgbouncer() is not None, "apt-get install pgbouncer")
 
 POOL_SIZE = 2  # PgBouncer's server connections
 

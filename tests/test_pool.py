@@ -13,8 +13,8 @@ import pytest
 
 from threadpool_db import ConnectionPool, PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 
-from .helpers import backends, run_threads, sql, wait_until
-from .timing import JOIN, SETTLE, SHORT_TIMEOUT
+from .helpers import backends, connect, run_threads, sql, wait_until
+from .timing import JOIN, POLL, SETTLE, SHORT_TIMEOUT
 
 
 def test_borrow_runs_a_query_and_commits_on_clean_exit(make_pool, dsn):
@@ -79,7 +79,11 @@ def test_no_connection_is_ever_held_by_two_threads(make_pool):
                         clash.append(f"backend {pid} held by {owner[pid]} and {me}")
                     owner[pid] = me
                 conn.execute("SELECT pg_backend_pid()").fetchone()
-                time.sleep(0.0005)
+                # Hold until someone queues behind us (or briefly, near the end), so every
+                # round hands a connection from one thread to another under contention.
+                deadline = time.monotonic() + 0.2
+                while not pool.get_stats()["requests_waiting"] and time.monotonic() < deadline:
+                    time.sleep(POLL)
                 with lock:
                     if owner.get(pid) != me:
                         clash.append(f"backend {pid} taken from {me}")
@@ -175,7 +179,18 @@ def test_uncommitted_work_and_settings_do_not_leak_to_the_next_borrower(make_poo
     assert c3.autocommit is False
     assert c3.isolation_level is None
     assert c3.read_only is None
+    # the same settings changed through psycopg's methods rather than the properties
+    c3.set_autocommit(True)
+    c3.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+    c3.set_read_only(True)
+    c3.set_deferrable(True)
     pool.putconn(c3)
+    c4 = pool.getconn()
+    assert c4.info.backend_pid == pid
+    assert (c4.autocommit, c4.isolation_level, c4.read_only, c4.deferrable) == (False, None, None, None)
+    assert c4.execute("SHOW transaction_read_only").fetchone() == ("off",)
+    c4.rollback()
+    pool.putconn(c4)
 
 
 def test_a_failed_transaction_is_rolled_back_on_return(make_pool):
@@ -215,15 +230,19 @@ def test_validation_catches_a_killed_idle_connection(make_pool, pg):
 
 
 def test_max_lifetime_recycles_idle_connections_only(make_pool):
-    pool = make_pool(min_size=1, max_size=1, max_lifetime=0.5)
+    pool = make_pool(min_size=2, max_size=2, max_lifetime=0.5)
+    filled = time.monotonic()  # both connections exist: both expire by filled + max_lifetime
     held = pool.getconn()
     pid = held.info.backend_pid
-    time.sleep(0.8)  # past its lifetime while in use: it must not be touched
+    # The idle twin expiring proves the housekeeper ran past its lifetime; once the held one's
+    # has passed too, it must still be untouched while in use.
+    wait_until(lambda: pool.stats()["expired"] >= 1 and time.monotonic() > filled + 0.5,
+               what="the idle connection to expire and both lifetimes to pass")  # fmt: skip
     assert held.execute("SELECT pg_backend_pid()").fetchone() == (pid,)
     pool.putconn(held)  # expired: closed on return, and replaced
     with pool.connection(timeout=SETTLE) as conn:
         assert conn.info.backend_pid != pid
-    assert pool.stats()["expired"] >= 1
+    assert pool.stats()["expired"] >= 2
 
 
 def test_housekeeper_retires_expired_idle_connections(make_pool):
@@ -316,7 +335,7 @@ def test_foreign_putconn_is_refused_and_both_pools_stay_intact(make_pool, dsn):
     ca = a.getconn()
     with pytest.raises(PoolError, match=r"does not belong to pool 'b'.*pool 'a'"):
         b.putconn(ca)
-    with psycopg.connect(dsn) as raw:
+    with connect(dsn) as raw:
         with pytest.raises(PoolError, match="outside any pool"):
             b.putconn(raw)  # type: ignore[arg-type]
     a.putconn(ca)

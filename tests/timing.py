@@ -6,3 +6,5 @@ SETTLE = 10.0  # seconds to wait for background work (housekeeper, creators) to 
 POLL = 0.01  # interval of polling loops
 SHORT_TIMEOUT = 0.3  # a borrow timeout meant to expire
 TINY = 0.05
+LOCK_TIMEOUT = "5s"  # on the helpers' own connections: a leaked lock fails the next test now
+STATEMENT_TIMEOUT = "60s"  # ...and a statement that hangs fails, rather than waiting out pytest-timeout

@@ -61,6 +61,7 @@ class Introspection:
                 "reset_failed": self._reset_failed,
                 "expired": self._expired,
                 "idle_closed": self._idle_closed,
+                "housekeeper_runs": self._housekeeper_runs,
                 "last_error": self._last_error,
                 "config_error": self._config_error,
                 "config_errors": self._config_errors,
@@ -85,8 +86,9 @@ class Introspection:
             counters = self._psycopg_counters_locked()
             base = self._stats_base
             d = {k: int(v - base.get(k, 0)) for k, v in counters.items()}
-            d.update(self._psycopg_measures_locked())
-        return {k: v for k, v in d.items() if v or k.startswith("pool_")}
+            measures = self._psycopg_measures_locked()
+        # as psycopg_pool: counters still at zero are left out, measures are always there
+        return {**{k: v for k, v in d.items() if v}, **measures}
 
     def pop_stats(self) -> dict[str, int]:
         """As ``get_stats()``, and start the counters again from zero (``stats()`` and the
@@ -95,8 +97,8 @@ class Introspection:
             counters = self._psycopg_counters_locked()
             base, self._stats_base = self._stats_base, counters
             d = {k: int(v - base.get(k, 0)) for k, v in counters.items()}
-            d.update(self._psycopg_measures_locked())
-        return {k: v for k, v in d.items() if v or k.startswith("pool_")}
+            measures = self._psycopg_measures_locked()
+        return {**{k: v for k, v in d.items() if v}, **measures}
 
     def _psycopg_counters_locked(self) -> dict[str, float]:
         errors = self._timeouts + self._rejected + self._config_errors

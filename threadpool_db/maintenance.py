@@ -237,6 +237,7 @@ class Maintenance:
         with self._lock:
             if self._closed:
                 return 1.0
+            self._housekeeper_runs += 1
             self._rate.append((now, self._borrows))
             decay = self.burst_size is not None and self._update_burst_locked(p99)
             # Oldest-used first: the idle deque is LIFO, so its left end rested longest.

@@ -251,6 +251,7 @@ class ConnectionPool(Maintenance, Introspection):
         # psycopg_pool-style totals (get_stats/pop_stats); pop_stats moves _stats_base.
         self._wait_sum = self._usage_sum = self._connect_sum = 0.0
         self._returns_bad = 0
+        self._housekeeper_runs = 0  # ticks of the housekeeper (stats: is it alive?)
         self._stats_base: dict[str, float] = {}
         self._bad_return_log: dict[int, list[float]] = {}  # status -> [last logged at, suppressed]
         self._connect_attempts: deque[float] = deque(maxlen=64)

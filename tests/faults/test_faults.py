@@ -12,8 +12,9 @@ import psycopg
 import pytest
 
 from threadpool_db import ConnectionPool, PoolConfigError, PoolTimeout
+from threadpool_db.base import AUTO_CHECK_IDLE
 
-from ..helpers import run_threads, sql, wait_until
+from ..helpers import connect, run_threads, sql, wait_until
 from ..timing import JOIN, SETTLE
 
 
@@ -36,7 +37,7 @@ def test_killed_backends_idle_and_in_use_are_discarded_and_replaced(own_pg):
                 c.execute("SELECT 1")
             pool.putconn(c)
         wait_until(lambda: pool.stats()["size"] == 4, what="the two in-use ones replaced")
-        time.sleep(0.6)  # every idle connection now rests past check="auto"'s window
+        time.sleep(AUTO_CHECK_IDLE * 1.2)  # a duration is the condition: idle past check="auto"'s window
         # Borrow all four: the two killed while idle must be caught by validation (LIFO order
         # would otherwise hand out the fresh ones first); the user's query never sees them.
         conns = [pool.getconn(timeout=SETTLE) for _ in range(4)]
@@ -116,8 +117,8 @@ def test_connection_dropped_mid_query_is_discarded_and_the_next_borrow_works(own
 
         t = threading.Thread(target=query, daemon=True)
         t.start()
-        wait_until(lambda: pool.stats()["in_use"] == 1, what="query running")
-        time.sleep(0.3)
+        wait_until(lambda: sql(pg.admin_url, "SELECT 1 FROM pg_stat_activity WHERE state = 'active' "
+                               "AND query = 'SELECT pg_sleep(5)'"), what="the query running on the server")  # fmt: skip
         px.drop_all()
         t.join(JOIN)
         assert not t.is_alive()
@@ -163,8 +164,8 @@ def test_database_down_at_startup_fails_clearly_then_background_open_recovers(ow
     assert password not in msg
     bg = ConnectionPool(url, min_size=2, name="bg")  # background open: retries by itself
     try:
-        time.sleep(1.0)
-        assert bg.stats()["size"] == 0 and bg.stats()["create_errors"] >= 2
+        wait_until(lambda: bg.stats()["create_errors"] >= 2, what="two failed attempts")
+        assert bg.stats()["size"] == 0
         pg._start_server()
         wait_until(lambda: bg.stats()["size"] == 2, timeout=SETTLE, what="background open recovered")
         with bg.connection() as conn:
@@ -195,7 +196,7 @@ def test_wrong_password_fails_fast_and_backs_off(own_pg):
 
 def test_server_full_counts_create_errors_and_borrowers_time_out_cleanly(own_pg):
     pg = own_pg(max_connections=6, superuser_reserved_connections=1)
-    hogs = [psycopg.connect(pg.url()) for _ in range(5)]  # 6 - 1 reserved = 5 for ordinary roles
+    hogs = [connect(pg.url()) for _ in range(5)]  # 6 - 1 reserved = 5 for ordinary roles
     pool = ConnectionPool(pg.url(), min_size=0, max_size=2, timeout=1.0, num_workers=1)
     try:
         t0 = time.monotonic()

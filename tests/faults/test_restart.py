@@ -11,7 +11,7 @@ import psycopg
 
 from threadpool_db import ConnectionPool, PoolTimeout
 
-from ..helpers import wait_until
+from ..helpers import connect, wait_until
 from ..timing import JOIN, SETTLE
 
 logger = logging.getLogger("tests.faults")
@@ -20,7 +20,7 @@ TIMEOUT = 2.0  # the pool's borrow timeout during the outage
 
 def test_restart_under_load_loses_nothing(own_pg):
     pg = own_pg(max_connections=60)
-    with psycopg.connect(pg.url(), autocommit=True) as c:
+    with connect(pg.url(), autocommit=True) as c:
         c.execute("CREATE TABLE w (thread int, seq int, PRIMARY KEY (thread, seq))")
     pool = ConnectionPool(pg.url(), min_size=4, max_size=8, timeout=TIMEOUT, max_idle=1.0, name="restart",
                           kwargs={"connect_timeout": 2})  # fmt: skip
@@ -65,7 +65,7 @@ def test_restart_under_load_loses_nothing(own_pg):
     for t in threads:
         t.start()
     try:
-        time.sleep(1.5)
+        wait_until(lambda: len(committed) >= 200, what="writes flowing before the outage")
         before = len(committed)
         pg.stop_server()
         down_at = time.monotonic()
@@ -74,14 +74,14 @@ def test_restart_under_load_loses_nothing(own_pg):
         up_at = time.monotonic()
         wait_until(lambda: any(t > up_at for t in ok_times), timeout=SETTLE, what="a commit after restart")
         recovered = min(t for t in ok_times if t > up_at) - up_at
-        time.sleep(1.5)
+        wait_until(lambda: sum(t > up_at for t in ok_times) >= 200, what="writes flowing after the restart")
     finally:
         stop.set()
         for t in threads:
             t.join(JOIN)
     assert not any(t.is_alive() for t in threads), "a writer hung"
     assert errors == [], errors[:3]
-    with psycopg.connect(pg.url(), autocommit=True) as c:
+    with connect(pg.url(), autocommit=True) as c:
         rows = set(c.execute("SELECT thread, seq FROM w").fetchall())
     lost = committed - rows
     phantom = failed & rows
