@@ -1,20 +1,23 @@
 """Pool invariants under random operation sequences (hypothesis), over a fake driver.
 
 The clock is injected: real monotonic time plus an offset that ``advance_time`` moves, so
-waits still behave and lifetimes/idle limits can be jumped past.
+waits still behave and lifetimes/idle limits can be jumped past. Every rule counts how often it
+ran (and says so with hypothesis' ``event()``); the test fails when a rule ran fewer times than
+its floor, so an invariant cannot pass just because its rule was never reached.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
+from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-import threadpool_db.pool as pool_mod
 from threadpool_db import ConnectionPool, PoolClosed, PoolError, PoolTimeout
 
 from .fakes import Factory
@@ -22,6 +25,10 @@ from .helpers import run_threads, wait_until
 from .timing import SETTLE
 
 MIN, MAX = 1, 3
+ACTIONS_PER_STEP = 10
+# every module of the library that reads the clock (until it is injected, issue "one owner")
+CLOCKED = [importlib.import_module(f"threadpool_db.{m}") for m in ("pool", "maintenance", "base", "introspection")]
+COUNTS: Counter[str] = Counter()  # rule -> times run, over the whole test
 
 
 class Clock:
@@ -32,12 +39,18 @@ class Clock:
         return time.monotonic() + self.offset
 
 
+def _ran(name: str) -> None:
+    COUNTS[name] += 1
+    event(f"rule {name}")
+
+
 class PoolMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.clock = Clock()
-        self._saved = pool_mod.monotonic
-        pool_mod.monotonic = self.clock
+        self._saved = [(m, m.monotonic) for m in CLOCKED]
+        for m in CLOCKED:
+            m.monotonic = self.clock  # type: ignore[attr-defined]
         self.factory = Factory()
         self.pool = ConnectionPool(connect=self.factory, min_size=MIN, max_size=MAX, check="always", timeout=5.0,
                                    max_lifetime=100.0, max_idle=50.0, num_workers=1)  # fmt: skip
@@ -50,33 +63,31 @@ class PoolMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
+            s = self.pool.stats()
+            COUNTS["evicted_expired"] += s["expired"]
+            COUNTS["evicted_idle"] += s["idle_closed"]
             self.pool.close()
         finally:
-            pool_mod.monotonic = self._saved
+            for m, fn in self._saved:
+                m.monotonic = fn  # type: ignore[attr-defined]
 
     def _quiet(self) -> None:
         """Wait until the background creators have nothing in flight."""
         if not self.closed:
             wait_until(lambda: self.pool.stats()["growing"] == 0, timeout=SETTLE, what="creators idle")
 
-    # -- rules --------------------------------------------------------------------------------
-    @precondition(lambda self: not self.closed)
-    @rule()
-    def borrow(self) -> None:
+    def _borrow(self) -> object | None:
         self._quiet()
         s = self.pool.stats()
         if s["idle"] == 0 and s["size"] >= MAX:
             with pytest.raises(PoolTimeout):
                 self.pool.getconn(timeout=0.01)
-            return
+            return None
         conn = self.pool.getconn(timeout=SETTLE)  # capacity exists: it must be granted
         self.borrows += 1
-        self.out.append(conn)
+        return conn
 
-    @precondition(lambda self: self.out)
-    @rule(i=st.integers(min_value=0))
-    def give_back(self, i: int) -> None:
-        conn = self.out.pop(i % len(self.out))
+    def _return(self, conn) -> None:
         if self.closed:
             with pytest.raises(PoolClosed):
                 self.pool.putconn(conn)
@@ -85,43 +96,69 @@ class PoolMachine(RuleBasedStateMachine):
         assert conn.returned
         self.returned.append(conn)
 
-    @precondition(lambda self: self.returned)
-    @rule(i=st.integers(min_value=0))
+    # -- rules --------------------------------------------------------------------------------
+    def borrow(self) -> None:
+        _ran("borrow")
+        conn = self._borrow()
+        if conn is not None:
+            self.out.append(conn)
+
+    def borrow_use_return(self) -> None:
+        """The common request: borrow, run a statement, give it back."""
+        _ran("borrow_use_return")
+        conn = self._borrow()
+        if conn is not None:
+            conn.execute("SELECT 1")
+            self._return(conn)
+            COUNTS["putconn"] += 1
+
+    def give_back(self, i: int) -> None:
+        _ran("give_back")
+        self._return(self.out.pop(i % len(self.out)))
+        COUNTS["putconn"] += 1
+
     def give_back_twice(self, i: int) -> None:
+        _ran("give_back_twice")
         conn = self.returned[i % len(self.returned)]
         with pytest.raises(PoolError):
             self.pool.putconn(conn)
 
-    @precondition(lambda self: self.out)
-    @rule(i=st.integers(min_value=0))
     def leak(self, i: int) -> None:
+        _ran("leak")
         self.leaked.append(self.out.pop(i % len(self.out)))
 
-    @precondition(lambda self: self.out)
-    @rule(i=st.integers(min_value=0))
     def kill_connection(self, i: int) -> None:
+        _ran("kill_connection")
         self.out[i % len(self.out)].raw.close()  # the next return must discard it
 
-    @precondition(lambda self: self.factory.fail_next < 2)
-    @rule()
+    def kill_and_return(self, i: int) -> None:
+        """A connection that broke in use comes back: it must be discarded, never idle."""
+        _ran("kill_and_return")
+        conn = self.out.pop(i % len(self.out))
+        raw = conn.raw
+        raw.close()
+        self._return(conn)
+        COUNTS["putconn"] += 1
+        COUNTS["killed_returned"] += 1
+        assert all(s.raw is not raw for s in list(self.pool._pool))
+
     def fail_next_connect(self) -> None:
+        _ran("fail_next_connect")
         self.factory.fail_next += 1
 
-    @rule(secs=st.sampled_from([1.0, 60.0, 120.0]))
     def advance_time(self, secs: float) -> None:
+        _ran("advance_time")
         self.clock.offset += secs
         self.pool._housekeep()
 
-    @precondition(lambda self: not self.closed)
-    @rule()
     def close(self) -> None:
+        _ran("close")
         self.pool.close()
         self.closed = True
 
-    @precondition(lambda self: not self.closed)
-    @rule()
     def fork_like_reset(self) -> None:
         # what os.fork() does to the pool in a child, minus the fork: old threads stopped first
+        _ran("fork_like_reset")
         self.pool._stop.set()
         self.pool._tasks.shutdown(len(self.pool._threads))
         for t in self.pool._threads:
@@ -132,6 +169,40 @@ class PoolMachine(RuleBasedStateMachine):
                 conn.execute("SELECT 1")
         self.out, self.leaked, self.returned = [], [], []
         self.borrows = 0
+
+    # Each action with its weight and precondition. hypothesis favours the simplest choices
+    # (the first rules by name), so rules alone starved returns; one rule that draws the action
+    # from a hypothesis-seeded Random gives real weights, and still replays and shrinks.
+    ACTIONS = (
+        ("borrow", 16, lambda m: not m.closed),
+        ("borrow_use_return", 10, lambda m: not m.closed),
+        ("give_back", 10, lambda m: bool(m.out)),
+        ("give_back_twice", 3, lambda m: bool(m.returned)),
+        ("leak", 4, lambda m: bool(m.out)),
+        ("kill_connection", 5, lambda m: bool(m.out)),
+        ("kill_and_return", 9, lambda m: bool(m.out) and not m.closed),
+        ("fail_next_connect", 3, lambda m: m.factory.fail_next < 2),
+        ("advance_time", 8, lambda m: True),
+        ("close", 1, lambda m: not m.closed),
+        ("fork_like_reset", 1, lambda m: not m.closed),
+    )
+
+    @rule(r=st.randoms(use_true_random=True))  # seeded by hypothesis: replayable, truly weighted
+    def act(self, r) -> None:
+        """A burst of weighted actions (hypothesis ends stateful runs after a few steps), with
+        both invariants checked after each one."""
+        for _ in range(ACTIONS_PER_STEP):
+            enabled = [(name, w) for name, w, ok in self.ACTIONS if ok(self)]
+            name = r.choices([n for n, _ in enabled], weights=[w for _, w in enabled])[0]
+            method = getattr(self, name)
+            if name in ("give_back", "give_back_twice", "leak", "kill_connection", "kill_and_return"):
+                method(r.randrange(1 << 16))
+            elif name == "advance_time":
+                method(r.choice([1.0, 60.0, 120.0]))
+            else:
+                method()
+            self.counts_add_up()
+            self.nothing_is_out_twice()
 
     # -- invariants ---------------------------------------------------------------------------
     @invariant()
@@ -151,12 +222,28 @@ class PoolMachine(RuleBasedStateMachine):
         assert len(raws) == len(set(raws))
         idle = {id(s.raw) for s in list(self.pool._pool)}
         assert not idle & set(raws)
-        assert all(not s.raw.closed for s in list(self.pool._pool))
+        assert all(not s.raw.closed for s in list(self.pool._pool))  # a broken one never idles
 
 
-TestPoolMachine = PoolMachine.TestCase
-TestPoolMachine.settings = settings(max_examples=25, stateful_step_count=30, deadline=None,
-                                    suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+# Floors: each rule, and each path an invariant guards, must actually have been exercised.
+FLOORS = {
+    "borrow": 50, "borrow_use_return": 50, "give_back": 50, "give_back_twice": 20, "leak": 20,
+    "kill_connection": 20, "kill_and_return": 30, "fail_next_connect": 20, "advance_time": 50,
+    "close": 10, "fork_like_reset": 10, "putconn": 200, "killed_returned": 30,
+    "evicted_expired": 5, "evicted_idle": 1,
+}  # fmt: skip
+
+
+def test_pool_state_machine_keeps_its_invariants_and_reaches_every_rule():
+    COUNTS.clear()
+    run_state_machine_as_test(
+        PoolMachine,
+        settings=settings(
+            max_examples=30, stateful_step_count=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        ),
+    )
+    short = {k: (COUNTS[k], floor) for k, floor in FLOORS.items() if COUNTS[k] < floor}
+    assert not short, f"rules or paths exercised fewer times than their floor (ran, floor): {short}"
 
 
 def test_every_waiter_is_served_in_fifo_order_for_random_arrivals():

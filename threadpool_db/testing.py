@@ -331,7 +331,9 @@ class EmbeddedPostgres:
         """Run one statement as the superuser (autocommit) and return its rows."""
         import psycopg
 
-        with psycopg.connect(self.url("postgres", APP_DB), autocommit=True) as conn:
+        # an admin query never waits on a lock someone left behind, nor hangs
+        with psycopg.connect(self.url("postgres", APP_DB), autocommit=True,
+                             options="-c lock_timeout=5s -c statement_timeout=60s") as conn:  # fmt: skip
             cur = conn.execute(query, params)
             return cur.fetchall() if cur.description else []
 
