@@ -73,3 +73,62 @@ def test_demo_metrics_endpoint_aggregates_gunicorn_workers(pg):
     acquired = s.get(("threadpool_db_connections_acquire_seconds_count", "demo"), 0)
     assert acquired >= 90  # every worker's borrows, whichever worker answered the scrape
     assert 0 < s[("threadpool_db_connections", "demo")] <= 2 * 2
+
+
+def _labelled(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_tenant_labels_and_resource_gauges_under_load(make_pool):
+    pool = make_pool(min_size=1, max_size=2, name="tenants", tenant_limits={"acme": 1, "globex": 2},
+                     leak_threshold=30.0)  # fmt: skip
+    registry = CollectorRegistry()
+    m = PoolMetrics(pool, registry=registry)
+    try:
+        def work(i: int) -> None:
+            tenant = ("acme", "globex", f"walk-in-{i}")[i % 3]  # walk-ins fold into "other"
+            for _ in range(6):
+                with pool.connection(tenant=tenant) as conn:
+                    conn.execute("SELECT pg_sleep(0.005)")
+
+        assert run_threads(9, work) == []
+        held = pool.getconn(tenant="acme")
+        m.update()
+        got = _labelled(generate_latest(registry).decode())
+        tenants = {dict(k[1]).get("tenant") for k in got if k[0].startswith("threadpool_db_tenant_")}
+        assert tenants == {"acme", "globex", "other"}  # bounded: no walk-in-N label
+        acq = {t: got[("threadpool_db_tenant_acquire_seconds_count", (("pool", "tenants"), ("tenant", t)))]
+               for t in ("acme", "globex", "other")}  # fmt: skip
+        assert acq == {"acme": 19, "globex": 18, "other": 18}
+        assert got[("threadpool_db_tenant_connections_active", (("pool", "tenants"), ("tenant", "acme")))] == 1
+        waits = sum(v for k, v in got.items() if k[0] == "threadpool_db_tenant_waits_total")
+        assert waits >= 1  # two connections, nine threads: some queued
+        assert got[("threadpool_db_threads", (("pool", "tenants"),))] >= 3  # creators, housekeeper, watchdog
+        assert got[("threadpool_db_sockets", (("pool", "tenants"),))] == pool.stats()["size"]
+        assert got[("threadpool_db_config_error", (("pool", "tenants"),))] == 0
+        pool.putconn(held)
+    finally:
+        m.close()
+
+
+def test_config_error_gauge_is_set_while_the_database_refuses_us(pg):
+    from urllib.parse import urlsplit
+
+    from threadpool_db import ConnectionPool
+
+    u = urlsplit(pg.url)
+    pool = ConnectionPool(f"postgresql://app:bad-Passw0rd@{u.hostname}:{u.port}/app", min_size=1, name="refused")
+    registry = CollectorRegistry()
+    m = PoolMetrics(pool, registry=registry)
+    try:
+        wait_until(lambda: pool.stats()["config_error"], what="the permanent failure")
+        m.update()
+        got = _labelled(generate_latest(registry).decode())
+        assert got[("threadpool_db_config_error", (("pool", "refused"),))] == 1
+    finally:
+        m.close()
+        pool.close()

@@ -11,7 +11,7 @@ from threadpool_db import ConnectionPool
 from threadpool_db.routing import NoHealthyReplica, RoutingPool
 from threadpool_db.testing import EmbeddedPostgres
 
-from .helpers import wait_until
+from .helpers import run_threads, wait_until
 from .timing import SETTLE
 
 
@@ -130,3 +130,32 @@ def test_bad_routing_parameters_are_refused(cluster):
         RoutingPool(p, [], fallback="maybe")
     with pytest.raises(ValueError, match="read_your_writes"):
         RoutingPool(p, [], read_your_writes=-1)
+
+
+def test_routing_metrics_label_borrows_and_acquire_time_by_route(cluster):
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from threadpool_db.metrics import RoutingMetrics
+
+    rp = _routing(cluster, name="routed")
+    registry = CollectorRegistry()
+    m = RoutingMetrics(rp, registry=registry)
+    try:
+        def work(i: int) -> None:
+            for k in range(5):
+                with rp.connection(readonly=k % 5 != 0) as conn:  # 1 write, 4 reads each
+                    conn.execute("SELECT 1")
+
+        assert run_threads(6, work) == []
+        m.update()
+        got = {(s.name, s.labels.get("route")): s.value
+               for fam in text_string_to_metric_families(generate_latest(registry).decode())
+               for s in fam.samples if s.labels.get("pool") == "routed"}  # fmt: skip
+        assert got[("threadpool_db_routing_borrows_total", "primary")] == 6
+        assert got[("threadpool_db_routing_borrows_total", "replica")] == 24
+        assert got[("threadpool_db_routing_acquire_seconds_count", "primary")] == 6
+        assert got[("threadpool_db_routing_acquire_seconds_count", "replica")] == 24
+    finally:
+        m.close()
+        rp.close()

@@ -73,6 +73,14 @@ class Introspection:
                 d["burst_size"], d["bursting"] = self.burst_size, self._bursting
             if not self._plain:
                 d["tenants"] = self._tenants.stats()
+            # resources the pool holds: its threads alive, and its sockets (one per connection)
+            d["sockets"] = self._nconns
+        d["threads"] = sum(t.is_alive() for t in self._threads) + sum(
+            t is not None and t.is_alive() for t in (
+                self._leaks.thread if self._leaks is not None else None,
+                self._futures.thread if self._futures is not None else None,
+            )
+        )  # fmt: skip
         d["wait_p50_ms"], d["wait_p99_ms"] = self._wait_window.percentiles_ms(50, 99)
         d["wait_max_ms"] = self._wait_window.max_ms()
         d["hold_p50_ms"], d["hold_p99_ms"] = self._hold_window.percentiles_ms(50, 99)

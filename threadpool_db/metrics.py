@@ -19,11 +19,21 @@ PoolMetrics(pool)            # registers on prometheus_client's default registry
 | threadpool_db_connections_created_total / _closed_total / _create_errors_total | counter | lifecycle |
 | threadpool_db_leaks_total | counter | suspected leaks reported |
 | threadpool_db_leaks_reclaimed_total | counter | leaked connections reclaimed |
+| threadpool_db_config_error | gauge | 1 while the database refuses the pool's configuration |
+| threadpool_db_threads / _sockets | gauge | the pool's live threads; its open sockets (one per connection) |
+| threadpool_db_tenant_connections_active | gauge | connections a tenant holds now (``tenant`` label) |
+| threadpool_db_tenant_waits_total / _timeouts_total | counter | a tenant's borrows that queued / timed out |
+| threadpool_db_tenant_acquire_seconds | histogram | a tenant's time to borrow |
+| threadpool_db_routing_borrows_total | counter | RoutingPool borrows by ``route`` (primary, replica) |
+| threadpool_db_routing_acquire_seconds | histogram | RoutingPool time to borrow, by ``route`` |
 
-Every series has a ``pool`` label. Histograms are fed by the pool's own sample windows (the
-window's ``append`` is wrapped, so a pool without metrics pays nothing). Gauges and counters are
-refreshed from ``pool.stats()`` by one daemon thread per PoolMetrics (every ``interval`` s, and
-on each scrape of a single-process registry).
+Every series has a ``pool`` label. ``tenant`` values are the tenants of the pool's quota table
+plus one ``other`` for the rest, so a label's values stay bounded.
+
+Histograms are fed by the pool's own sample windows (the window's ``append`` is wrapped, so
+a pool without metrics pays nothing). Gauges and counters are refreshed from ``pool.stats()``
+by one daemon thread per PoolMetrics (every ``interval`` s, and on each scrape of a
+single-process registry).
 
 gunicorn and other pre-fork servers: set ``PROMETHEUS_MULTIPROC_DIR`` before the workers start
 and serve ``MultiProcessCollector`` (the demo app's ``/metrics`` does); gauges are then kept per
@@ -52,6 +62,8 @@ _GAUGES = {
     "connections_pending": ("waiting", "Borrowers waiting for a connection"),
     "connections_max": ("max_size", "The pool's max_size"),
     "connections_min": ("min_size", "The pool's min_size"),
+    "threads": ("threads", "The pool's live threads (creators, housekeeper, watchdog, notifier)"),
+    "sockets": ("sockets", "Sockets the pool holds open (one per connection)"),
 }
 _COUNTERS = {
     "connections_timeouts": ("timeouts", "Borrows that timed out"),
@@ -79,6 +91,20 @@ def _metrics_for(registry: CollectorRegistry) -> dict[str, Any]:
                               ("connections_usage_seconds", "Time a connection was held"),
                               ("connections_creation_seconds", "Time to open a connection")):  # fmt: skip
                 m[name] = Histogram(P + name, doc, ["pool"], registry=registry, buckets=BUCKETS)
+            m["config_error"] = Gauge(P + "config_error", "1 while the database refuses the pool's configuration",
+                                      ["pool"], registry=registry, **gauge_kw)  # fmt: skip
+            m["tenant_active"] = Gauge(P + "tenant_connections_active", "Connections a tenant holds now",
+                                       ["pool", "tenant"], registry=registry, **gauge_kw)  # fmt: skip
+            m["tenant_waits"] = Counter(P + "tenant_waits", "A tenant's borrows that had to queue",
+                                        ["pool", "tenant"], registry=registry)  # fmt: skip
+            m["tenant_timeouts"] = Counter(P + "tenant_timeouts", "A tenant's borrows that timed out",
+                                           ["pool", "tenant"], registry=registry)  # fmt: skip
+            m["tenant_acquire"] = Histogram(P + "tenant_acquire_seconds", "A tenant's time to borrow",
+                                            ["pool", "tenant"], registry=registry, buckets=BUCKETS)  # fmt: skip
+            m["route_borrows"] = Counter(P + "routing_borrows", "RoutingPool borrows by route",
+                                         ["pool", "route"], registry=registry)  # fmt: skip
+            m["route_acquire"] = Histogram(P + "routing_acquire_seconds", "RoutingPool time to borrow by route",
+                                           ["pool", "route"], registry=registry, buckets=BUCKETS)  # fmt: skip
             _shared[id(registry)] = m
         return m
 
@@ -98,6 +124,9 @@ class PoolMetrics:
         self._hook(pool._wait_window, "connections_acquire_seconds")
         self._hook(pool._hold_window, "connections_usage_seconds")
         self._hook(pool._create_window, "connections_creation_seconds")
+        tenant_acquire = self._m["tenant_acquire"]
+        name = self.name
+        pool.observe_tenant_acquire(lambda tenant, secs: tenant_acquire.labels(pool=name, tenant=tenant).observe(secs))
         self.update()
         self._thread = threading.Thread(target=self._run, args=(interval,), name=f"{pool.name}-metrics", daemon=True)
         self._thread.start()
@@ -126,6 +155,21 @@ class PoolMetrics:
                 if delta > 0:
                     self._m[name].labels(pool=self.name).inc(delta)
                 self._last[key] = now
+            self._m["config_error"].labels(pool=self.name).set(1 if s.get("config_error") else 0)
+            # tenants, folded into bounded labels: the quota table's tenants, and "other"
+            folded: dict[str, dict[str, float]] = {}
+            for tenant, t in (s.get("tenants") or {}).items():
+                f = folded.setdefault(pool.tenant_label(tenant), {"in_use": 0, "waits": 0, "timeouts": 0})
+                for k in f:
+                    f[k] += t.get(k, 0) or 0
+            for label, f in folded.items():
+                self._m["tenant_active"].labels(pool=self.name, tenant=label).set(f["in_use"])
+                for key, metric in (("waits", "tenant_waits"), ("timeouts", "tenant_timeouts")):
+                    mark = f"tenant:{label}:{key}"
+                    delta = f[key] - self._last.get(mark, 0.0)
+                    if delta > 0:
+                        self._m[metric].labels(pool=self.name, tenant=label).inc(delta)
+                    self._last[mark] = f[key]
 
     def _run(self, interval: float) -> None:
         next_at = monotonic()
@@ -134,6 +178,53 @@ class PoolMetrics:
                 return
             self.update()
             next_at = monotonic() + interval
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+class RoutingMetrics:
+    """A RoutingPool's borrows and acquire time by ``route`` (primary, replica). Export each of
+    its pools with PoolMetrics as well for their own gauges."""
+
+    def __init__(self, routing: Any, registry: CollectorRegistry = REGISTRY, interval: float = 1.0) -> None:
+        self._m = _metrics_for(registry)
+        self.name = routing.name
+        self._ref = weakref.ref(routing)
+        self._last: dict[str, float] = {}
+        for route, window in routing.acquire_windows.items():
+            self._m["route_borrows"].labels(pool=self.name, route=route)
+            observe = self._m["route_acquire"].labels(pool=self.name, route=route).observe
+            append = window._d.append
+
+            def both(x: float, append: Any = append, observe: Any = observe) -> None:
+                append(x)
+                observe(x)
+
+            window.append = both
+        self._stop = threading.Event()
+        self.update()
+        self._thread = threading.Thread(target=self._run, args=(interval,), name=f"{self.name}-metrics", daemon=True)
+        self._thread.start()
+
+    def update(self) -> None:
+        routing = self._ref()
+        if routing is None:
+            return
+        s = routing.stats()
+        counts = {"primary": s["writes"] + s["primary_reads"], "replica": s["replica_reads"]}
+        for route, n in counts.items():
+            delta = n - self._last.get(route, 0.0)
+            if delta > 0:
+                self._m["route_borrows"].labels(pool=self.name, route=route).inc(delta)
+            self._last[route] = n
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            if self._ref() is None:
+                return
+            self.update()
 
     def close(self) -> None:
         self._stop.set()

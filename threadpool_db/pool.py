@@ -173,6 +173,7 @@ class ConnectionPool(Maintenance, Introspection):
         self.num_workers = num_workers
         self._configure = configure
         self._reset = reset
+        self._tenant_observer: Callable[[str, float], None] | None = None
         self._check: Callable[[Any], Any] | None = check if callable(check) else None
         # Borrow-time validation: after this many seconds idle (-1: always; None: never).
         self._check_after: float | None = {"auto": AUTO_CHECK_IDLE, "always": -1.0, "never": None}.get(
@@ -396,6 +397,19 @@ class ConnectionPool(Maintenance, Introspection):
         except Exception:
             pass
 
+    def __contains__(self, conn: object) -> bool:
+        """True while ``conn`` is a handle borrowed from this pool and not yet returned."""
+        return type(conn) is PooledConnection and conn._pool is self and conn._raw is not None
+
+    def observe_tenant_acquire(self, callback: Callable[[str, float], None] | None) -> None:
+        """Call ``callback(tenant_label, seconds)`` after each borrow made with a tenant (the
+        label is the tenant when it has a configured quota, else ``"other"``: bounded). One
+        observer; None removes it. Borrows without a tenant never call it."""
+        self._tenant_observer = callback
+
+    def tenant_label(self, tenant: str) -> str:
+        return tenant if tenant in self._tenants.limits else "other"
+
     @staticmethod
     def check_connection(conn: Any) -> None:
         """psycopg_pool's check, usable as ``check=ConnectionPool.check_connection``: raise if
@@ -453,6 +467,8 @@ class ConnectionPool(Maintenance, Introspection):
                     now = monotonic()
                     continue  # discarded; try again within the same deadline
                 self._wait_window.append(now - t0)
+                if tenant is not None and self._tenant_observer is not None:
+                    self._tenant_observer(self.tenant_label(tenant), now - t0)
                 slot.borrowed_at = now
                 slot.owner = get_ident()
                 slot.handle = handle = PooledConnection(self, slot)

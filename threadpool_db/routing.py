@@ -38,6 +38,7 @@ from typing import Any
 from .connection import PooledConnection
 from .errors import PoolError
 from .pool import ConnectionPool
+from .stats import Window
 
 logger = logging.getLogger("threadpool_db.routing")
 _STRATEGIES = ("round_robin", "least_in_use")
@@ -87,6 +88,8 @@ class RoutingPool:
         self._rr = itertools.count()
         self._local = threading.local()
         self._counts = {"primary_reads": 0, "replica_reads": 0, "writes": 0, "fallbacks": 0}
+        # seconds each borrow took, by route (PoolMetrics reads them with a "route" label)
+        self.acquire_windows = {"primary": Window(), "replica": Window()}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if self.replicas:
@@ -120,6 +123,7 @@ class RoutingPool:
 
     def getconn(self, readonly: bool = False, timeout: float | None = None) -> PooledConnection:
         """Borrow for a read (a replica) or a write (the primary); give it back with putconn."""
+        t0 = monotonic()
         pool = self.route(readonly)
         if pool is self.primary:
             if not readonly:
@@ -127,13 +131,16 @@ class RoutingPool:
                 self.mark_write()
             else:
                 self._count("primary_reads")
-            return pool.getconn(timeout)
+            conn = pool.getconn(timeout)
+            self.acquire_windows["primary"].append(monotonic() - t0)
+            return conn
         try:
             conn = pool.getconn(self.health_timeout if timeout is None else min(timeout, self.health_timeout))
         except PoolError as e:  # a replica that cannot lend: out until a health check passes
             self._set_health(pool, False, str(e))
             return self.getconn(readonly, timeout)
         self._count("replica_reads")
+        self.acquire_windows["replica"].append(monotonic() - t0)
         return conn
 
     def _count(self, key: str) -> None:
@@ -141,7 +148,9 @@ class RoutingPool:
             self._counts[key] += 1
 
     def putconn(self, conn: PooledConnection) -> None:
-        pool = conn._pool
+        pool = next((p for p in (self.primary, *self.replicas) if conn in p), None)
+        if pool is None:
+            raise PoolError(f"routing pool {self.name!r}: this connection is not out from any of its pools")
         pool.putconn(conn)
         if pool is self.primary and getattr(self._local, "last_write", None) is not None:
             self.mark_write()  # the window counts from the commit too
