@@ -411,3 +411,11 @@ def _closed_port() -> int:
     from threadpool_db.testing import free_port
 
     return free_port()
+
+
+def test_generic_subscription_like_psycopg_pool_works(make_pool):
+    from psycopg.rows import DictRow
+
+    alias = ConnectionPool[psycopg.Connection[DictRow]]
+    assert alias is ConnectionPool
+    assert NullConnectionPool[psycopg.Connection[DictRow]] is NullConnectionPool

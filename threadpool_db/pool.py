@@ -69,6 +69,11 @@ class ConnectionPool(Maintenance, Introspection):
 
     _keep_idle = True  # False in NullConnectionPool: a return with nobody waiting closes
 
+    def __class_getitem__(cls, item: Any) -> type[ConnectionPool]:
+        # psycopg_pool's pool is generic (ConnectionPool[Connection[DictRow]]): accept the
+        # subscription so such annotations and aliases keep working after the import change.
+        return cls
+
     def __init__(
         self,
         conninfo: str | Callable[[], str] = "",
