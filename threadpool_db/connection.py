@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .errors import PoolError
+from .guard import Guarded, taken_at, wrap
 
 DIRTY = 1  # Slot.dirty flag: a session setting was changed through the handle
 BROKEN = 2  # Slot.dirty flag: a fatal error was seen, never reuse
@@ -48,7 +49,7 @@ def _setting(name: str) -> property:
 
 
 class PooledConnection:
-    __slots__ = ("_raw", "_slot", "_pool")
+    __slots__ = ("_raw", "_slot", "_pool", "_named", "_borrowed_at")
 
     def __init__(self, pool: ConnectionPool, slot: Slot) -> None:
         # While alive: the pool. Once retired: a weak reference to it, so a handle kept after
@@ -58,6 +59,8 @@ class PooledConnection:
         # the error that says why, when it did not simply go back (reclaimed, forked).
         self._slot: Slot | PoolError | None = slot
         self._raw: Any = slot.raw
+        self._named: list[Any] | None = None  # named (server-side) cursors taken: closed on return
+        self._borrowed_at: Any = None  # the leak detector's borrow stack, kept for messages
 
     # -- liveness -----------------------------------------------------------------------------
     def _retire(self, reason: PoolError | None) -> None:
@@ -82,8 +85,18 @@ class PooledConnection:
         return pool._dead_handle_error(self)
 
     @property
+    def _borrow_site(self) -> str | None:
+        if self._borrowed_at is None:
+            return None
+        from .leaks import site
+
+        return site(self._borrowed_at)
+
+    @property
     def raw(self) -> Any:
-        """The driver's own connection. The pool restores its settings on return."""
+        """The driver's own connection, unguarded on purpose (the escape hatch): what you take
+        from it is not invalidated on return, as what you take through the handle is. The pool
+        restores its settings on return."""
         raw = self._raw
         if raw is None:
             raise self._dead()
@@ -97,16 +110,42 @@ class PooledConnection:
 
     # -- the calls on the hot path ------------------------------------------------------------
     def execute(self, *args: Any, **kwargs: Any) -> Any:
+        """As the connection's ``execute``; the cursor it returns dies with this handle."""
         raw = self._raw
         if raw is None:
             raise self._dead()
-        return raw.execute(*args, **kwargs)
+        return Guarded(raw.execute(*args, **kwargs), self, "cursor", taken_at())
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        """As the connection's ``cursor``; the cursor dies with this handle, and a named
+        (server-side) one is closed on the server when the handle goes back."""
         raw = self._raw
         if raw is None:
             raise self._dead()
-        return raw.cursor(*args, **kwargs)
+        cur = raw.cursor(*args, **kwargs)
+        if args or kwargs.get("name"):  # a name: a server-side cursor to close on return
+            if self._named is None:
+                self._named = []
+            self._named.append(cur)
+        return Guarded(cur, self, "cursor", taken_at())
+
+    def transaction(self, *args: Any, **kwargs: Any) -> Any:
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        return Guarded(raw.transaction(*args, **kwargs), self, "transaction", taken_at())
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        return Guarded(raw.pipeline(*args, **kwargs), self, "pipeline", taken_at())
+
+    def notifies(self, *args: Any, **kwargs: Any) -> Any:
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        return wrap(raw.notifies(*args, **kwargs), self, taken_at())
 
     def commit(self) -> None:
         raw = self._raw

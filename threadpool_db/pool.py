@@ -700,6 +700,8 @@ class ConnectionPool(Maintenance, Introspection):
         if type(slot) is not Slot:  # foreign, already returned, or reclaimed meanwhile
             self._check_handle(conn)  # raises the error that says what is wrong
         raw = slot.raw  # type: ignore[union-attr]
+        if conn._named is not None:  # server-side cursors taken through the handle
+            self._close_named(conn._named)
         now = monotonic()
         held = now - slot.borrowed_at  # type: ignore[union-attr]
         self._hold_window.append(held)
@@ -728,6 +730,7 @@ class ConnectionPool(Maintenance, Introspection):
             lease = slot.lease
             if lease is not None:
                 slot.lease = None
+                conn._borrowed_at = lease.stack  # for the messages of what outlives the handle
             if slot.gen != self._gen:  # borrowed before a fork: never ours to close
                 return
             pool_open = not self._closed
@@ -759,6 +762,17 @@ class ConnectionPool(Maintenance, Introspection):
             self._close_raw(slot)
         if not pool_open:
             raise PoolClosed(f"pool {self.name!r} is closed: the connection was closed, not returned")
+
+    def _close_named(self, cursors: list[Any]) -> None:
+        """Close the server-side cursors a borrower opened (WITH HOLD ones would outlive the
+        rollback), before the connection is reset: they must not leak on the server."""
+        for cur in cursors:
+            try:
+                if not cur.closed:
+                    cur.close()
+            except Exception as e:  # a broken connection: the reset below decides its fate
+                logger.debug("pool %r: closing a named cursor on return: %s", self.name, self._scrub(str(e)))
+        cursors.clear()
 
     def _check_handle(self, conn: Any) -> None:
         owner = getattr(conn, "_pool", None) if type(conn) is PooledConnection else None
