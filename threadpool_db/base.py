@@ -27,7 +27,7 @@ class Slot:
 
     __slots__ = (
         "raw", "id", "pid", "created", "expires", "last_used", "settings", "dirty",
-        "gen", "handle", "borrowed_at", "owner", "lease", "tenant", "burst",
+        "gen", "handle", "borrowed_at", "owner", "lease", "tenant", "burst", "named",
     )  # fmt: skip
 
     def __init__(self, raw: Any, pid: int | None, expires: float, settings: tuple[Any, ...], gen: int):
@@ -45,6 +45,7 @@ class Slot:
         self.lease: Any = None  # the leak detector's record of this borrow, when it is on
         self.tenant: str | None = None  # the tenant it is lent to (quota accounting)
         self.burst = False  # made above max_size during a burst: short-lived, closed first
+        self.named: list[Any] | None = None  # server-side cursors of the current borrow (owner thread)
 
 
 class Waiter:

@@ -49,7 +49,7 @@ def _setting(name: str) -> property:
 
 
 class PooledConnection:
-    __slots__ = ("_raw", "_slot", "_pool", "_named", "_borrowed_at")
+    __slots__ = ("_raw", "_slot", "_pool", "_borrowed_at")
 
     def __init__(self, pool: ConnectionPool, slot: Slot) -> None:
         # While alive: the pool. Once retired: a weak reference to it, so a handle kept after
@@ -59,8 +59,8 @@ class PooledConnection:
         # the error that says why, when it did not simply go back (reclaimed, forked).
         self._slot: Slot | PoolError | None = slot
         self._raw: Any = slot.raw
-        self._named: list[Any] | None = None  # named (server-side) cursors taken: closed on return
-        self._borrowed_at: Any = None  # the leak detector's borrow stack, kept for messages
+        # _borrowed_at (the leak detector's borrow stack, for messages) is set only when the
+        # handle is retired with a lease: a borrow pays nothing for it
 
     # -- liveness -----------------------------------------------------------------------------
     def _retire(self, reason: PoolError | None) -> None:
@@ -86,11 +86,13 @@ class PooledConnection:
 
     @property
     def _borrow_site(self) -> str | None:
-        if self._borrowed_at is None:
+        try:  # read the slot itself: an unset one must not fall through to __getattr__
+            stack = PooledConnection._borrowed_at.__get__(self)  # type: ignore[attr-defined]
+        except AttributeError:
             return None
         from .leaks import site
 
-        return site(self._borrowed_at)
+        return site(stack) if stack else None
 
     @property
     def raw(self) -> Any:
@@ -124,9 +126,10 @@ class PooledConnection:
             raise self._dead()
         cur = raw.cursor(*args, **kwargs)
         if args or kwargs.get("name"):  # a name: a server-side cursor to close on return
-            if self._named is None:
-                self._named = []
-            self._named.append(cur)
+            slot = self._slot
+            if slot.named is None:  # type: ignore[union-attr]
+                slot.named = []  # type: ignore[union-attr]
+            slot.named.append(cur)  # type: ignore[union-attr]
         return Guarded(cur, self, "cursor", taken_at())
 
     def transaction(self, *args: Any, **kwargs: Any) -> Any:

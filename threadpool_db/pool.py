@@ -700,8 +700,8 @@ class ConnectionPool(Maintenance, Introspection):
         if type(slot) is not Slot:  # foreign, already returned, or reclaimed meanwhile
             self._check_handle(conn)  # raises the error that says what is wrong
         raw = slot.raw  # type: ignore[union-attr]
-        if conn._named is not None:  # server-side cursors taken through the handle
-            self._close_named(conn._named)
+        if slot.named:  # type: ignore[union-attr]  # server-side cursors taken through the handle
+            self._close_named(slot.named)  # type: ignore[union-attr]
         now = monotonic()
         held = now - slot.borrowed_at  # type: ignore[union-attr]
         self._hold_window.append(held)
