@@ -106,7 +106,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         pool = db.pool
         conn = pool.getconn()  # deliberately not returned by this request
         leaked.append(conn)
-        hold = pool._leaks.threshold * 1.5 if pool._leaks is not None else 3.0
+        hold = pool.leak_threshold * 1.5 if pool.leak_threshold is not None else 3.0
 
         def give_back() -> None:
             leaked.remove(conn)
@@ -123,7 +123,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.get("/api/worker")
     def worker() -> Any:
         pool = db.pool
-        return jsonify({"pid": os.getpid(), "backend_pids": sorted(s.pid for s in list(pool._all.values()))})
+        return jsonify({"pid": os.getpid(), "backend_pids": pool.backend_pids()})
 
     @app.get("/api/dashboard")
     def dashboard_data() -> Any:

@@ -31,7 +31,7 @@ def start_publisher(stats_dir: str, get_pool: Any) -> None:
             pool: ConnectionPool | None = get_pool()
             if pool is not None and not pool.closed:
                 doc = {"pid": pid, "ts": time.time(), "stats": pool.stats(), "leaks": pool.leak_reports()[-5:],
-                       "backend_pids": sorted(s.pid for s in list(pool._all.values()) if s.pid)}  # fmt: skip
+                       "backend_pids": pool.backend_pids()}  # fmt: skip
                 tmp.write_text(json.dumps(doc))
                 os.replace(tmp, target)
             time.sleep(INTERVAL)

@@ -15,6 +15,7 @@ from demo_app.app import POOLED_APP
 
 from .gunicorn_proc import gunicorn
 from .helpers import run_threads, sql
+from .timing import SETTLE
 
 WORKERS, MAX_SIZE = 2, 4
 
@@ -87,6 +88,12 @@ def test_gunicorn_workers_stay_within_their_pools_and_never_share_a_socket(pg, p
 def test_pool_exhaustion_in_a_worker_answers_503_with_retry_after(pg):
     env = {"TPDB_POOL_TIMEOUT": "0.2"}
     with gunicorn(pg.url, workers=1, threads=8, max_size=1, env=env) as base:
+        # the worker's pool is made on first use and connects in the background: wait until it
+        # serves, so what follows measures exhaustion, not start-up
+        deadline = time.monotonic() + SETTLE
+        while _get(f"{base}/pooled/read")[0] != 200:
+            assert time.monotonic() < deadline, "the worker's pool never served a request"
+            time.sleep(0.05)
         codes: list[int] = []
         headers: list[str | None] = []
 
@@ -121,11 +128,12 @@ def test_preload_master_keeps_no_backend_and_advice_counts_gunicorns_workers(pg)
         for _ in range(200):
             code, doc = _get(f"{base}/pool/stats")
             assert code == 200 and doc["name"] == "flask-tests.preload_app"
-            assert doc["advice"]["workers"] == 2, doc["advice"]
             pids.add(doc["pid"])
             if len(pids) == 2:
                 break
         assert len(pids) == 2
+        code, doc = _get(f"{base}/pool/stats")  # both workers are up: gunicorn's count is 2
+        assert doc["advice"]["workers"] == 2, doc["advice"]
         # min_size=1 per worker: 2 backends. Before the fix the master kept a third one.
         deadline = time.monotonic() + 10
         while held() != 2 and time.monotonic() < deadline:

@@ -8,7 +8,6 @@ its floor, so an invariant cannot pass just because its rule was never reached.
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 from collections import Counter
@@ -26,8 +25,6 @@ from .timing import SETTLE
 
 MIN, MAX = 1, 3
 ACTIONS_PER_STEP = 10
-# every module of the library that reads the clock (until it is injected, issue "one owner")
-CLOCKED = [importlib.import_module(f"threadpool_db.{m}") for m in ("pool", "maintenance", "base", "introspection")]
 COUNTS: Counter[str] = Counter()  # rule -> times run, over the whole test
 
 
@@ -47,13 +44,10 @@ def _ran(name: str) -> None:
 class PoolMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.clock = Clock()
-        self._saved = [(m, m.monotonic) for m in CLOCKED]
-        for m in CLOCKED:
-            m.monotonic = self.clock  # type: ignore[attr-defined]
+        self.clock = Clock()  # injected: every part of the pool reads this one clock
         self.factory = Factory()
         self.pool = ConnectionPool(connect=self.factory, min_size=MIN, max_size=MAX, check="always", timeout=5.0,
-                                   max_lifetime=100.0, max_idle=50.0, num_workers=1)  # fmt: skip
+                                   max_lifetime=100.0, max_idle=50.0, num_workers=1, clock=self.clock)  # fmt: skip
         self.pool.wait(SETTLE)
         self.out: list = []  # handles borrowed and not returned (held by "live" code)
         self.leaked: list = []  # handles their borrower forgot
@@ -66,10 +60,8 @@ class PoolMachine(RuleBasedStateMachine):
             s = self.pool.stats()
             COUNTS["evicted_expired"] += s["expired"]
             COUNTS["evicted_idle"] += s["idle_closed"]
-            self.pool.close()
         finally:
-            for m, fn in self._saved:
-                m.monotonic = fn  # type: ignore[attr-defined]
+            self.pool.close()
 
     def _quiet(self) -> None:
         """Wait until the background creators have nothing in flight."""

@@ -159,12 +159,21 @@ def test_dead_borrower_is_detected_and_its_slot_reclaimed(make_pool, caplog):
 
 def test_no_watchdog_thread_when_detection_is_off(make_pool):
     before = set(_watchdogs())
-    pool = make_pool(min_size=1)
+    pool = make_pool(min_size=1, leak_threshold=None)  # on by default: this is how to turn it off
     with pool.connection():
         pass
     assert set(_watchdogs()) == before
-    assert pool._leaks is None
-    assert pool.leaks() == []
+    assert pool.leak_threshold is None
+    assert pool.leaks() == [] and "leaks_detected" not in pool.stats()
+
+
+def test_leak_detection_is_on_by_default(make_pool):
+    pool = make_pool(min_size=1, name="default-on")
+    assert pool.leak_threshold == 60.0
+    assert any(t.name == "default-on-leak-watchdog" for t in threading.enumerate())
+    held = _leaky_helper(pool)
+    assert pool.borrowed()[0]["borrow_site"].endswith(f"test_leaks.py:{_leak_line()}")
+    pool.putconn(held)
 
 
 def test_watchdog_stops_on_close_and_after_gc(pg):
@@ -224,8 +233,11 @@ def test_sampling_rate_decides_whether_stacks_are_captured(make_pool):
     always = make_pool(min_size=1, leak_threshold=30.0, capture_stacks="sampled", stack_sample_rate=1.0)
     never = make_pool(min_size=1, leak_threshold=30.0, capture_stacks="sampled", stack_sample_rate=0.0)
     a, b = _leaky_helper(always), _leaky_helper(never)
+    # the site is always recorded; sampling decides whether the whole stack is kept
     assert always.borrowed()[0]["borrow_site"].endswith(f":{_leak_line()}")
-    assert never.borrowed()[0]["borrow_site"] == "<borrow site not captured>"
+    assert never.borrowed()[0]["borrow_site"].endswith(f":{_leak_line()}")
+    assert "_leaky_helper" in always.borrowed()[0]["borrow_stack"]
+    assert never.borrowed()[0]["borrow_stack"] == ""
     always.putconn(a)
     never.putconn(b)
 

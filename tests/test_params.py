@@ -35,7 +35,7 @@ DSN = "postgresql://app:pw@127.0.0.1:1/app"
         ({"leak_threshold": -1}, "leak_threshold"),
         ({"capture_stacks": "all"}, "capture_stacks"),
         ({"stack_sample_rate": 2}, "stack_sample_rate"),
-        ({"reclaim_leaked": True}, "leak_threshold"),
+        ({"reclaim_leaked": True, "leak_threshold": None}, "leak_threshold"),
         ({"leak_threshold": 1, "reclaim_factor": 0.5}, "reclaim_factor"),
     ],
 )

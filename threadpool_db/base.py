@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from .errors import PoolError
@@ -23,18 +22,26 @@ _ids = itertools.count(1)
 
 
 class Slot:
-    """One live connection and what the pool knows of it."""
+    """One live connection and what the pool knows of it.
+
+    Who guards what: ``raw``, ``id``, ``pid``, ``created``, ``settings`` and ``gen`` are set
+    once (immutable after). Everything about the current borrow (``handle``, ``owner``,
+    ``borrowed_at``, ``site``, ``stack``, ``report``, ``tenant``) and ``expires``,
+    ``last_used``, ``burst`` are written under the pool lock. ``dirty`` and ``named`` belong to
+    the borrower's thread while the connection is out (the pool reads them in putconn, on
+    that same thread, before it takes the lock)."""
 
     __slots__ = (
-        "raw", "id", "pid", "created", "expires", "last_used", "settings", "dirty",
-        "gen", "handle", "borrowed_at", "owner", "lease", "tenant", "burst", "named",
+        "raw", "id", "pid", "created", "expires", "last_used", "settings", "dirty", "gen",
+        "handle", "borrowed_at", "owner", "site", "stack", "report", "tenant", "burst", "named",
     )  # fmt: skip
 
-    def __init__(self, raw: Any, pid: int | None, expires: float, settings: tuple[Any, ...], gen: int):
+    def __init__(self, raw: Any, pid: int | None, created: float, expires: float, settings: tuple[Any, ...],
+                 gen: int) -> None:  # fmt: skip
         self.raw = raw
         self.id = next(_ids)
         self.pid = pid
-        self.created = self.last_used = monotonic()
+        self.created = self.last_used = created
         self.expires = expires
         self.settings = settings
         self.dirty = 0  # DIRTY / BROKEN flags from .connection
@@ -42,10 +49,12 @@ class Slot:
         self.handle: PooledConnection | None = None
         self.borrowed_at = 0.0
         self.owner = 0  # ident of the borrowing thread
-        self.lease: Any = None  # the leak detector's record of this borrow, when it is on
+        self.site: Any = None  # where it was borrowed (leaks.Site), when leak detection is on
+        self.stack: Any = None  # the borrow's whole stack, when captured
+        self.report: dict[str, Any] | None = None  # the leak report made of this borrow, if any
         self.tenant: str | None = None  # the tenant it is lent to (quota accounting)
         self.burst = False  # made above max_size during a burst: short-lived, closed first
-        self.named: list[Any] | None = None  # server-side cursors of the current borrow (owner thread)
+        self.named: list[Any] | None = None  # server-side cursors of the current borrow
 
 
 class Waiter:

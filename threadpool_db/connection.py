@@ -29,6 +29,18 @@ if TYPE_CHECKING:
 _SETTINGS = ("autocommit", "isolation_level", "read_only", "deferrable")
 
 
+def dead_handle_error(conn: PooledConnection, pool_name: str | None, prefix: str = "") -> PoolError:
+    """The error for using (or returning) a handle that is no longer borrowed: why it died
+    when it did not simply go back (reclaimed, forked), else that it was returned."""
+    gone = conn._slot
+    if isinstance(gone, PoolError):
+        return type(gone)(prefix + str(gone))
+    if pool_name is None:
+        return PoolError(f"{prefix}connection was returned to a pool that no longer exists; it cannot be used again")
+    return PoolError(f"{prefix}connection was already returned to pool {pool_name!r}; "
+                     "it cannot be used or returned again")  # fmt: skip
+
+
 def _setting(name: str) -> property:
     """A session setting: reads pass through, writes mark the connection for restore."""
 
@@ -78,11 +90,7 @@ class PooledConnection:
 
     def _dead(self) -> PoolError:
         pool = self._owner()
-        if pool is None:
-            gone = self._slot
-            return type(gone)(str(gone)) if isinstance(gone, PoolError) else PoolError(
-                "connection was returned to a pool that no longer exists; it cannot be used again")
-        return pool._dead_handle_error(self)
+        return dead_handle_error(self, pool.name if pool is not None else None)
 
     @property
     def _borrow_site(self) -> str | None:
@@ -90,9 +98,9 @@ class PooledConnection:
             stack = PooledConnection._borrowed_at.__get__(self)  # type: ignore[attr-defined]
         except AttributeError:
             return None
-        from .leaks import site
+        from .leaks import where
 
-        return site(stack) if stack else None
+        return where(stack[0], stack[1]) if stack else None
 
     @property
     def raw(self) -> Any:
@@ -190,7 +198,7 @@ class PooledConnection:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._raw is not None:  # else: given back inside the block, or reclaimed
-            self._pool._release(self, ev, commit=et is None)  # type: ignore[union-attr]
+            self._pool.release(self, ev, commit=et is None)  # type: ignore[union-attr]
 
     def __repr__(self) -> str:
         slot = self._slot

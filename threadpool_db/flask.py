@@ -221,7 +221,7 @@ class FlaskPool:
                 with pool.connection(timeout=healthz_timeout) as conn:
                     conn.execute("SELECT 1")
             except Exception as e:
-                return jsonify({"status": "unavailable", "pool": pool.name, "error": pool._scrub(str(e))}), 503
+                return jsonify({"status": "unavailable", "pool": pool.name, "error": pool.redact(str(e))}), 503
             return jsonify({"status": "ok", "pool": pool.name}), 200
 
         return bp
@@ -298,11 +298,11 @@ def _teardown(exc: BaseException | None) -> None:
     # commits on a clean exit under the "commit" policy
     commit = not decided and exc is None and state.transaction == "commit" and not has_request_context()
     try:
-        conn._pool._release(conn, exc, commit=commit)  # putconn rolls back what is left open
+        state.pool.release(conn, exc, commit=commit)  # rolls back what is left open
     except PoolError:
         pass  # already given back, or reclaimed: nothing to return
     except Exception:
-        logger.exception("pool %r: error returning the request's connection", conn._pool.name)
+        logger.exception("pool %r: error returning the request's connection", state.name)
 
 
 def _busy(e: PoolError) -> tuple[Response, int, dict[str, str]]:

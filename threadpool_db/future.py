@@ -17,8 +17,8 @@ import itertools
 import queue
 import threading
 import weakref
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
-from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from .errors import PoolError, PoolTimeout
@@ -33,20 +33,23 @@ _seq = itertools.count()
 class FutureWaiter:
     """Looks like a pool waiter (tenant, priority, since, wake) but resolves a Future."""
 
-    __slots__ = ("future", "deadline", "timeout", "tenant", "priority", "since", "slot", "error", "thread", "notify")
+    __slots__ = ("future", "deadline", "timeout", "tenant", "priority", "since", "slot", "error", "thread", "notify",
+                 "sighting")  # fmt: skip
 
-    def __init__(self, future: Future[Any], deadline: float, timeout: float, tenant: str | None,
-                 priority: float, notify: queue.SimpleQueue[Any]) -> None:  # fmt: skip
+    def __init__(self, future: Future[Any], deadline: float, timeout: float, tenant: str | None, priority: float,
+                 notify: queue.SimpleQueue[Any], sighting: tuple[Any, Any] = (None, None),
+                 since: float = 0.0) -> None:  # fmt: skip
         self.future = future
         self.deadline = deadline
         self.timeout = timeout
         self.tenant = tenant
         self.priority = priority
-        self.since = monotonic()
+        self.since = since  # on the pool's clock
         self.slot: Slot | None = None
         self.error: PoolError | None = None
         self.thread = threading.current_thread()  # the requester: leak reports name it
         self.notify = notify
+        self.sighting = sighting  # where the requester borrowed, for the leak detector
 
     def wake(self, slot: Slot | None = None, error: PoolError | None = None) -> None:
         # called with the pool lock held: only record and pass on
@@ -57,7 +60,8 @@ class FutureWaiter:
 class Notifier:
     """The thread that resolves futures and times them out."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, clock: Callable[[], float]) -> None:
+        self._clock = clock  # the pool's: deadlines are on it
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._ref = weakref.ref(pool)
         self._deadlines: list[tuple[float, int, FutureWaiter]] = []
@@ -74,7 +78,7 @@ class Notifier:
         while True:
             timeout = None
             if self._deadlines:
-                timeout = max(0.0, self._deadlines[0][0] - monotonic())
+                timeout = max(0.0, self._deadlines[0][0] - self._clock())
             try:
                 item = self.queue.get(timeout=timeout)
             except queue.Empty:
@@ -97,7 +101,7 @@ class Notifier:
             _set(w.future, exc=w.error)
             return
         assert w.slot is not None
-        handle = pool._hand_out(w.slot, w.since, monotonic(), w.thread)
+        handle = pool.hand_out(w.slot, w.since, w.thread, w.sighting)
         if not _set(w.future, result=handle):  # cancelled after the grant: give it back
             try:
                 pool.putconn(handle)
@@ -105,10 +109,10 @@ class Notifier:
                 pass
 
     def _expire(self, pool: ConnectionPool) -> None:
-        now = monotonic()
+        now = self._clock()
         while self._deadlines and self._deadlines[0][0] <= now:
             _, _, w = heapq.heappop(self._deadlines)
-            msg = pool._expire_waiter(w)
+            msg = pool.expire_waiter(w)
             if msg is not None:
                 _set(w.future, exc=PoolTimeout(msg))
 

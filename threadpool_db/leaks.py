@@ -1,10 +1,18 @@
 """Leak detection: who borrowed a connection, from where, and what that thread is doing now.
 
-Cheap by construction. A borrow records a ``_Lease`` (thread, time, and, when stacks are
-captured, the borrow-site stack as ``(code, lineno)`` pairs: no frame is kept, so no locals are
-pinned). The watchdog is one daemon thread that scans the borrowed connections, sleeps until
-the nearest deadline, and formats stacks only when it reports. A new borrow never needs to wake
-it: its deadline lies a full threshold ahead, past the watchdog's next wake-up.
+Cheap by construction, so it can be on by default. A borrow records its *site*: the first
+frame outside threadpool_db, as ``(code, bytecode offset, frame id)``, one frame walk with no
+formatting and no frame kept (a frame would pin its locals). With ``capture_stacks`` it also
+keeps the whole stack the same way (``"sampled"``: a share of borrows; ``"full"``: all). The
+pool stores both on its own record of the connection, under its lock, with the handle, so the
+detector needs no object per borrow.
+
+The watchdog is one daemon thread. It reads a snapshot of the borrowed connections through a
+narrow seam (:class:`LeaseTable`), sleeps until the nearest deadline, and formats only when it
+reports. A report says first whether the borrowing code is still running (its frame is on the
+holder's stack: *busy* in a long operation) or not (*escaped*: stored, handed to another
+thread, or forgotten), or whether the borrower thread ended. Stacks show the user's frames;
+runs of standard-library, gunicorn, Flask and threadpool_db frames collapse to a count.
 """
 
 from __future__ import annotations
@@ -13,35 +21,72 @@ import logging
 import os
 import random
 import sys
+import sysconfig
 import threading
 import weakref
 from collections import deque
-from time import monotonic
+from collections.abc import Callable
 from types import CodeType, FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .errors import ConnectionReclaimed
-
-if TYPE_CHECKING:
-    from .base import Slot
-    from .pool import ConnectionPool
 
 logger = logging.getLogger("threadpool_db.leaks")
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _CAPTURES = ("off", "sampled", "full")
-STACK_LIMIT = 64
+STACK_LIMIT = 64  # frames of a holder's live stack in a report
+CAPTURE_LIMIT = 24  # frames kept of a borrow's stack: the user's end; the outer ones are server loops
 REPORTS_KEPT = 100
 Stack = tuple[tuple[CodeType, int], ...]
+Site = tuple[CodeType, int, int]  # code, bytecode offset, id of the frame (while it runs)
+_getframe = sys._getframe
+
+# Frames a person reading a report does not need to see one by one.
+_STDLIB = (sysconfig.get_paths().get("stdlib"), sysconfig.get_paths().get("platstdlib"))
+_FRAMEWORK_DIRS = tuple({os.path.normpath(p) + os.sep for p in _STDLIB if p})
+_FRAMEWORK_PARTS = tuple(f"{os.sep}{name}{os.sep}" for name in ("gunicorn", "flask", "werkzeug"))
 
 
-def capture_stack(limit: int = STACK_LIMIT) -> Stack:
+def _framework(filename: str) -> bool:
+    if filename.startswith(_PKG_DIR) or filename.startswith("<frozen "):
+        return True
+    if "site-packages" in filename or "dist-packages" in filename:
+        return any(part in filename for part in _FRAMEWORK_PARTS)
+    return filename.startswith(_FRAMEWORK_DIRS)
+
+
+# -- recording (the borrow path) --------------------------------------------------------------
+def borrow_site(depth: int = 2) -> Site | None:
+    """The first frame outside threadpool_db above our caller's caller: where the user
+    borrowed (through getconn, connection(), FlaskPool or RoutingPool alike)."""
+    f: FrameType | None = _getframe(depth)
+    while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
+        f = f.f_back
+    if f is None:
+        return None
+    return (f.f_code, f.f_lasti, id(f))
+
+
+def _walk(f: FrameType | None, limit: int = CAPTURE_LIMIT) -> Stack:
+    """``(code, offset)`` of ``f`` and its callers, innermost first."""
+    out: list[tuple[CodeType, int]] = []
+    append = out.append
+    while f is not None:
+        append((f.f_code, f.f_lasti))
+        f = f.f_back
+        if len(out) >= limit:
+            break
+    return tuple(out)
+
+
+def capture_stack(limit: int = CAPTURE_LIMIT, depth: int = 1) -> Stack:
     """The caller's stack, innermost first, without threadpool_db's own frames.
 
     Each frame becomes ``(code, bytecode offset)``: reading ``f_lasti`` is a field load, while
     ``f_lineno`` decodes the line table, so lines are worked out only when a report is made.
     """
-    f: FrameType | None = sys._getframe(1)
+    f: FrameType | None = _getframe(depth)
     while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
         f = f.f_back
     out: list[tuple[CodeType, int]] = []
@@ -54,6 +99,7 @@ def capture_stack(limit: int = STACK_LIMIT) -> Stack:
     return tuple(out)
 
 
+# -- formatting (only when somebody reads) ----------------------------------------------------
 def _line(code: CodeType, lasti: int) -> int:
     """The source line of bytecode offset ``lasti`` (what ``frame.f_lineno`` would say)."""
     if lasti >= 0:
@@ -63,6 +109,18 @@ def _line(code: CodeType, lasti: int) -> int:
     return code.co_firstlineno
 
 
+def where(code: CodeType, lasti: int) -> str:
+    return f"{code.co_filename}:{_line(code, lasti)}"
+
+
+def site(stack: Stack | None) -> str:
+    """``file:line`` of the innermost frame of a captured stack."""
+    if not stack:
+        return "<borrow site not captured>"
+    code, lasti = stack[0]
+    return where(code, lasti)
+
+
 def format_stack(stack: Stack | None) -> str:
     """Outermost call first, like a traceback: file, line and function only (no source text)."""
     if not stack:
@@ -70,55 +128,92 @@ def format_stack(stack: Stack | None) -> str:
     return "\n".join(f'  File "{c.co_filename}", line {_line(c, i)}, in {c.co_name}' for c, i in reversed(stack))
 
 
-def site(stack: Stack | None) -> str:
+def format_for_people(stack: Stack | None) -> str:
+    """As format_stack, but runs of framework frames (standard library, gunicorn, Flask,
+    threadpool_db) collapse to one line with their count: the user's own frames stand out."""
     if not stack:
-        return "<borrow site not captured>"
-    code, lasti = stack[0]
-    return f"{code.co_filename}:{_line(code, lasti)}"
+        return ""
+    lines: list[str] = []
+    hidden = 0
+    for c, i in reversed(stack):
+        if _framework(c.co_filename):
+            hidden += 1
+            continue
+        if hidden:
+            lines.append(f"  … {hidden} framework frame{'s' if hidden > 1 else ''}")
+            hidden = 0
+        lines.append(f'  File "{c.co_filename}", line {_line(c, i)}, in {c.co_name}')
+    if hidden:
+        lines.append(f"  … {hidden} framework frame{'s' if hidden > 1 else ''}")
+    return "\n".join(lines)
+
+
+def live_stack(ident: int) -> tuple[Stack, list[int]] | None:
+    """Thread ``ident``'s stack now, innermost first, and the ids of its frames."""
+    frame: FrameType | None = sys._current_frames().get(ident)
+    if frame is None:
+        return None
+    out: list[tuple[CodeType, int]] = []
+    ids: list[int] = []
+    while frame is not None and len(out) < STACK_LIMIT:
+        out.append((frame.f_code, frame.f_lasti))
+        ids.append(id(frame))
+        frame = frame.f_back
+    del frame
+    return tuple(out), ids
 
 
 def holder_stack(ident: int) -> str:
     """What thread ``ident`` is doing now: its live stack, file/line/function only."""
-    frame: FrameType | None = sys._current_frames().get(ident)
-    if frame is None:
-        return "<thread has ended>"
-    out: list[tuple[CodeType, int]] = []
-    while frame is not None and len(out) < STACK_LIMIT:
-        out.append((frame.f_code, frame.f_lasti))
-        frame = frame.f_back
-    del frame
-    return format_stack(tuple(out))
+    live = live_stack(ident)
+    return format_stack(live[0]) if live else "<thread has ended>"
 
 
-class _Lease:
-    """One borrow as the detector sees it."""
-
-    __slots__ = ("slot", "thread", "ident", "start", "stack", "reported", "reclaimed", "record")
-
-    def __init__(self, slot: Slot, thread: threading.Thread, start: float, stack: Stack | None):
-        self.slot = slot
-        self.thread = thread
-        self.ident = thread.ident or 0
-        self.start = start
-        self.stack = stack
-        self.reported = False
-        self.reclaimed = False
-        self.record: dict[str, Any] | None = None
+def still_running(borrowed: Site | None, live: tuple[Stack, list[int]] | None) -> bool | None:
+    """Is the frame that borrowed still on the holder's stack? None when it cannot be told."""
+    if borrowed is None or live is None:
+        return None
+    code, _, fid = borrowed
+    stack, ids = live
+    return any(i == fid and c is code for (c, _), i in zip(stack, ids, strict=True))
 
 
+# -- the seam ---------------------------------------------------------------------------------
+class Lease(Protocol):
+    """What the detector reads of one borrowed connection (a Slot: see base.py)."""
+
+    id: int
+    pid: int | None
+    handle: Any
+    owner: int
+    borrowed_at: float
+    site: Site | None
+    stack: Stack | None
+    report: dict[str, Any] | None
+
+
+class LeaseTable(Protocol):
+    """The four things the leak detector may ask of its pool."""
+
+    name: str
+
+    def leased(self) -> list[Lease]: ...
+
+    def mark_reported(self, slot: Lease, handle: Any, record: dict[str, Any]) -> bool: ...
+
+    def reclaim(self, slot: Lease, handle: Any, error: ConnectionReclaimed) -> bool: ...
+
+    def now(self) -> float: ...
+
+
+# -- the detector -----------------------------------------------------------------------------
 class LeakDetector:
-    """Per-pool leak bookkeeping plus its watchdog thread."""
+    """Per-pool leak reports and the watchdog thread. Its counters and report list are its
+    own, guarded by its own lock (``_lock``), whichever thread updates them."""
 
     @classmethod
-    def create(
-        cls,
-        pool: ConnectionPool,
-        threshold: float | None,
-        capture: str,
-        rate: float,
-        reclaim: bool,
-        factor: float,
-    ) -> LeakDetector | None:
+    def create(cls, threshold: float | None, capture: str, rate: float, reclaim: bool, factor: float,
+               ) -> LeakDetector | None:  # fmt: skip
         if capture not in _CAPTURES:
             raise ValueError(f"capture_stacks must be one of {', '.join(_CAPTURES)}, got {capture!r}")
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
@@ -131,86 +226,111 @@ class LeakDetector:
             return None
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
             raise ValueError(f"leak_threshold must be a number > 0 or None, got {threshold!r}")
-        return cls(pool, float(threshold), capture, float(rate), bool(reclaim), float(factor))
+        return cls(float(threshold), capture, float(rate), bool(reclaim), float(factor))
 
-    def __init__(self, pool: ConnectionPool, threshold: float, capture: str, rate: float,
-                 reclaim: bool, factor: float) -> None:  # fmt: skip
-        self._pool_ref = weakref.ref(pool)
+    def __init__(self, threshold: float, capture: str, rate: float, reclaim: bool, factor: float) -> None:
         self.threshold = threshold
         self.capture = capture
         self.rate = rate
         self.reclaim = reclaim
         self.reclaim_after = threshold * factor
-        self._held: dict[int, int] = {}  # thread ident -> connections it holds now
-        self._nested_warned: set[str] = set()
+        # The hot path: what a borrow records (see sight()).
+        if capture == "full":
+            self.sight: Callable[[], tuple[Site | None, Stack | None]] = self._sight_full
+        elif capture == "sampled" and rate > 0:
+            self.sight = self._sight_sampled
+        else:
+            self.sight = self._sight_site
         self._init_state()
 
     def _init_state(self) -> None:
+        self._lock = threading.Lock()  # guards everything below
         # The watchdog waits on _cond; stop() notifies it. Nothing else needs to.
         self._cond = threading.Condition(threading.Lock())
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._reports: deque[_Lease] = deque(maxlen=REPORTS_KEPT)
+        self._reports: deque[dict[str, Any]] = deque(maxlen=REPORTS_KEPT)
+        self._nested_warned: set[tuple[str, str]] = set()
         self.detected = self.reclaimed = self.returned_late = self.thread_died = self.nested = 0
-        self._held.clear()
 
-    # -- hot path -----------------------------------------------------------------------------
-    def on_borrow(self, slot: Slot, thread: threading.Thread | None = None) -> None:
-        capture = self.capture
-        if capture == "full" or (capture == "sampled" and random.random() < self.rate):
-            stack: Stack | None = capture_stack()
-        else:
-            stack = None
-        if thread is None:
-            thread = threading.current_thread()
-        lease = _Lease(slot, thread, slot.borrowed_at, stack)
-        slot.lease = lease
-        ident = lease.ident
-        n = self._held.get(ident, 0) + 1
-        self._held[ident] = n
-        if n > 1:
-            self._warn_nested(lease, n)
+    # -- the borrow path (called by the pool before it takes its lock) -------------------------
+    # Each walks to the first frame outside threadpool_db above getconn (depth 2 from here),
+    # inlined rather than calling borrow_site(): this runs on every borrow.
+    @staticmethod
+    def _sight_site() -> tuple[Site | None, Stack | None]:
+        f = _getframe(2)
+        code = f.f_code
+        while code.co_filename.startswith(_PKG_DIR):
+            f = f.f_back  # type: ignore[assignment]
+            if f is None:
+                return None, None
+            code = f.f_code
+        return (code, f.f_lasti, id(f)), None
 
-    def _unhold(self, ident: int) -> None:
-        n = self._held.get(ident, 1) - 1
-        if n > 0:
-            self._held[ident] = n
-        else:
-            self._held.pop(ident, None)
+    def _sight_sampled(self) -> tuple[Site | None, Stack | None]:
+        f = _getframe(2)
+        code = f.f_code
+        while code.co_filename.startswith(_PKG_DIR):
+            f = f.f_back  # type: ignore[assignment]
+            if f is None:
+                return None, None
+            code = f.f_code
+        if random.random() < self.rate:
+            return (code, f.f_lasti, id(f)), _walk(f)
+        return (code, f.f_lasti, id(f)), None
 
-    def on_return(self, lease: _Lease, now: float) -> None:
-        self._unhold(lease.ident)
-        if lease.reported and not lease.reclaimed:
+    @staticmethod
+    def _sight_full() -> tuple[Site | None, Stack | None]:
+        f = _getframe(2)
+        code = f.f_code
+        while code.co_filename.startswith(_PKG_DIR):
+            f = f.f_back  # type: ignore[assignment]
+            if f is None:
+                return None, None
+            code = f.f_code
+        return (code, f.f_lasti, id(f)), _walk(f)
+
+    def on_return(self, record: dict[str, Any], held: float) -> None:
+        """A reported connection came back: say so wherever the report shows."""
+        with self._lock:
+            if record.get("reclaimed") or record.get("returned"):
+                return
+            record["returned"] = True
+            record["returned_after"] = round(held, 3)
             self.returned_late += 1
-            pool = self._pool_ref()
-            logger.info(
-                "%s: previously reported leak returned after %.1f s: connection %d of pool %r, thread %r",
-                site(lease.stack), now - lease.start, lease.slot.id,
-                pool.name if pool else "?", lease.thread.name,
-            )  # fmt: skip
+        logger.info("%s: previously reported leak returned after %.1f s: connection %d of pool %r, thread %r",
+                    record["borrow_site"], held, record["connection_id"], record["pool"],
+                    record["thread_name"])  # fmt: skip
 
-    def _warn_nested(self, lease: _Lease, n: int) -> None:
-        self.nested += 1
-        key = f"{lease.thread.name}@{site(lease.stack)}"
-        if key in self._nested_warned or len(self._nested_warned) > 1000:
+    def saw_nested(self, pool_name: str, earlier: Lease, site_now: Site | None, thread: threading.Thread) -> None:
+        """The pool saw this thread take the last idle connection (or wait) while holding
+        ``earlier``: a real nested borrow, if the frame that borrowed ``earlier`` is still
+        running on this thread; otherwise that one escaped (the watchdog reports it)."""
+        live = live_stack(thread.ident or 0)
+        if not still_running(earlier.site, live):
             return
-        self._nested_warned.add(key)
-        pool = self._pool_ref()
+        first = where(earlier.site[0], earlier.site[1]) if earlier.site else "<unknown>"
+        second = where(site_now[0], site_now[1]) if site_now else "<unknown>"
+        with self._lock:
+            self.nested += 1
+            key = (first, second)
+            if key in self._nested_warned or len(self._nested_warned) > 1000:
+                return
+            self._nested_warned.add(key)
         logger.warning(
-            "%s: thread %r borrows connection %d of pool %r while already holding %d: "
-            "a thread that waits for a second connection can deadlock the pool",
-            site(lease.stack), lease.thread.name, n, pool.name if pool else "?", n - 1,
+            "%s: thread %r borrows a connection of pool %r while already holding connection %d (borrowed at "
+            "%s, still running): a thread that waits for a second connection can deadlock the pool",
+            second, thread.name, pool_name, earlier.id, first,
         )  # fmt: skip
 
     # -- the watchdog -------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, table: LeaseTable) -> None:
         with self._cond:
             if self._thread is not None:
                 return
             self._stopping = False
-            pool = self._pool_ref()
-            name = f"{pool.name if pool else '?'}-leak-watchdog"
-            self._thread = threading.Thread(target=_watchdog, args=(self._pool_ref, self), name=name, daemon=True)
+            self._thread = threading.Thread(target=_watchdog, args=(weakref.ref(table), self),
+                                            name=f"{table.name}-leak-watchdog", daemon=True)  # fmt: skip
         self._thread.start()
 
     def stop(self, join: bool = True) -> None:
@@ -228,127 +348,88 @@ class LeakDetector:
     def thread(self) -> threading.Thread | None:
         return self._thread
 
-    def scan(self, pool: ConnectionPool) -> float:
+    def scan(self, table: LeaseTable) -> float:
         """Report and reclaim what is due; return the seconds until the next deadline."""
-        now = monotonic()
-        due: list[_Lease] = []
-        reclaim: list[_Lease] = []
+        now = table.now()
         nearest = now + self.threshold
-        with pool._lock:
-            for slot in pool._all.values():
-                lease = slot.lease
-                if lease is None or lease.reclaimed:
+        threads = {t.ident: t for t in threading.enumerate()}
+        for slot in table.leased():
+            handle, start, record = slot.handle, slot.borrowed_at, slot.report
+            if handle is None:
+                continue
+            held = now - start
+            if record is None:
+                if held < self.threshold:
+                    nearest = min(nearest, start + self.threshold)
                     continue
-                held = now - lease.start
-                if not lease.reported:
-                    if held >= self.threshold:
-                        due.append(lease)
-                    else:
-                        nearest = min(nearest, lease.start + self.threshold)
-                        continue
-                if not lease.thread.is_alive() or (self.reclaim and held >= self.reclaim_after):
-                    reclaim.append(lease)
-                elif self.reclaim:
-                    nearest = min(nearest, lease.start + self.reclaim_after)
-        for lease in due:
-            self._report(pool, lease, now)
-        for lease in reclaim:
-            self._reclaim(pool, lease, now)
-        return max(nearest - monotonic(), 0.01)
+                record = self._report(table, slot, handle, threads.get(slot.owner), held)
+                if record is None:
+                    continue
+            elif record.get("reclaimed"):
+                continue
+            alive = record["thread_alive"] and slot.owner in threads
+            if not alive or (self.reclaim and held >= self.reclaim_after):
+                self._reclaim(table, slot, handle, record, held, alive)
+            elif self.reclaim:
+                nearest = min(nearest, start + self.reclaim_after)
+        return max(nearest - table.now(), 0.01)
 
-    def _report(self, pool: ConnectionPool, lease: _Lease, now: float) -> None:
-        held = now - lease.start
-        rec = _record(pool, lease.slot, lease.thread, lease.ident, held, lease)
-        alive = rec["thread_alive"]
-        lease.record = rec
-        lease.reported = True
-        with pool._lock:
+    def _report(self, table: LeaseTable, slot: Lease, handle: Any, thread: threading.Thread | None,
+                held: float) -> dict[str, Any] | None:  # fmt: skip
+        rec = describe(table.name, slot, thread, held, reported=True)
+        if not table.mark_reported(slot, handle, rec):
+            return None  # returned meanwhile
+        with self._lock:
             self.detected += 1
-            if not alive:
+            if not rec["thread_alive"]:
                 self.thread_died += 1
-            self._reports.append(lease)
-        state = "has ENDED without returning it" if not alive else "is alive"
+            self._reports.append(rec)
         logger.warning(
-            "%s: suspected leak: connection %d (backend pid %s) of pool %r held for %.1f s by "
-            "thread %r (ident %d), which %s\nBorrowed at:\n%s\nHolder thread now:\n%s",
-            rec["borrow_site"], lease.slot.id, lease.slot.pid, pool.name, held,
-            lease.thread.name, lease.ident, state, rec["borrow_stack"], rec["holder_stack"],
+            "%s: suspected leak in pool %r by thread %r: %s\nconnection %d (backend pid %s) held for %.1f s "
+            "(thread ident %d)\nBorrowed at:\n%s\nHolder thread now:\n%s",
+            rec["borrow_site"], table.name, rec["thread_name"], rec["summary"], slot.id, slot.pid, held,
+            slot.owner, rec["borrow_stack"] or "  " + rec["borrow_site"], rec["holder_stack"],
         )  # fmt: skip
+        return rec
 
-    def _reclaim(self, pool: ConnectionPool, lease: _Lease, now: float) -> None:
-        slot = lease.slot
-        held = now - lease.start
-        with pool._lock:
-            # Critical section: take the connection from its handle only if it is still out
-            # under this very lease; a return that won the race leaves it alone.
-            h = slot.handle
-            if h is None or slot.lease is not lease or slot.id not in pool._all:
-                return
-            h._retire(ConnectionReclaimed(
-                f"connection was reclaimed as leaked after {held:.1f} s, borrowed at {site(lease.stack)} "
-                f"by thread {lease.thread.name!r} (pool {pool.name!r})"
-            ))  # fmt: skip
-            slot.handle = None
-            slot.lease = None
-            lease.reclaimed = True
-            if lease.record is not None:
-                lease.record["reclaimed"] = True
+    def _reclaim(self, table: LeaseTable, slot: Lease, handle: Any, record: dict[str, Any], held: float,
+                 alive: bool) -> None:  # fmt: skip
+        error = ConnectionReclaimed(
+            f"connection was reclaimed as leaked after {held:.1f} s, borrowed at {record['borrow_site']} "
+            f"by thread {record['thread_name']!r} (pool {table.name!r})"
+        )
+        if not table.reclaim(slot, handle, error):
+            return  # a return won the race
+        with self._lock:
+            record["reclaimed"] = True
             self.reclaimed += 1
-            pool._discarded_broken += 1
-            pool._discard_locked(slot)
-        self._unhold(lease.ident)
-        dead = not lease.thread.is_alive()
         logger.warning("%s: reclaimed leaked connection %d (backend pid %s) of pool %r after %.1f s%s",
-                       site(lease.stack), slot.id, slot.pid, pool.name, held,
-                       " (its thread has ended)" if dead else "")  # fmt: skip
-        # No lock held: cancel and cut the socket (the owner may be mid-query).
-        pool._driver.abort(slot.raw)
-        if dead:
-            pool._close_raw(slot)
+                       record["borrow_site"], slot.id, slot.pid, table.name, held,
+                       " (its thread has ended)" if not alive else "")  # fmt: skip
 
     # -- diagnostics --------------------------------------------------------------------------
     def leaks(self) -> list[dict[str, Any]]:
-        pool = self._pool_ref()
-        if pool is None:
-            return []
-        with pool._lock:
-            current = [
-                dict(lease.record) for lease in self._reports
-                if lease.record is not None and (lease.reclaimed or lease.slot.lease is lease)
-            ]  # fmt: skip
-        return current
+        """Current suspects: reported and neither returned nor reclaimed... and reclaimed ones."""
+        with self._lock:
+            return [dict(r) for r in self._reports if not r.get("returned")]
 
     def reports(self) -> list[dict[str, Any]]:
         """The last reports made (current or not), oldest first."""
-        pool = self._pool_ref()
-        if pool is None:
-            return []
-        with pool._lock:
-            return [dict(lease.record) for lease in self._reports if lease.record is not None]
+        with self._lock:
+            return [dict(r) for r in self._reports]
 
-    def stats_locked(self) -> dict[str, int]:
-        return {
-            "leaks_detected": self.detected,
-            "leaks_reclaimed": self.reclaimed,
-            "leaks_returned_late": self.returned_late,
-            "borrower_thread_died": self.thread_died,
-            "nested_borrows": self.nested,
-        }
-
-    def holders_summary_locked(self, top: int = 3) -> str:
-        now = monotonic()
-        leases = sorted((s.lease for s in self._pool_all() if s.lease is not None), key=lambda x: x.start)
-        if not leases:
-            return ""
-        parts = [f"thread {x.thread.name!r} for {now - x.start:.1f} s at {site(x.stack)}" for x in leases[:top]]
-        return "; top holders: " + ", ".join(parts)
-
-    def _pool_all(self) -> list[Slot]:
-        pool = self._pool_ref()
-        return list(pool._all.values()) if pool is not None else []
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "leaks_detected": self.detected,
+                "leaks_reclaimed": self.reclaimed,
+                "leaks_returned_late": self.returned_late,
+                "borrower_thread_died": self.thread_died,
+                "nested_borrows": self.nested,
+            }
 
 
-def _watchdog(ref: weakref.ReferenceType[ConnectionPool], det: LeakDetector) -> None:
+def _watchdog(ref: weakref.ReferenceType[LeaseTable], det: LeakDetector) -> None:
     delay = 0.0
     while True:
         with det._cond:
@@ -356,58 +437,71 @@ def _watchdog(ref: weakref.ReferenceType[ConnectionPool], det: LeakDetector) -> 
                 det._cond.wait(delay)
             if det._stopping:
                 return
-        pool = ref()
-        if pool is None or pool.closed:
+        table = ref()
+        if table is None or getattr(table, "closed", False):
             return
         try:
-            delay = det.scan(pool)
+            delay = det.scan(table)
         except Exception:
-            logger.exception("pool %r: unexpected error in the leak watchdog", pool.name)
+            logger.exception("pool %r: unexpected error in the leak watchdog", table.name)
             delay = 1.0
-        del pool
+        del table
 
 
-def describe_borrowed(pool: ConnectionPool) -> list[dict[str, Any]]:
-    """A record for every connection out now, leak or not."""
-    now = monotonic()
-    with pool._lock:
-        out = [(s, s.lease, s.owner, s.borrowed_at) for s in pool._all.values() if s.handle is not None]
-    return [
-        _record(pool, slot, lease.thread if lease is not None else _thread_by_ident(owner), owner, now - start, lease)
-        for slot, lease, owner, start in out
-    ]
-
-
-def _record(pool: ConnectionPool, slot: Slot, thread: threading.Thread | None, ident: int, held: float,
-            lease: _Lease | None) -> dict[str, Any]:  # fmt: skip
+def describe(
+    pool_name: str, slot: Lease, thread: threading.Thread | None, held: float, reported: bool = False
+) -> dict[str, Any]:
     """What a leak report and pool.borrowed() say about one borrowed connection."""
     alive = thread is not None and thread.is_alive()
-    if lease is None:
-        where, stack = "<leak detection off>", ""
+    live = live_stack(slot.owner) if alive else None
+    borrowed = slot.site
+    at = where(borrowed[0], borrowed[1]) if borrowed else site(slot.stack)
+    func = borrowed[0].co_name if borrowed else "?"
+    running = still_running(borrowed, live)
+    if not alive:
+        state = "thread ended"
+        summary = f"thread ended: borrowed at {at} in {func}() by a thread that has ENDED without returning it"
+    elif running is False:
+        state = "escaped"
+        now_at = _innermost_user_frame(live)
+        summary = (f"escaped: borrowed at {at} in {func}(), which has returned; the thread is now "
+                   f"{'at ' + now_at if now_at else 'serving something else'}")  # fmt: skip
     else:
-        where = site(lease.stack)
-        stack = format_stack(lease.stack) or "<not captured: capture_stacks is off or not sampled>"
+        state = "busy"
+        now_at = _innermost_user_frame(live)
+        summary = (f"busy: borrowed at {at} in {func}(), which is still running"
+                   f"{' (now at ' + now_at + ')' if now_at else ''}")  # fmt: skip
     return {
-        "pool": pool.name,
+        "pool": pool_name,
         "connection_id": slot.id,
         "backend_pid": slot.pid,
         "thread_name": thread.name if thread is not None else "?",
-        "thread_ident": ident,
+        "thread_ident": slot.owner,
         "thread_alive": alive,
         "held_for": round(held, 3),
-        "borrow_site": where,
-        "borrow_stack": stack,
-        "holder_stack": holder_stack(ident) if alive else "<thread has ended>",
+        "borrow_site": at,
+        "borrow_function": func,
+        "state": state,
+        "escaped": state == "escaped",
+        "summary": summary,
+        "borrow_stack": format_for_people(slot.stack),
+        "borrow_stack_full": format_stack(slot.stack),
+        "holder_stack": format_for_people(live[0]) if live else "<thread has ended>",
+        "holder_stack_full": format_stack(live[0]) if live else "<thread has ended>",
         "reclaimed": False,
-        "suspected_leak": bool(lease is not None and lease.reported),
+        "returned": False,
+        "returned_after": None,
+        "suspected_leak": reported,
     }
 
 
-def _thread_by_ident(ident: int) -> threading.Thread | None:
-    for t in threading.enumerate():
-        if t.ident == ident:
-            return t
+def _innermost_user_frame(live: tuple[Stack, list[int]] | None) -> str | None:
+    if not live:
+        return None
+    for code, lasti in live[0]:
+        if not _framework(code.co_filename):
+            return f"{where(code, lasti)} in {code.co_name}()"
     return None
 
 
-__all__ = ["ConnectionReclaimed", "LeakDetector", "capture_stack", "describe_borrowed", "format_stack"]
+__all__ = ["ConnectionReclaimed", "LeakDetector", "LeaseTable", "capture_stack", "describe", "format_stack"]

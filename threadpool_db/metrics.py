@@ -19,6 +19,7 @@ PoolMetrics(pool)            # registers on prometheus_client's default registry
 | threadpool_db_connections_created_total / _closed_total / _create_errors_total | counter | lifecycle |
 | threadpool_db_leaks_total | counter | suspected leaks reported |
 | threadpool_db_leaks_reclaimed_total | counter | leaked connections reclaimed |
+| threadpool_db_leaks_returned_total | counter | reported leaks whose connection came back |
 | threadpool_db_config_error | gauge | 1 while the database refuses the pool's configuration |
 | threadpool_db_threads / _sockets | gauge | the pool's live threads; its open sockets (one per connection) |
 | threadpool_db_tenant_connections_active | gauge | connections a tenant holds now (``tenant`` label) |
@@ -30,8 +31,8 @@ PoolMetrics(pool)            # registers on prometheus_client's default registry
 Every series has a ``pool`` label. ``tenant`` values are the tenants of the pool's quota table
 plus one ``other`` for the rest, so a label's values stay bounded.
 
-Histograms are fed by the pool's own sample windows (the window's ``append`` is wrapped, so
-a pool without metrics pays nothing). Gauges and counters are refreshed from ``pool.stats()``
+Histograms are fed through the pool's observer seam (``pool.add_observer``): a pool without
+metrics pays nothing for them. Gauges and counters are refreshed from ``pool.stats()``
 by one daemon thread per PoolMetrics (every ``interval`` s, and on each scrape of a
 single-process registry).
 
@@ -72,6 +73,7 @@ _COUNTERS = {
     "connections_create_errors": ("create_errors", "Failed connection attempts"),
     "leaks": ("leaks_detected", "Suspected connection leaks reported"),
     "leaks_reclaimed": ("leaks_reclaimed", "Leaked connections reclaimed"),
+    "leaks_returned": ("leaks_returned_late", "Reported leaks whose connection came back after all"),
 }
 _shared: dict[int, dict[str, Any]] = {}  # one set of metric objects per registry
 _lock = threading.Lock()
@@ -109,6 +111,17 @@ def _metrics_for(registry: CollectorRegistry) -> dict[str, Any]:
         return m
 
 
+class _Observer:
+    """What the pool tells PoolMetrics on each borrow, return and connect (pool.add_observer)."""
+
+    def __init__(self, m: dict[str, Any], name: str) -> None:
+        self.acquired = m["connections_acquire_seconds"].labels(pool=name).observe
+        self.released = m["connections_usage_seconds"].labels(pool=name).observe
+        self.connected = m["connections_creation_seconds"].labels(pool=name).observe
+        tenant = m["tenant_acquire"]
+        self.tenant_acquired = lambda label, secs: tenant.labels(pool=name, tenant=label).observe(secs)
+
+
 class PoolMetrics:
     """Export one pool's metrics. ``close()`` (or the pool being collected) stops the updater."""
 
@@ -121,25 +134,10 @@ class PoolMetrics:
         self._update_lock = threading.Lock()
         for name in _COUNTERS:  # a labelled child per counter, so each shows from 0 on
             self._m[name].labels(pool=self.name)
-        self._hook(pool._wait_window, "connections_acquire_seconds")
-        self._hook(pool._hold_window, "connections_usage_seconds")
-        self._hook(pool._create_window, "connections_creation_seconds")
-        tenant_acquire = self._m["tenant_acquire"]
-        name = self.name
-        pool.observe_tenant_acquire(lambda tenant, secs: tenant_acquire.labels(pool=name, tenant=tenant).observe(secs))
+        pool.add_observer(_Observer(self._m, self.name))
         self.update()
         self._thread = threading.Thread(target=self._run, args=(interval,), name=f"{pool.name}-metrics", daemon=True)
         self._thread.start()
-
-    def _hook(self, window: Any, metric: str) -> None:
-        observe = self._m[metric].labels(pool=self.name).observe
-        append = window._d.append
-
-        def both(x: float) -> None:
-            append(x)
-            observe(x)
-
-        window.append = both
 
     def update(self) -> None:
         pool = self._ref()

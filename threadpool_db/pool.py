@@ -16,16 +16,17 @@ import itertools
 import logging
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from threading import get_ident
-from time import monotonic
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 from . import forking, sched, workers
+from .advisor import recommend
 from .base import (
     AUTO_CHECK_IDLE,
     BAD_RETURN_LOG_INTERVAL,
@@ -36,12 +37,13 @@ from .base import (
     describe_target,
     positive,
 )
-from .connection import BROKEN, PooledConnection
+from .connection import BROKEN, PooledConnection, dead_handle_error
+from .connector import CheckTimedOut, Connector
 from .drivers import ACTIVE, IDLE, INERROR, INTRANS, Driver, is_fatal_sqlstate, make_driver
 from .errors import PoolClosed, PoolConfigError, PoolError, PoolTimeout, TenantQuotaExceeded, TooManyWaiters
 from .future import FutureWaiter, Notifier
-from .introspection import Introspection
-from .maintenance import Maintenance
+from .housekeeper import Housekeeper, View
+from .leaks import LeakDetector, describe, where
 from .pgbouncer import guard_configure, take_flag
 from .redact import find_secrets
 from .sched import TenantBook
@@ -49,6 +51,23 @@ from .stats import Window
 
 logger = logging.getLogger("threadpool_db")
 _pool_ids = itertools.count(1)
+FORK_LOCK_TIMEOUT = 1.0  # seconds os.fork() waits for a pool's lock (see _before_fork)
+
+
+def _fan_out(first: Callable[[float], Any], rest: list[Callable[[float], Any]]) -> Callable[[float], Any]:
+    if not rest:
+        return first
+
+    def record(x: float) -> None:
+        first(x)
+        for f in rest:
+            f(x)
+
+    return record
+
+
+def _no_sight() -> tuple[None, None]:
+    return None, None
 
 
 def _with_kwargs(kwargs: Any, **extra: Any) -> Any:
@@ -59,7 +78,7 @@ def _with_kwargs(kwargs: Any, **extra: Any) -> Any:
     return {**(kwargs or {}), **extra}
 
 
-class ConnectionPool(Maintenance, Introspection):
+class ConnectionPool:
     """A pool of ``min_size``..``max_size`` connections shared by threads.
 
     See the README for every parameter. ``conninfo`` is a libpq string or URI, or a zero-argument
@@ -98,8 +117,8 @@ class ConnectionPool(Maintenance, Introspection):
         name: str | None = None,
         open: bool | None = True,
         close_returns: bool = False,
-        leak_threshold: float | None = None,
-        capture_stacks: str = "off",
+        leak_threshold: float | None = 60.0,
+        capture_stacks: str = "sampled",
         stack_sample_rate: float = 0.05,
         reclaim_leaked: bool = False,
         reclaim_factor: float = 2.0,
@@ -111,7 +130,11 @@ class ConnectionPool(Maintenance, Introspection):
         burst_wait_threshold: float = 0.1,
         burst_lifetime: float = 60.0,
         pgbouncer: bool | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        # One clock for every part of the pool (monotonic seconds; tests inject their own and
+        # move it: lifetimes, idle limits, leak ages and waits all read this one).
+        self._clock: Callable[[], float] = clock or time.monotonic
         # -- validate everything before any thread or connection exists ----------------------
         # conninfo "" means libpq's defaults and PG* environment variables, as in psycopg.
         if conninfo is None:
@@ -178,7 +201,7 @@ class ConnectionPool(Maintenance, Introspection):
         self.num_workers = num_workers
         self._configure = configure
         self._reset = reset
-        self._tenant_observer: Callable[[str, float], None] | None = None
+        self._ref = weakref.ref(self)  # what a retired handle keeps of its pool
         self._check: Callable[[Any], Any] | None = check if callable(check) else None
         # Borrow-time validation: after this many seconds idle (-1: always; None: never).
         self._check_after: float | None = {"auto": AUTO_CHECK_IDLE, "always": -1.0, "never": None}.get(
@@ -198,23 +221,32 @@ class ConnectionPool(Maintenance, Introspection):
         self.close_returns = close_returns  # accepted for psycopg_pool code: close() always returns
         self._reconnect_failed = reconnect_failed
         static_kwargs = kwargs if isinstance(kwargs, dict) else None
-        self._secrets = find_secrets(conninfo if isinstance(conninfo, str) else None, static_kwargs)
         self._target = describe_target(conninfo, static_kwargs)
-        self._driver: Driver = make_driver(conninfo, connect, kwargs, connect_timeout, connection_class,
-                                           learn=self._learn_secrets if callable(conninfo) or callable(kwargs)
-                                           else None)  # fmt: skip
+        secrets = find_secrets(conninfo if isinstance(conninfo, str) else None, static_kwargs)
+        # A callable conninfo/kwargs may rotate secrets: the connector learns each one before
+        # anything can log it (a holder, not a closure over the pool: no reference cycle).
+        learner: list[Callable[[str, dict[str, Any]], None]] = []
+        learn = (lambda c, k: learner[0](c, k)) if callable(conninfo) or callable(kwargs) else None
+        driver = make_driver(conninfo, connect, kwargs, connect_timeout, connection_class, learn=learn)
+        # The connector: driver, configure, checks, secrets, and the reconnect backoff.
+        self._connector = Connector(self.name, driver, self._target, secrets, configure=self._configure,
+                                    check=self._check, check_timeout=self.check_timeout, clock=self._clock)  # fmt: skip
+        learner.append(self._connector.learn)
+        self._driver: Driver = driver
+        # The housekeeper: lifetime, idle and burst decisions (its own state, see housekeeper.py).
+        self._housekeeper = Housekeeper(self.max_idle, self.max_size, self.burst_size, self.burst_wait_threshold)
 
-        from .leaks import LeakDetector  # the detector is optional; keep its import local
-
-        self._leaks = LeakDetector.create(
-            self, leak_threshold, capture_stacks, stack_sample_rate, reclaim_leaked, reclaim_factor
-        )
+        self._leaks = LeakDetector.create(leak_threshold, capture_stacks, stack_sample_rate, reclaim_leaked,
+                                          reclaim_factor)  # fmt: skip
+        self.leak_threshold = self._leaks.threshold if self._leaks is not None else None
+        # What a borrow records for the leak detector (a no-op when detection is off).
+        self._sight = self._leaks.sight if self._leaks is not None else _no_sight
         self._init_state()
         self._opened = False
         self._opened_at = 0.0
         self._closed = False
         self._server_facts: dict[str, int] = {}
-        forking.register(self)
+        forking.register(self, self._before_fork, self._after_fork_child, self._after_fork_parent)
         if open is None or open:  # psycopg_pool's None means "open now" too
             self.open()
 
@@ -233,8 +265,6 @@ class ConnectionPool(Maintenance, Introspection):
         # (for good) to the scheduler in sched.py.
         self._plain = not self._tenants.active
         self._cap = self.max_size  # growth ceiling: max_size, or burst_size while bursting
-        self._bursting = False
-        self._slow_waits: deque[tuple[float, float]] = deque(maxlen=4096)  # (when, wait) of waits
         self._rate: deque[tuple[float, int]] = deque(maxlen=600)  # (when, borrows), housekeeper
         self._futures: Any = None  # the future-borrow notifier, made on first use
         self._pid = os.getpid()
@@ -242,17 +272,7 @@ class ConnectionPool(Maintenance, Introspection):
         self._created = self._closed_count = self._create_errors = self._discarded_broken = 0
         self._expired = self._idle_closed = self._check_failed = self._reset_failed = 0
         self._last_error: str | None = None
-        # Set while the last connect failed for a reason retrying cannot fix (wrong password,
-        # no such database, bad conninfo, unknown host): with no connection, borrows fail
-        # at once with PoolConfigError. Cleared by the next successful connect.
-        self._config_error: str | None = None
-        self._config_errors = 0  # borrows failed fast because of it
-        self._logged_causes: set[str] = set()  # connect errors logged at ERROR/WARNING already
-        # Pool-wide reconnect backoff, shared by every creator thread (so more threads do not
-        # mean more connects per second against a failing server) and by failing checks.
-        self._fail_streak = 0
-        self._retry_at = 0.0
-        self._check_streak = 0  # fresh connections failing their check in a row
+        self._config_errors = 0  # borrows failed fast by the connector's config_error
         self._forked_parent = getattr(self, "_forked_parent", False)  # see _after_fork_parent
         # psycopg_pool-style totals (get_stats/pop_stats); pop_stats moves _stats_base.
         self._wait_sum = self._usage_sum = self._connect_sum = 0.0
@@ -264,14 +284,10 @@ class ConnectionPool(Maintenance, Introspection):
         self._wait_window = Window()
         self._hold_window = Window()
         self._create_window = Window(256)  # seconds each successful connect took
+        self._wire_observers()
         self._tasks = workers.TaskQueue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-
-    def _learn_secrets(self, conninfo: str, kwargs: dict[str, Any]) -> None:
-        # A callable conninfo or kwargs may rotate passwords: learn each one before anything
-        # can log it (set union builds a new set: readers never see one half-updated).
-        self._secrets = self._secrets | find_secrets(conninfo, kwargs)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
@@ -289,7 +305,7 @@ class ConnectionPool(Maintenance, Introspection):
                 raise PoolClosed(f"pool {self.name!r} is closed and cannot be reopened")
             start = not self._opened
             self._opened = True
-            self._opened_at = self._opened_at or monotonic()
+            self._opened_at = self._opened_at or self._clock()
             if start:
                 self._fill_locked()
         if start:
@@ -303,14 +319,14 @@ class ConnectionPool(Maintenance, Introspection):
         """Block until the pool holds ``min_size`` connections; close it and raise on timeout
         (``PoolTimeout``), at once on a configuration error (``PoolConfigError``). A pool that
         is closed, or not opened, raises ``PoolClosed``."""
-        deadline = monotonic() + timeout
+        deadline = self._clock() + timeout
         with self._lock:
             if not self._opened and not self._closed:
                 raise PoolClosed(f"pool {self.name!r} is not open yet: call open()")
             # Critical section: _add_slot notifies _filled each time a connection arrives,
             # _create_one when a connect fails for good, close() when the pool goes away.
             while self._nconns < self.min_size and not self._closed and not self._config_failed_locked():
-                remaining = deadline - monotonic()
+                remaining = deadline - self._clock()
                 if remaining <= 0:
                     break
                 self._filled.wait(remaining)
@@ -328,9 +344,10 @@ class ConnectionPool(Maintenance, Introspection):
             raise PoolTimeout(msg)
 
     def _start_threads(self) -> None:
-        self._threads = workers.start(self, self._tasks, self._stop, self.num_workers)
+        self._threads = workers.start(self.name, self._create_one, self._housekeep, self._tasks, self._stop,
+                                      self.num_workers)  # fmt: skip
         if self._leaks is not None:
-            self._leaks.start()
+            self._leaks.start(self)
 
     def close(self, timeout: float = 5.0) -> None:
         """Close the pool: idle connections now, borrowed ones when they come back.
@@ -361,10 +378,10 @@ class ConnectionPool(Maintenance, Introspection):
         if self._futures is not None:
             self._futures.stop()  # after the PoolClosed resolutions queued above
         me = threading.current_thread()
-        deadline = monotonic() + timeout
+        deadline = self._clock() + timeout
         for t in self._threads:
             if t is not me:
-                t.join(max(0.0, deadline - monotonic()))
+                t.join(max(0.0, deadline - self._clock()))
         logger.info("pool %r: closed (%d idle closed, %d still borrowed)", self.name, len(idle), out)
 
     @property
@@ -393,7 +410,7 @@ class ConnectionPool(Maintenance, Introspection):
             if self._pid == os.getpid() and not self._closed:
                 self._closed = True
                 for slot in list(self._pool):
-                    self._close_quietly(slot.raw)
+                    self._connector.close_quietly(slot.raw)
                 self._pool.clear()
             if self._futures is not None:
                 self._futures.stop()
@@ -406,11 +423,27 @@ class ConnectionPool(Maintenance, Introspection):
         """True while ``conn`` is a handle borrowed from this pool and not yet returned."""
         return type(conn) is PooledConnection and conn._pool is self and conn._raw is not None
 
-    def observe_tenant_acquire(self, callback: Callable[[str, float], None] | None) -> None:
-        """Call ``callback(tenant_label, seconds)`` after each borrow made with a tenant (the
-        label is the tenant when it has a configured quota, else ``"other"``: bounded). One
-        observer; None removes it. Borrows without a tenant never call it."""
-        self._tenant_observer = callback
+    def add_observer(self, observer: Any) -> None:
+        """Be told of borrows, returns and connects: ``observer`` may have any of
+        ``acquired(seconds)``, ``released(seconds)``, ``connected(seconds)`` and
+        ``tenant_acquired(tenant_label, seconds)`` (the label is the tenant when it has a
+        configured quota, else ``"other"``: bounded). PoolMetrics is one. Called on the
+        borrowing thread, without the pool lock: keep them quick."""
+        with self._lock:
+            self._observers = [*self._observers, observer]
+            self._wire_observers()
+
+    def _wire_observers(self) -> None:
+        """The recorders the hot path calls: the stats windows' own append when nobody
+        observes (no extra call), else one that also tells each observer."""
+        observers = getattr(self, "_observers", [])
+        self._observers = observers
+        self._on_acquire = _fan_out(self._wait_window.append, [o.acquired for o in observers if hasattr(o, "acquired")])
+        self._on_release = _fan_out(self._hold_window.append, [o.released for o in observers if hasattr(o, "released")])
+        self._on_connect = _fan_out(self._create_window.append,
+                                    [o.connected for o in observers if hasattr(o, "connected")])  # fmt: skip
+        tenant = [o.tenant_acquired for o in observers if hasattr(o, "tenant_acquired")]
+        self._tenant_observer = (lambda t, x: [f(t, x) for f in tenant]) if tenant else None
 
     def tenant_label(self, tenant: str) -> str:
         return tenant if tenant in self._tenants.limits else "other"
@@ -443,52 +476,84 @@ class ConnectionPool(Maintenance, Introspection):
     ) -> PooledConnection:
         """Borrow a connection; wait up to ``timeout`` s (default: the pool's) in FIFO order
         (by priority first, when priorities are used). ``tenant`` counts against its quota."""
-        t0 = now = monotonic()
+        t0 = now = self._clock()
         if timeout is None:
             timeout = self.timeout
         elif not timeout >= 0:
             raise ValueError(f"timeout must be >= 0, got {timeout!r}")
         deadline = t0 + timeout
+        site, stack = self._sight()  # for the leak detector: where the user borrows
+        after = self._check_after
+        ident = get_ident()
         while True:
             with self._lock:
-                # Fast path: an idle connection and nobody queued before us.
+                # Critical section: fast path. An idle connection and nobody queued before us:
+                # take it, and unless it must be validated first, make it ours here, under the
+                # lock, so the watchdog and a fork never see it half borrowed.
                 if self._plain and self._pool and not self._waiting and not self._closed \
                         and tenant is None and priority is None:  # fmt: skip
                     slot = self._pool.pop()
                     self._borrows += 1
+                    if after is None or now - slot.last_used <= after:
+                        slot.borrowed_at = now
+                        slot.owner = ident
+                        slot.site = site
+                        slot.stack = stack
+                        slot.handle = handle = PooledConnection(self, slot)
+                        last = not self._pool and self._leaks is not None  # the last idle one
+                        if last:
+                            earlier = self._held_by_locked(ident, slot)
+                    else:
+                        handle = None
                 else:
-                    slot = None
+                    slot = handle = None
+            if handle is not None:
+                self._on_acquire(0.0)
+                if last and earlier is not None:
+                    self._leaks.saw_nested(self.name, earlier, site, threading.current_thread())  # type: ignore[union-attr]
+                return handle
             if slot is None:
                 slot = self._wait_for_slot(deadline, timeout, tenant, priority)
-                now = monotonic()
+                now = self._clock()
                 self._wait_sum += now - t0
                 if self.burst_size is not None and now - t0 > 0.0005:
-                    self._slow_waits.append((now, now - t0))
+                    self._housekeeper.slow_waits.append((now, now - t0))
             # From here the slot is ours and no handle holds it yet: an exception (Ctrl-C
             # included) must give it back, or the pool is one connection short for good.
             try:
-                after = self._check_after
                 if after is not None and now - slot.last_used > after and not self._validate(slot):
-                    now = monotonic()
+                    now = self._clock()
                     continue  # discarded; try again within the same deadline
-                self._wait_window.append(now - t0)
+                self._on_acquire(now - t0)
                 if tenant is not None and self._tenant_observer is not None:
                     self._tenant_observer(self.tenant_label(tenant), now - t0)
-                slot.borrowed_at = now
-                slot.owner = get_ident()
-                slot.handle = handle = PooledConnection(self, slot)
-                if self._leaks is not None:
-                    self._leaks.on_borrow(slot)
+                with self._lock:
+                    slot.borrowed_at = now
+                    slot.owner = ident
+                    slot.site = site
+                    slot.stack = stack
+                    slot.handle = handle = PooledConnection(self, slot)
+                    earlier = self._held_by_locked(ident, slot) if self._leaks is not None else None
+                if earlier is not None:  # it had to wait (or validate) while holding another
+                    self._leaks.saw_nested(self.name, earlier, site, threading.current_thread())  # type: ignore[union-attr]
                 return handle
             except BaseException:
                 self._give_back(slot)
                 raise
 
+    def _held_by_locked(self, ident: int, but: Slot) -> Slot | None:
+        """Another connection that thread ``ident`` holds now, if any (O(size), under the
+        lock; only asked when a borrow takes the last idle connection or had to wait)."""
+        for s in self._all.values():
+            if s.owner == ident and s.handle is not None and s is not but:
+                return s
+        return None
+
     def _wait_for_slot(
         self, deadline: float, timeout: float, tenant: str | None = None, priority: float | None = None
     ) -> Slot:
         with self._lock:
-            got = self._admit_locked(tenant, priority, lambda: Waiter(tenant, float(priority or 0.0), monotonic()))
+            got = self._admit_locked(tenant, priority, lambda: Waiter(tenant, float(priority or 0.0), self._clock()))
         if isinstance(got, Slot):
             return got
         w = got
@@ -497,7 +562,7 @@ class ConnectionPool(Maintenance, Introspection):
                 # Notified by _give_locked/_dispatch_locked (a connection for us), close()
                 # and _create_one (an error for us).
                 while w.slot is None and w.error is None:
-                    remaining = deadline - monotonic()
+                    remaining = deadline - self._clock()
                     if remaining <= 0:
                         break
                     w.cond.wait(remaining)
@@ -580,39 +645,55 @@ class ConnectionPool(Maintenance, Introspection):
         ``PoolTimeout``/``PoolClosed``. Cancelling it gives its place (or its connection)
         back. ``asyncio.wrap_future(pool.getconn_future())`` bridges it to asyncio.
         """
-        t0 = monotonic()
+        t0 = self._clock()
         if timeout is None:
             timeout = self.timeout
         elif not timeout >= 0:
             raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+        site, stack = self._sight()  # in the requester's thread, where the user borrows
         fut: Future[PooledConnection] = Future()
+        notifier = self._notifier()
         with self._lock:
-            if self._futures is None and not self._closed:
-                self._futures = Notifier(self)
-            notifier = self._futures
             got = self._admit_locked(
                 tenant, priority,
-                lambda: FutureWaiter(fut, t0 + timeout, timeout, tenant, float(priority or 0.0), notifier.queue),
+                lambda: FutureWaiter(fut, t0 + timeout, timeout, tenant, float(priority or 0.0), notifier.queue,
+                                     (site, stack), t0),
             )  # fmt: skip
         if isinstance(got, Slot):
             if self._check_after is not None and t0 - got.last_used > self._check_after and not self._validate(got):
-                return self.getconn_future(max(0.0, timeout - (monotonic() - t0)), tenant=tenant, priority=priority)
+                return self.getconn_future(max(0.0, timeout - (self._clock() - t0)), tenant=tenant, priority=priority)
             fut.set_running_or_notify_cancel()
-            fut.set_result(self._hand_out(got, t0, monotonic(), threading.current_thread()))
+            fut.set_result(self.hand_out(got, t0, threading.current_thread(), (site, stack)))
             return fut
         notifier.watch(got)
         fut.add_done_callback(lambda f: self._cancel_waiter(got) if f.cancelled() else None)
         return fut
 
-    def _hand_out(self, slot: Slot, t0: float, now: float, thread: threading.Thread) -> PooledConnection:
-        """The end of a borrow: stats, ownership, the handle, the leak lease. (getconn does
-        the same steps inline: it is the hot path.)"""
-        self._wait_window.append(now - t0)
-        slot.borrowed_at = now
-        slot.owner = thread.ident or 0
-        slot.handle = handle = PooledConnection(self, slot)
-        if self._leaks is not None:
-            self._leaks.on_borrow(slot, thread)
+    def _notifier(self) -> Notifier:
+        """The future notifier, made on first use; its thread is started outside the pool
+        lock (a thread start under it would hold up every borrower)."""
+        notifier = self._futures
+        if notifier is None:
+            made = Notifier(self, self._clock)  # starts its thread: no lock held
+            with self._lock:
+                if self._futures is None:
+                    self._futures = made
+                    made = None  # type: ignore[assignment]
+                notifier = self._futures
+            if made is not None:
+                made.stop()  # another thread won the race
+        return notifier
+
+    def hand_out(self, slot: Slot, t0: float, thread: threading.Thread, sighting: tuple[Any, Any]) -> PooledConnection:
+        """The future notifier's seam: finish a borrow granted to a future waiter (the steps
+        getconn does inline on its hot path): stats, ownership and the handle, under the lock."""
+        now = self._clock()
+        self._on_acquire(now - t0)
+        with self._lock:
+            slot.borrowed_at = now
+            slot.owner = thread.ident or 0
+            slot.site, slot.stack = sighting
+            slot.handle = handle = PooledConnection(self, slot)
         return handle
 
     def _cancel_waiter(self, w: Any) -> None:
@@ -620,7 +701,7 @@ class ConnectionPool(Maintenance, Introspection):
             if w.slot is None and w in self._waiting:
                 self._waiting.remove(w)
 
-    def _expire_waiter(self, w: Any) -> str | None:
+    def expire_waiter(self, w: Any) -> str | None:
         """A future waiter's deadline passed: take it out and say why, unless it was served."""
         with self._lock:
             if w.slot is not None or w.error is not None or w not in self._waiting:
@@ -668,14 +749,14 @@ class ConnectionPool(Maintenance, Introspection):
         return None
 
     def _config_failed_locked(self) -> bool:
-        return self._config_error is not None and self._nconns == 0
+        return self._connector.config_error is not None and self._nconns == 0
 
     def _config_error_locked(self) -> PoolConfigError:
         tail = ("; fix it and the pool recovers by itself (it keeps retrying in the background)"
                 if not self._closed else "")  # fmt: skip
         err = PoolConfigError(f"pool {self.name!r}: {self._target} refuses this pool's configuration: "
-                              f"{self._config_error}{tail}")  # fmt: skip
-        err.cause = self._config_error
+                              f"{self._connector.config_error}{tail}")  # fmt: skip
+        err.cause = self._connector.config_error
         return err
 
     def _timeout_error_locked(self, timeout: float) -> PoolTimeout:
@@ -702,9 +783,9 @@ class ConnectionPool(Maintenance, Introspection):
         raw = slot.raw  # type: ignore[union-attr]
         if slot.named:  # type: ignore[union-attr]  # server-side cursors taken through the handle
             self._close_named(slot.named)  # type: ignore[union-attr]
-        now = monotonic()
+        now = self._clock()
         held = now - slot.borrowed_at  # type: ignore[union-attr]
-        self._hold_window.append(held)
+        self._on_release(held)
         self._usage_sum += held
         # Why it cannot be reused: None (it can), "broken" or "reset_failed". The common case,
         # an idle connection with nothing to restore, costs one read of the libpq status.
@@ -720,17 +801,18 @@ class ConnectionPool(Maintenance, Introspection):
             # than return it twice. slot.expires is read here because resize() and drain()
             # write it under this lock.
             if slot.handle is not conn:  # type: ignore[union-attr]
-                raise self._dead_handle_error(conn, "putconn: ")
-            slot = cast(Slot, slot)
-            slot.handle = None
-            conn._retire(None)
+                raise dead_handle_error(conn, self.name, "putconn: ")
+            slot.handle = None  # type: ignore[union-attr]
+            # retire the handle (PooledConnection._retire, inlined: this is the hot path)
+            conn._raw = conn._slot = None
+            conn._pool = self._ref
             if slot.tenant is not None:
                 self._tenants.release(slot.tenant)
                 slot.tenant = None
-            lease = slot.lease
-            if lease is not None:
-                slot.lease = None
-                conn._borrowed_at = lease.stack  # for the messages of what outlives the handle
+            report = slot.report
+            if report is not None:
+                slot.report = None
+            conn._borrowed_at = slot.site  # for the messages of what outlives the handle
             if slot.gen != self._gen:  # borrowed before a fork: never ours to close
                 return
             pool_open = not self._closed
@@ -756,12 +838,54 @@ class ConnectionPool(Maintenance, Introspection):
                     self._give_locked(slot)
                 else:
                     self._pool.append(slot)
-        if lease is not None:
-            self._leaks.on_return(lease, now)  # type: ignore[union-attr]
+        if report is not None:
+            self._leaks.on_return(report, held)  # type: ignore[union-attr]
         if close:
             self._close_raw(slot)
         if not pool_open:
             raise PoolClosed(f"pool {self.name!r} is closed: the connection was closed, not returned")
+
+    # -- the leak detector's seam (leaks.LeaseTable) -------------------------------------------
+    def leased(self) -> list[Slot]:
+        """The connections out now (a snapshot taken under the lock)."""
+        with self._lock:
+            return [s for s in self._all.values() if s.handle is not None]
+
+    def mark_reported(self, slot: Slot, handle: Any, record: dict[str, Any]) -> bool:
+        """Attach a leak report to a borrow, unless it was returned meanwhile."""
+        with self._lock:
+            if slot.handle is not handle:
+                return False
+            slot.report = record
+            return True
+
+    def reclaim(self, slot: Slot, handle: Any, error: PoolError) -> bool:
+        """Take a leaked connection back: retire its handle (its next use raises ``error``),
+        free the slot for a waiter, and abort the connection from this thread: cancel and
+        shut the socket down, never close it under a thread that may be inside libpq."""
+        with self._lock:
+            # Critical section: only if it is still out under this very handle; a return that
+            # won the race leaves it alone.
+            if slot.handle is not handle or self._all.get(slot.id) is not slot:
+                return False
+            handle._retire(error)
+            slot.handle = None
+            slot.report = None
+            self._discarded_broken += 1
+            self._discard_locked(slot)
+        self._driver.abort(slot.raw)
+        owner_alive = any(t.ident == slot.owner for t in threading.enumerate())
+        if not owner_alive:  # nobody can be inside libpq on it: close it for real
+            self._close_raw(slot)
+        return True
+
+    def now(self) -> float:
+        return self._clock()
+
+    def backend_pids(self) -> list[int]:
+        """The server process ids of this pool's connections (idle and out)."""
+        with self._lock:
+            return sorted(s.pid for s in self._all.values() if s.pid)
 
     def _close_named(self, cursors: list[Any]) -> None:
         """Close the server-side cursors a borrower opened (WITH HOLD ones would outlive the
@@ -771,7 +895,7 @@ class ConnectionPool(Maintenance, Introspection):
                 if not cur.closed:
                     cur.close()
             except Exception as e:  # a broken connection: the reset below decides its fate
-                logger.debug("pool %r: closing a named cursor on return: %s", self.name, self._scrub(str(e)))
+                logger.debug("pool %r: closing a named cursor on return: %s", self.name, self.redact(str(e)))
         cursors.clear()
 
     def _check_handle(self, conn: Any) -> None:
@@ -783,19 +907,13 @@ class ConnectionPool(Maintenance, Introspection):
             raise PoolError(
                 f"putconn: this connection does not belong to pool {self.name!r} (it comes from {where})"
             )
-        raise self._dead_handle_error(conn, "putconn: ")
+        raise dead_handle_error(conn, self.name, "putconn: ")
 
-    def _dead_handle_error(self, conn: PooledConnection, prefix: str = "") -> PoolError:
-        gone = conn._slot
-        if isinstance(gone, PoolError):
-            return type(gone)(prefix + str(gone))
-        return PoolError(f"{prefix}connection was already returned to pool {self.name!r}; "
-                         "it cannot be used or returned again")  # fmt: skip
-
-    def _release(self, conn: PooledConnection, exc: BaseException | None, commit: bool) -> None:
-        """End of a ``with`` block: commit an open transaction on success, roll it back on an
-        exception; on a fatal error mark the connection so putconn discards it; then give it
-        back. A connection that is closed or broken is neither committed nor rolled back (as
+    def release(self, conn: PooledConnection, exc: BaseException | None = None, commit: bool = False) -> None:
+        """Give a connection back as a ``with`` block ends (the handle's ``__exit__``, Flask's
+        teardown): commit an open transaction when ``commit``, else roll it back (on purpose,
+        so no warning); when ``exc`` is a fatal error, mark the connection so it is discarded.
+        A connection that is closed or broken is neither committed nor rolled back (as
         psycopg's own ``Connection.__exit__``): it is discarded quietly."""
         slot = conn._slot
         try:
@@ -840,14 +958,14 @@ class ConnectionPool(Maintenance, Introspection):
             return None
         except Exception as e:
             logger.warning("pool %r: connection %d could not be reset, discarded: %s",
-                           self.name, slot.id, self._scrub(str(e)))  # fmt: skip
+                           self.name, slot.id, self.redact(str(e)))  # fmt: skip
             return "reset_failed"
 
     def _warn_bad_return(self, slot: Slot, status: int) -> None:
         """putconn of a connection in a transaction, in error or mid-query points at an
         application bug (a missing commit, an unread error): say so, at most once per
         BAD_RETURN_LOG_INTERVAL per state, with how many were not logged in between."""
-        now = monotonic()
+        now = self._clock()
         with self._lock:
             last = self._bad_return_log.setdefault(status, [-1e9, 0])
             if now - last[0] < BAD_RETURN_LOG_INTERVAL:
@@ -877,7 +995,7 @@ class ConnectionPool(Maintenance, Introspection):
     def _dispatch_locked(self) -> None:
         """Scheduler mode: serve eligible waiters while connections are idle."""
         while self._pool and self._waiting:
-            w = sched.pick(self._waiting, self._tenants, monotonic(), self.priority_aging)
+            w = sched.pick(self._waiting, self._tenants, self._clock(), self.priority_aging)
             if w is None:
                 return
             slot = self._pool.pop()
@@ -906,6 +1024,446 @@ class ConnectionPool(Maintenance, Introspection):
         self._fill_locked()
 
 
+    # -- connection lifecycle: the connector makes them, the housekeeper retires them ---------
+    def _validate(self, slot: Slot) -> bool:
+        """Check a connection at borrow time (the connector runs the check); on failure
+        discard it, and grow if somebody needs one."""
+        err = self._connector.validate(slot)
+        if err is None:
+            return True
+        logger.info("pool %r: connection %d failed validation, discarded: %s",
+                    self.name, slot.id, self._connector.scrub(str(err)))  # fmt: skip
+        with self._lock:
+            self._check_failed += 1
+            self._discarded_broken += 1
+            self._discard_locked(slot)
+        if not isinstance(err, CheckTimedOut):  # else its check thread closes it, when done with it
+            self._close_raw(slot)
+        return False
+
+    def _grow_locked(self) -> None:
+        """Ask the workers for connections the waiters need, within the ceiling (max_size, or
+        burst_size while bursting)."""
+        waiting = len(self._waiting) if self._plain else sched.eligible(self._waiting, self._tenants)
+        need = waiting - self._growing
+        room = self._cap - self._nconns - self._growing
+        n = min(need, room)
+        if n > 0 and self._opened and not self._closed:
+            self._growing += n
+            for _ in range(n):
+                self._tasks.put(workers.CREATE)
+
+    def _fill_locked(self) -> None:
+        """Ask the workers for connections up to min_size (none in a forked parent)."""
+        n = (0 if self._forked_parent else self.min_size) - self._nconns - self._growing
+        if n > 0 and self._opened and not self._closed:
+            self._growing += n
+            for _ in range(n):
+                self._tasks.put(workers.CREATE)
+
+    def _create_one(self) -> None:
+        """Make one connection for the pool (a creator thread), retrying while it is still
+        needed. The connector paces the attempts (one backoff for the whole pool) and says
+        whether a failure is permanent: then, while the pool holds no connection, the waiters
+        fail at once with PoolConfigError. Each distinct cause is logged once (ERROR when
+        permanent, WARNING when not); repeats go to DEBUG."""
+        start = self._clock()
+        gen = self._gen
+        connector = self._connector
+        while True:
+            if not connector.wait_turn(self._stop):
+                with self._lock:
+                    if gen == self._gen:
+                        self._growing -= 1
+                return
+            attempt = self._clock()
+            with self._lock:
+                self._connect_attempts.append(attempt)
+            try:
+                slot = connector.open_slot(gen, self.max_lifetime)
+            except Exception as e:
+                f = connector.failed(e)
+                with self._lock:
+                    self._create_errors += 1
+                    self._connect_sum += self._clock() - attempt
+                    self._last_error = f.message
+                    if self._config_failed_locked():
+                        # Nothing to wait for: fail the queue now, and any open(wait=True).
+                        err = self._config_error_locked()
+                        failed, self._waiting = list(self._waiting), deque()
+                        self._config_errors += len(failed)
+                        for w in failed:
+                            w.wake(error=err)
+                        self._filled.notify_all()
+                    needed = bool(self._waiting) or self._nconns + self._growing <= self.min_size
+                    elapsed = self._clock() - start
+                    give_up = self._closed or gen != self._gen or not needed or elapsed >= self.reconnect_timeout
+                    if give_up and gen == self._gen:
+                        self._growing -= 1
+                if f.first:
+                    logger.log(logging.ERROR if f.cause else logging.WARNING,
+                               "pool %r: cannot connect to %s%s: %s (retrying with backoff; logged once per cause)",
+                               self.name, self._target, f" ({f.cause}: fix the configuration)" if f.cause else "",
+                               f.message)  # fmt: skip
+                else:
+                    logger.debug("pool %r: connection to %s failed again, next attempt in %.2f s: %s",
+                                 self.name, self._target, f.delay, f.message)  # fmt: skip
+                if give_up:
+                    if not self._closed and gen == self._gen and needed:
+                        logger.error("pool %r: giving up connecting to %s after %.1f s: %s",
+                                     self.name, self._target, elapsed, f.message)  # fmt: skip
+                        self._call_reconnect_failed()
+                    return
+                continue
+            self._on_connect(self._clock() - attempt)
+            self._add_slot(slot, gen)
+            return
+
+    def _call_reconnect_failed(self) -> None:
+        cb = self._reconnect_failed
+        if cb is not None:
+            try:
+                cb(self)
+            except Exception:
+                logger.exception("pool %r: the reconnect_failed callback raised", self.name)
+
+    def _add_slot(self, slot: Slot, gen: int) -> None:
+        recovered = self._connector.succeeded()
+        with self._lock:
+            stale = gen != self._gen
+            if not stale:
+                self._growing -= 1
+            if stale or self._closed:
+                keep = False
+            else:
+                keep = True
+                if self._nconns >= self.max_size:  # above max_size: a burst connection
+                    slot.burst = True
+                    slot.expires = min(slot.expires, slot.created + self.burst_lifetime)
+                self._all[slot.id] = slot
+                self._nconns += 1
+                self._created += 1
+                self._connect_sum += self._clock() - slot.created
+                self._last_error = None
+                self._give_locked(slot)
+                # notified: open(wait=True) and wait(), which wait for min_size
+                self._filled.notify_all()
+        if not keep:
+            self._close_raw(slot)
+        elif recovered:
+            logger.warning("pool %r: connected to %s again after %d failed attempt(s)",
+                           self.name, self._target, recovered)  # fmt: skip
+
+    def _housekeep(self) -> float:
+        """One housekeeping round (the housekeeper thread): the housekeeper decides from a
+        view of the pool, and asks it to evict. Returns the delay until the next round."""
+        return self._housekeeper.tick(self)
+
+    # -- the housekeeper's seam (housekeeper.Sweepable) ----------------------------------------
+    def view(self) -> View:
+        """A snapshot for the housekeeper, taken under the lock in one go."""
+        now = self._clock()
+        with self._lock:
+            self._housekeeper_runs += 1
+            self._rate.append((now, self._borrows))
+            nxt = min((s.expires for s in self._all.values()), default=now + 60.0)
+            return View(now, list(self._pool), self._nconns, 0 if self._forked_parent else self.min_size,
+                        self._borrows, [w.since for w in self._waiting], nxt)  # fmt: skip
+
+    def evict(self, victims: list[tuple[Slot, str]]) -> None:
+        """Retire the housekeeper's choices that are still idle (a borrow may have taken one
+        since its view), then refill to min_size and grow for waiters."""
+        gone: list[Slot] = []
+        with self._lock:
+            if self._closed:
+                return
+            for slot, why in victims:
+                # Critical section: only what is idle right now may go.
+                try:
+                    self._pool.remove(slot)
+                except ValueError:
+                    continue
+                self._forget_locked(slot)
+                if why == "expired":
+                    self._expired += 1
+                else:
+                    self._idle_closed += 1
+                gone.append(slot)
+            self._closed_count += len(gone)
+            self._fill_locked()
+            self._grow_locked()
+        for slot in gone:
+            logger.debug("pool %r: closing connection %d (lifetime or idle limit)", self.name, slot.id)
+            self._close_raw(slot)
+
+    def set_ceiling(self, cap: int) -> None:
+        """How far the pool may grow now: max_size, or burst_size while bursting."""
+        with self._lock:
+            self._cap = cap
+            self._grow_locked()
+
+    def resize(self, min_size: int, max_size: int | None = None) -> None:
+        """Change min_size and max_size at runtime, as psycopg_pool's ``resize``: ``max_size``
+        None means ``min_size``. Growing takes effect at once; surplus idle connections close
+        now, surplus borrowed ones when they come back."""
+        lo, hi = check_sizes(min_size, max_size, null=not self._keep_idle)
+        if self.burst_size is not None and self.burst_size < hi:
+            raise ValueError(f"max_size ({hi}) must be <= burst_size ({self.burst_size})")
+        victims: list[Slot] = []
+        self._housekeeper.max_size = hi
+        with self._lock:
+            self.min_size, self.max_size = lo, hi
+            self._cap = self._housekeeper.ceiling()
+            excess = self._nconns - self._cap
+            while excess > 0 and self._pool:
+                slot = self._pool.popleft()  # the longest idle first
+                self._forget_locked(slot)
+                self._closed_count += 1
+                victims.append(slot)
+                excess -= 1
+            for slot in self._all.values():  # borrowed surplus: expire, so it closes on return
+                if excess <= 0:
+                    break
+                if slot.handle is not None:
+                    slot.expires = 0.0  # read by putconn under the same lock
+                    excess -= 1
+            self._fill_locked()
+            self._grow_locked()
+        for slot in victims:
+            self._close_raw(slot)
+        logger.info("pool %r: resized to min_size=%d, max_size=%d", self.name, lo, hi)
+
+    def check(self) -> None:
+        """Validate every idle connection now (psycopg_pool's ``check()``): the ones that
+        fail are discarded and replaced, the others go back. Borrowers are not held up: the
+        connections under test are out of the idle set meanwhile."""
+        with self._lock:
+            batch = list(self._pool)
+            self._pool.clear()
+        for slot in batch:
+            if slot.expires <= self._clock():
+                with self._lock:
+                    self._expired += 1
+                    self._discard_locked(slot)
+                self._close_raw(slot)
+            elif self._validate(slot):
+                with self._lock:
+                    gone = self._closed
+                    if gone:
+                        self._forget_locked(slot)
+                        self._closed_count += 1
+                    else:
+                        self._give_locked(slot)
+                if gone:
+                    self._close_raw(slot)
+
+    def drain(self) -> None:
+        """Replace every connection (psycopg_pool's ``drain()``), e.g. after a password or DNS
+        change: idle ones close now, borrowed ones when they come back; new ones are opened
+        up to min_size."""
+        with self._lock:
+            idle = list(self._pool)
+            self._pool.clear()
+            for slot in idle:
+                self._forget_locked(slot)
+            self._closed_count += len(idle)
+            for slot in self._all.values():
+                slot.expires = 0.0  # read by putconn under this lock: closes on return
+            self._fill_locked()
+            self._grow_locked()
+        for slot in idle:
+            self._close_raw(slot)
+        logger.info("pool %r: drained (%d idle closed, the rest close on return)", self.name, len(idle))
+
+    def _close_raw(self, slot: Slot) -> None:
+        self._connector.close_quietly(slot.raw)
+
+    # -- reporting ------------------------------------------------------------------------------
+    def _timeout_message_locked(self, timeout: float) -> str:
+        idle = len(self._pool)
+        msg = (
+            f"pool {self.name!r}: no connection available within {timeout:g} s "
+            f"(size={self._nconns}, in_use={self._nconns - idle}, idle={idle}, "
+            f"waiting={len(self._waiting)}, max_size={self.max_size}); "
+            f"last connection error: {self._last_error or 'none'}"
+        )
+        holders = sorted((s for s in self._all.values() if s.handle is not None), key=lambda s: s.borrowed_at)
+        if holders and self._leaks is not None:
+            now = self._clock()
+            names = {t.ident: t.name for t in threading.enumerate()}
+            parts = [f"thread {names.get(s.owner, '?')!r} for {now - s.borrowed_at:.1f} s at "
+                     f"{where(s.site[0], s.site[1]) if s.site else '<unknown>'}" for s in holders[:3]]  # fmt: skip
+            msg += "; top holders: " + ", ".join(parts)
+        return msg
+
+    def stats(self) -> dict[str, Any]:
+        """A flat dict of counts, counters and recent wait/hold percentiles (ms)."""
+        with self._lock:
+            idle = len(self._pool)
+            d: dict[str, Any] = {
+                "name": self.name,
+                "pid": os.getpid(),
+                "size": self._nconns,
+                "idle": idle,
+                "in_use": self._nconns - idle,
+                "waiting": len(self._waiting),
+                "growing": self._growing,
+                "min_size": self.min_size,
+                "max_size": self.max_size,
+                "borrows": self._borrows,
+                "waits": self._waits,
+                "timeouts": self._timeouts,
+                "rejected": self._rejected,
+                "created": self._created,
+                "closed": self._closed_count,
+                "create_errors": self._create_errors,
+                "discarded_broken": self._discarded_broken,
+                "check_failed": self._check_failed,
+                "reset_failed": self._reset_failed,
+                "expired": self._expired,
+                "idle_closed": self._idle_closed,
+                "housekeeper_runs": self._housekeeper_runs,
+                "last_error": self._last_error,
+                "config_error": self._connector.config_error,
+                "config_errors": self._config_errors,
+                "pool_closed": self._closed,
+            }
+
+            if self.burst_size is not None:
+                d["burst_size"], d["bursting"] = self.burst_size, self._housekeeper.bursting
+            if not self._plain:
+                d["tenants"] = self._tenants.stats()
+            # resources the pool holds: its threads alive, and its sockets (one per connection)
+            d["sockets"] = self._nconns
+        d["threads"] = sum(t.is_alive() for t in self._threads) + sum(
+            t is not None and t.is_alive() for t in (
+                self._leaks.thread if self._leaks is not None else None,
+                self._futures.thread if self._futures is not None else None,
+            )
+        )  # fmt: skip
+        if self._leaks is not None:
+            d.update(self._leaks.stats())  # the detector's own counters, under its own lock
+        d["wait_p50_ms"], d["wait_p99_ms"] = self._wait_window.percentiles_ms(50, 99)
+        d["wait_max_ms"] = self._wait_window.max_ms()
+        d["hold_p50_ms"], d["hold_p99_ms"] = self._hold_window.percentiles_ms(50, 99)
+        d["hold_max_ms"] = self._hold_window.max_ms()
+        return d
+
+    # psycopg_pool's names for the same facts: get_stats() and pop_stats().
+    def get_stats(self) -> dict[str, int]:
+        """psycopg_pool's stats: the counters since the last ``pop_stats()``, and the sizes now."""
+        with self._lock:
+            counters = self._psycopg_counters_locked()
+            base = self._stats_base
+            d = {k: int(v - base.get(k, 0)) for k, v in counters.items()}
+            measures = self._psycopg_measures_locked()
+        # as psycopg_pool: counters still at zero are left out, measures are always there
+        return {**{k: v for k, v in d.items() if v}, **measures}
+
+    def pop_stats(self) -> dict[str, int]:
+        """As ``get_stats()``, and start the counters again from zero (``stats()`` and the
+        Prometheus counters keep their totals)."""
+        with self._lock:
+            counters = self._psycopg_counters_locked()
+            base, self._stats_base = self._stats_base, counters
+            d = {k: int(v - base.get(k, 0)) for k, v in counters.items()}
+            measures = self._psycopg_measures_locked()
+        return {**{k: v for k, v in d.items() if v}, **measures}
+
+    def _psycopg_counters_locked(self) -> dict[str, float]:
+        errors = self._timeouts + self._rejected + self._config_errors
+        return {
+            "requests_num": self._borrows + errors,
+            "requests_queued": self._waits,
+            "requests_wait_ms": self._wait_sum * 1000.0,
+            "requests_errors": errors,
+            "usage_ms": self._usage_sum * 1000.0,
+            "returns_bad": self._returns_bad,
+            "connections_num": self._created + self._create_errors,
+            "connections_ms": self._connect_sum * 1000.0,
+            "connections_errors": self._create_errors,
+            "connections_lost": self._check_failed,
+        }
+
+    def _psycopg_measures_locked(self) -> dict[str, int]:
+        return {
+            "pool_min": self.min_size,
+            "pool_max": self.max_size,
+            "pool_size": self._nconns,
+            "pool_available": len(self._pool),
+            "requests_waiting": len(self._waiting),
+        }
+
+    def advise(
+        self, workers: int = 1, server_cores: int | None = None, spindles: int = 1, query_server: bool = True
+    ) -> dict[str, Any]:
+        """A recommended max_size with its reasoning, from what this pool measured (see
+        advisor.py). ``workers``: processes that each run such a pool against the same server.
+        With ``query_server`` it asks the server for max_connections and reserved slots; the
+        server's cores are taken from this machine when the server is on loopback."""
+        now = self._clock()
+        with self._lock:
+            samples = [(t, n) for t, n in self._rate if t >= now - 60.0]
+            borrows = self._borrows
+        if len(samples) >= 2 and samples[-1][0] > samples[0][0]:
+            rate = (borrows - samples[0][1]) / (now - samples[0][0])
+        else:
+            rate = borrows / max(now - self._opened_at, 1e-3) if self._opened_at else 0.0
+        facts = dict(self._server_facts)
+        if query_server and self._driver.name == "psycopg" and not self._closed:
+            try:
+                with self.connection(timeout=2.0) as conn:
+                    facts["max_connections"] = int(conn.execute("SHOW max_connections").fetchone()[0])
+                    rows = conn.execute(
+                        "SELECT coalesce(sum(setting::int), 0) FROM pg_settings "
+                        "WHERE name IN ('superuser_reserved_connections', 'reserved_connections')"
+                    ).fetchone()
+                    facts["reserved"] = int(rows[0])
+                self._server_facts = facts
+            except Exception as e:
+                logger.info("pool %r: advise could not ask the server: %s", self.name, self.redact(str(e)))
+        if server_cores is None and self._target.split(":")[0] in ("127.0.0.1", "localhost", "::1"):
+            server_cores = os.cpu_count()
+        advice = recommend(
+            arrival_rate=rate, mean_hold_s=self._hold_window.mean(), current_max_size=self.max_size,
+            workers=workers, wait_p99_ms=self._wait_window.percentiles_ms(99)[0], server_cores=server_cores,
+            spindles=spindles, max_connections=facts.get("max_connections"), reserved=facts.get("reserved", 0),
+        )  # fmt: skip
+        return advice.as_dict()
+
+    def connect_attempts(self) -> list[float]:
+        """Monotonic timestamps of the recent connection attempts (to see the backoff)."""
+        with self._lock:
+            return list(self._connect_attempts)
+
+    def redact(self, text: str) -> str:
+        """``text`` without this pool's passwords (any it has seen) or anything like a DSN's."""
+        return self._connector.scrub(text)
+
+
+    def __repr__(self) -> str:
+        idle = len(self._pool)
+        return (
+            f"<ConnectionPool {self.name!r} {self._target} size={self._nconns} idle={idle} "
+            f"in_use={self._nconns - idle} waiting={len(self._waiting)} closed={self._closed}>"
+        )
+
+    def leaks(self) -> list[dict[str, Any]]:
+        """Current leak suspects (see the README); empty when leak detection is off."""
+        return self._leaks.leaks() if self._leaks is not None else []
+
+    def leak_reports(self) -> list[dict[str, Any]]:
+        """The last 100 leak reports, including leaks since returned; oldest first."""
+        return self._leaks.reports() if self._leaks is not None else []
+
+    def borrowed(self) -> list[dict[str, Any]]:
+        """One record per connection out now: thread, held for, borrow site, busy or escaped,
+        holder stack."""
+        now = self._clock()
+        threads = {t.ident: t for t in threading.enumerate()}
+        return [describe(self.name, s, threads.get(s.owner), now - s.borrowed_at, reported=s.report is not None)
+                for s in self.leased()]  # fmt: skip
+
     # -- fork ---------------------------------------------------------------------------------
     def _after_fork_child(self) -> None:
         """In a forked child: forget the parent's connections without touching their sockets,
@@ -918,7 +1476,9 @@ class ConnectionPool(Maintenance, Introspection):
                 h._retire(PoolError(
                     f"connection was borrowed from pool {self.name!r} before os.fork(); it belongs to the parent"
                 ))  # fmt: skip
-        forking.abandon(self._driver, [s.raw for s in inherited])
+        forking.abandon(self._driver.name, [s.raw for s in inherited])
+        self._connector.after_fork()
+        self._housekeeper.after_fork()
         self._tenants.reset_in_use()
         self._forked_parent = False  # a master that forked before is a parent; this child is not
         self._init_state()
@@ -928,6 +1488,12 @@ class ConnectionPool(Maintenance, Introspection):
             with self._lock:
                 self._fill_locked()
             self._start_threads()
+
+    def _before_fork(self) -> Callable[[], None] | None:
+        """Take the lock for the fork, so the child inherits no half-done critical section.
+        Bounded: a fork must not hang on a pool (its critical sections are short)."""
+        lock = self._lock
+        return lock.release if lock.acquire(timeout=FORK_LOCK_TIMEOUT) else None
 
     def _after_fork_parent(self) -> None:
         """In the parent after os.fork(): a pre-fork server's master (gunicorn --preload with

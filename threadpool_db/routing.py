@@ -188,7 +188,7 @@ class RoutingPool:
                 if row is not None and self.max_lag is not None and row[0] and float(row[1]) > self.max_lag:
                     ok, why = False, f"replay lag {float(row[1]):.1f} s > max_lag {self.max_lag:g} s"
             except Exception as e:
-                ok, why = False, pool._scrub(f"{type(e).__name__}: {e}")
+                ok, why = False, pool.redact(f"{type(e).__name__}: {e}")
             self._set_health(pool, ok, why)
 
     def healthy(self) -> dict[str, bool]:

@@ -1,8 +1,8 @@
 """The pool's background threads: connection creators and the housekeeper.
 
-Both hold only a weak reference to their pool, so a pool that is dropped without ``close()``
-is still collected, and its threads end: the pool's ``__del__`` sets the stop event and queues
-one sentinel per creator.
+Both hold only weak references to the pool's methods they run, so a pool that is dropped
+without ``close()`` is still collected, and its threads end: the pool's ``__del__`` sets the
+stop event and queues one sentinel per creator.
 """
 
 from __future__ import annotations
@@ -11,17 +11,11 @@ import logging
 import queue
 import threading
 import weakref
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .pool import ConnectionPool
+from collections.abc import Callable
 
 logger = logging.getLogger("threadpool_db")
 
 CREATE = "create"
-BACKOFF_START = 0.1  # first retry after a failed connect (seconds, ±25% jitter)
-BACKOFF_MAX = 1.0  # ceiling of the exponential backoff: recovery within ~1 s of the server
-BACKOFF_MAX_CONFIG = 10.0  # ceiling while the server refuses our configuration (bad password …)
 
 
 class TaskQueue:
@@ -37,44 +31,47 @@ class TaskQueue:
             self._q.put(None)
 
 
-def _creator(ref: weakref.ReferenceType[ConnectionPool], tasks: TaskQueue) -> None:
+def _creator(create: weakref.WeakMethod[Callable[[], None]], name: str, tasks: TaskQueue) -> None:
     while True:
         task = tasks.get()
         if task is None:
             return
-        pool = ref()
-        if pool is None:
+        fn = create()
+        if fn is None:  # the pool was collected
             return
         try:
-            pool._create_one()
+            fn()
         except Exception:  # never let a worker die: the pool would stop growing
-            logger.exception("pool %r: unexpected error in a creator thread", pool.name)
-        del pool
+            logger.exception("pool %r: unexpected error in a creator thread", name)
+        del fn
 
 
-def _housekeeper(ref: weakref.ReferenceType[ConnectionPool], stop: threading.Event) -> None:
+def _housekeeper(tick: weakref.WeakMethod[Callable[[], float]], name: str, stop: threading.Event) -> None:
     delay = 0.05
     while not stop.wait(delay):
-        pool = ref()
-        if pool is None:
+        fn = tick()
+        if fn is None:
             return
         try:
-            delay = pool._housekeep()
+            delay = fn()
         except Exception:
-            logger.exception("pool %r: unexpected error in the housekeeper", pool.name)
+            logger.exception("pool %r: unexpected error in the housekeeper", name)
             delay = 1.0
-        del pool
+        del fn
 
 
-def start(pool: ConnectionPool, tasks: TaskQueue, stop: threading.Event, n: int) -> list[threading.Thread]:
-    ref = weakref.ref(pool)
+def start(name: str, create: Callable[[], None], tick: Callable[[], float], tasks: TaskQueue,
+          stop: threading.Event, n: int) -> list[threading.Thread]:  # fmt: skip
+    """``n`` creator threads running ``create()`` per task, and one housekeeper running
+    ``tick()`` (which returns the delay until its next run). Both get bound methods of the pool
+    and hold them weakly."""
+    creator = weakref.WeakMethod(create)  # type: ignore[arg-type]
     threads = [
-        threading.Thread(target=_creator, args=(ref, tasks), name=f"{pool.name}-creator-{i}", daemon=True)
+        threading.Thread(target=_creator, args=(creator, name, tasks), name=f"{name}-creator-{i}", daemon=True)
         for i in range(n)
     ]
-    threads.append(
-        threading.Thread(target=_housekeeper, args=(ref, stop), name=f"{pool.name}-housekeeper", daemon=True)
-    )
+    threads.append(threading.Thread(target=_housekeeper, args=(weakref.WeakMethod(tick), name, stop),
+                                    name=f"{name}-housekeeper", daemon=True))  # fmt: skip
     for t in threads:
         t.start()
     return threads

@@ -1,0 +1,72 @@
+"""The core's shape, checked: only pool.py touches the pool's private state, services talk to
+it through their seams, and demo_app/ and load/ import no private names of the library."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PKG = ROOT / "threadpool_db"
+
+
+def _pool_privates() -> set[str]:
+    """Every private attribute ConnectionPool sets on itself, and its private methods."""
+    tree = ast.parse((PKG / "pool.py").read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ConnectionPool")
+    names = {f.name for f in cls.body if isinstance(f, ast.FunctionDef) and f.name.startswith("_")
+             and not f.name.startswith("__")}  # fmt: skip
+    for node in ast.walk(cls):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self" \
+                and node.attr.startswith("_") and not node.attr.startswith("__") \
+                and isinstance(node.ctx, ast.Store):  # fmt: skip
+            names.add(node.attr)
+    return names
+
+
+def _touches(path: Path, private: set[str]) -> list[str]:
+    """``x._name`` with ``_name`` one of the pool's privates, on anything but ``self``."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and node.attr in private:
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                continue
+            out.append(f"{path.relative_to(ROOT)}:{node.lineno}: .{node.attr}")
+    return out
+
+
+def test_the_check_finds_what_it_looks_for():
+    private = _pool_privates()
+    assert {"_lock", "_pool", "_waiting", "_all", "_nconns", "_give_locked", "_create_one"} <= private
+
+
+def test_no_module_but_pool_py_touches_the_pools_private_state():
+    private = _pool_privates()
+    offenders = []
+    for path in sorted(PKG.glob("*.py")):
+        if path.name == "pool.py":
+            continue
+        offenders += _touches(path, private)
+    for folder in ("demo_app", "load"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            offenders += _touches(path, private)
+    assert not offenders, "private state of ConnectionPool used outside pool.py:\n" + "\n".join(offenders)
+
+
+def test_no_mixins_the_pool_is_one_class():
+    tree = ast.parse((PKG / "pool.py").read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ConnectionPool")
+    assert cls.bases == []
+
+
+def test_demo_and_load_import_no_private_names_of_the_library():
+    bad = []
+    for folder in ("demo_app", "load"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("threadpool_db"):
+                    bad += [f"{path.relative_to(ROOT)}:{node.lineno}: {a.name}" for a in node.names
+                            if a.name.startswith("_")]  # fmt: skip
+                    if any(part.startswith("_") for part in (node.module or "").split(".")):
+                        bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.module}")
+    assert not bad, bad
