@@ -27,7 +27,7 @@ def test_bench_pools_quick_run_has_every_peer(pg, tmp_path):
     assert set(res["statement_autocommit_us"]) == PEERS
     assert set(res["contention"]) == WAITING | {"Semaphore(8) ceiling"}
     assert set(res["spike"]) == WAITING
-    assert set(res["stack_capture_us"]) == {"off", "sampled", "full"}
+    assert set(res["stack_capture_us"]) == {"no detection", "site only", "sampled", "full"}
     for r in res["contention"].values():
         assert r["hung"] == 0 and r["ops_per_s"] > 0
     for r in res["spike"].values():

@@ -32,7 +32,7 @@ _SETTINGS = ("autocommit", "isolation_level", "read_only", "deferrable")
 def dead_handle_error(conn: PooledConnection, pool_name: str | None, prefix: str = "") -> PoolError:
     """The error for using (or returning) a handle that is no longer borrowed: why it died
     when it did not simply go back (reclaimed, forked), else that it was returned."""
-    gone = conn._slot
+    gone = conn.died
     if isinstance(gone, PoolError):
         return type(gone)(prefix + str(gone))
     if pool_name is None:
@@ -61,15 +61,16 @@ def _setting(name: str) -> property:
 
 
 class PooledConnection:
-    __slots__ = ("_raw", "_slot", "_pool", "_borrowed_at")
+    __slots__ = ("_raw", "_slot", "_pool", "_borrowed_at", "_died")
 
     def __init__(self, pool: ConnectionPool, slot: Slot) -> None:
         # While alive: the pool. Once retired: a weak reference to it, so a handle kept after
         # its return does not keep a dropped pool (and its connections) alive.
         self._pool: ConnectionPool | weakref.ReferenceType[ConnectionPool] = pool
-        # While alive: the pool's record of the connection. Once dead (_raw is None): None, or
-        # the error that says why, when it did not simply go back (reclaimed, forked).
-        self._slot: Slot | PoolError | None = slot
+        # While alive: the pool's record of the connection; None once dead (_raw is None).
+        # _died (set only then, never on a borrow) holds why, when it did not simply go back:
+        # the error of a reclaim or a fork.
+        self._slot: Slot | None = slot
         self._raw: Any = slot.raw
         # _borrowed_at (the leak detector's borrow stack, for messages) is set only when the
         # handle is retired with a lease: a borrow pays nothing for it
@@ -80,7 +81,8 @@ class PooledConnection:
         its lock held; afterwards every use of the handle raises."""
         pool = self._pool
         self._raw = None
-        self._slot = reason
+        self._slot = None
+        self._died = reason
         if not isinstance(pool, weakref.ref):
             self._pool = weakref.ref(pool)
 
@@ -91,6 +93,14 @@ class PooledConnection:
     def _dead(self) -> PoolError:
         pool = self._owner()
         return dead_handle_error(self, pool.name if pool is not None else None)
+
+    @property
+    def died(self) -> PoolError | None:
+        """Why this handle died when it did not simply go back (reclaimed, forked), else None."""
+        try:  # the slot itself: an unset one must not fall through to __getattr__
+            return PooledConnection._died.__get__(self)  # type: ignore[attr-defined,no-any-return]
+        except AttributeError:
+            return None
 
     @property
     def _borrow_site(self) -> str | None:

@@ -43,6 +43,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, has_request_context, jsonify, request
 
+from .config import PoolConfig
 from .connection import PooledConnection
 from .errors import PoolConfigError, PoolError, PoolTimeout, TooManyWaiters
 from .pool import ConnectionPool
@@ -53,6 +54,7 @@ EXT = "threadpool_db"
 PREFIX = "THREADPOOL_DB_"
 _POOL_PARAMS = [p for p in inspect.signature(ConnectionPool).parameters if p not in ("open",)]
 _EXT_PARAMS = ("transaction", "retry_after", "open_wait")
+_NOT_CONFIG = ("close_returns", "clock")  # pool parameters that are not configuration to validate
 _TRANSACTIONS = ("commit", "rollback")
 
 
@@ -140,9 +142,9 @@ class FlaskPool:
         if "min_size" not in opts and isinstance(opts.get("max_size"), int) and opts["max_size"] < default_min:
             opts["min_size"] = opts["max_size"]  # FlaskPool(max_size=1) means a pool of one
         name = opts.pop("name", None) or f"flask-{app.name}"
-        # Build (but do not open) a pool now, so bad options fail at start-up, not at the
-        # first request; the real pool is made lazily in the serving process.
-        ConnectionPool(name=name, **{**opts, "open": False})
+        # Validate now, so bad options fail at start-up, not at the first request; the pool
+        # itself is made lazily in the serving process.
+        PoolConfig.build(name=name, **{k: v for k, v in opts.items() if k not in _NOT_CONFIG})
         state = _State(opts, transaction, retry_after, name)
         app.extensions[EXT] = state
         app.after_request(_after_request)

@@ -54,7 +54,7 @@ def taken_at(depth: int = 2) -> str:
 
 def dead_use(handle: PooledConnection, what: str, where: str) -> PoolError:
     """The error for using ``what`` (taken at ``where``) after its handle was returned."""
-    gone = handle._slot  # the reason (reclaimed, forked) when the handle did not simply go back
+    gone = handle.died  # the reason (reclaimed, forked) when the handle did not simply go back
     pool = handle._owner()
     name = pool.name if pool is not None else "?"
     borrowed = handle._borrow_site

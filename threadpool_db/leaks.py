@@ -34,7 +34,6 @@ from .errors import ConnectionReclaimed
 logger = logging.getLogger("threadpool_db.leaks")
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_CAPTURES = ("off", "sampled", "full")
 STACK_LIMIT = 64  # frames of a holder's live stack in a report
 CAPTURE_LIMIT = 24  # frames kept of a borrow's stack: the user's end; the outer ones are server loops
 REPORTS_KEPT = 100
@@ -209,24 +208,8 @@ class LeaseTable(Protocol):
 # -- the detector -----------------------------------------------------------------------------
 class LeakDetector:
     """Per-pool leak reports and the watchdog thread. Its counters and report list are its
-    own, guarded by its own lock (``_lock``), whichever thread updates them."""
-
-    @classmethod
-    def create(cls, threshold: float | None, capture: str, rate: float, reclaim: bool, factor: float,
-               ) -> LeakDetector | None:  # fmt: skip
-        if capture not in _CAPTURES:
-            raise ValueError(f"capture_stacks must be one of {', '.join(_CAPTURES)}, got {capture!r}")
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
-            raise ValueError(f"stack_sample_rate must be between 0 and 1, got {rate!r}")
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1.0:
-            raise ValueError(f"reclaim_factor must be a number >= 1, got {factor!r}")
-        if threshold is None:
-            if reclaim:
-                raise ValueError("reclaim_leaked=True needs a leak_threshold")
-            return None
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
-            raise ValueError(f"leak_threshold must be a number > 0 or None, got {threshold!r}")
-        return cls(float(threshold), capture, float(rate), bool(reclaim), float(factor))
+    own, guarded by its own lock (``_lock``), whichever thread updates them. Its parameters
+    are validated by config.PoolConfig."""
 
     def __init__(self, threshold: float, capture: str, rate: float, reclaim: bool, factor: float) -> None:
         self.threshold = threshold

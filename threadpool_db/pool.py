@@ -30,13 +30,13 @@ from .advisor import recommend
 from .base import (
     AUTO_CHECK_IDLE,
     BAD_RETURN_LOG_INTERVAL,
-    CHECKS,
     Slot,
     Waiter,
     check_sizes,
     describe_target,
     positive,
 )
+from .config import PoolConfig
 from .connection import BROKEN, PooledConnection, dead_handle_error
 from .connector import CheckTimedOut, Connector
 from .drivers import ACTIVE, IDLE, INERROR, INTRANS, Driver, is_fatal_sqlstate, make_driver
@@ -136,69 +136,35 @@ class ConnectionPool:
         # move it: lifetimes, idle limits, leak ages and waits all read this one).
         self._clock: Callable[[], float] = clock or time.monotonic
         # -- validate everything before any thread or connection exists ----------------------
-        # conninfo "" means libpq's defaults and PG* environment variables, as in psycopg.
-        if conninfo is None:
-            conninfo = ""
-        if not (isinstance(conninfo, str) or callable(conninfo)):
-            raise ValueError(f"conninfo must be a str or a callable, got {type(conninfo).__name__}")
-        if connect is not None and not callable(connect):
-            raise ValueError("connect must be a zero-argument callable")
-        if connect is not None and (callable(conninfo) or conninfo):
-            raise ValueError("give conninfo or connect, not both")
-        if kwargs is not None and not (isinstance(kwargs, dict) or callable(kwargs)):
-            raise ValueError(f"kwargs must be a dict or a callable returning one, got {type(kwargs).__name__}")
-        if connection_class is not None:
-            import psycopg
-
-            if not (isinstance(connection_class, type) and issubclass(connection_class, psycopg.Connection)):
-                raise ValueError(f"connection_class must be a psycopg.Connection subclass, got {connection_class!r}")
-            if connect is not None:
-                raise ValueError("connection_class applies to conninfo, not to a connect factory")
-        if reconnect_failed is not None and not callable(reconnect_failed):
-            raise ValueError(f"reconnect_failed must be a callable(pool), got {type(reconnect_failed).__name__}")
-        if check is None:  # psycopg_pool's "no check"
-            check = "never"
-        min_size, max_size = check_sizes(min_size, max_size, null=not self._keep_idle)
-        positive("timeout", timeout)
-        if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 0:
-            raise ValueError(f"max_waiting must be an int >= 0, got {max_waiting!r}")
-        positive("max_lifetime", max_lifetime, allow_zero=False)
-        positive("max_idle", max_idle, allow_zero=False)
-        positive("check_timeout", check_timeout, allow_zero=False)
-        positive("reconnect_timeout", reconnect_timeout)
-        positive("connect_timeout", connect_timeout, allow_zero=False, allow_none=True)
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
-            raise ValueError(f"num_workers must be an int >= 1, got {num_workers!r}")
-        if not callable(check) and check not in CHECKS:
-            raise ValueError(f"check must be one of {', '.join(CHECKS)} or a callable, got {check!r}")
-        for cb_name, cb in (("configure", configure), ("reset", reset)):
-            if cb is not None and not callable(cb):
-                raise ValueError(f"{cb_name} must be a callable, got {type(cb).__name__}")
-        if name is not None and not isinstance(name, str):
-            raise ValueError(f"name must be a str, got {type(name).__name__}")
-        positive("priority_aging", priority_aging, allow_zero=False)
-        if burst_size is not None and (isinstance(burst_size, bool) or not isinstance(burst_size, int)
-                                       or burst_size < max_size):  # fmt: skip
-            raise ValueError(f"burst_size must be an int >= max_size ({max_size}) or None, got {burst_size!r}")
-        positive("burst_wait_threshold", burst_wait_threshold, allow_zero=False)
-        positive("burst_lifetime", burst_lifetime, allow_zero=False)
-        self._tenants = TenantBook(tenant_limits, default_tenant_limit)
-        self.tenant_wait = bool(tenant_wait)
-        self.priority_aging = float(priority_aging)
-        self.burst_size = burst_size
-        self.burst_wait_threshold = float(burst_wait_threshold)
-        self.burst_lifetime = float(burst_lifetime)
-
-        self.name = name or f"pool-{next(_pool_ids)}"
-        self.min_size = min_size
-        self.max_size = max_size
-        self.timeout = float(timeout)
-        self.max_waiting = max_waiting
-        self.max_lifetime = float(max_lifetime)
-        self.max_idle = float(max_idle)
-        self.check_timeout = float(check_timeout)
-        self.reconnect_timeout = float(reconnect_timeout)
-        self.num_workers = num_workers
+        cfg = PoolConfig.build(
+            conninfo, connect=connect, kwargs=kwargs, connection_class=connection_class, min_size=min_size,
+            max_size=max_size, timeout=timeout, max_waiting=max_waiting, max_lifetime=max_lifetime,
+            max_idle=max_idle, check=check, check_timeout=check_timeout, configure=configure, reset=reset,
+            reconnect_timeout=reconnect_timeout, reconnect_failed=reconnect_failed, connect_timeout=connect_timeout,
+            num_workers=num_workers, name=name, leak_threshold=leak_threshold, capture_stacks=capture_stacks,
+            stack_sample_rate=stack_sample_rate, reclaim_leaked=reclaim_leaked, reclaim_factor=reclaim_factor,
+            tenant_limits=tenant_limits, default_tenant_limit=default_tenant_limit, tenant_wait=tenant_wait,
+            priority_aging=priority_aging, burst_size=burst_size, burst_wait_threshold=burst_wait_threshold,
+            burst_lifetime=burst_lifetime, pgbouncer=pgbouncer, null=not self._keep_idle,
+        )
+        self.config = cfg  # frozen: what the pool was made with (resize changes min/max_size only)
+        conninfo, kwargs, check, configure = cfg.connection.conninfo, cfg.connection.kwargs, cfg.checks.check, configure
+        self._tenants = TenantBook(cfg.tenants.limits, cfg.tenants.default_limit)
+        self.tenant_wait = cfg.tenants.wait
+        self.priority_aging = cfg.tenants.priority_aging
+        self.burst_size = cfg.burst.size
+        self.burst_wait_threshold = cfg.burst.wait_threshold
+        self.burst_lifetime = cfg.burst.lifetime
+        self.name = cfg.connection.name or f"pool-{next(_pool_ids)}"
+        self.min_size = cfg.sizing.min_size
+        self.max_size = cfg.sizing.max_size
+        self.timeout = cfg.sizing.timeout
+        self.max_waiting = cfg.sizing.max_waiting
+        self.num_workers = cfg.sizing.num_workers
+        self.max_lifetime = cfg.lifecycle.max_lifetime
+        self.max_idle = cfg.lifecycle.max_idle
+        self.reconnect_timeout = cfg.lifecycle.reconnect_timeout
+        self.check_timeout = cfg.checks.check_timeout
         self._configure = configure
         self._reset = reset
         self._ref = weakref.ref(self)  # what a retired handle keeps of its pool
@@ -227,7 +193,7 @@ class ConnectionPool:
         # anything can log it (a holder, not a closure over the pool: no reference cycle).
         learner: list[Callable[[str, dict[str, Any]], None]] = []
         learn = (lambda c, k: learner[0](c, k)) if callable(conninfo) or callable(kwargs) else None
-        driver = make_driver(conninfo, connect, kwargs, connect_timeout, connection_class, learn=learn)
+        driver = make_driver(conninfo, connect, kwargs, cfg.lifecycle.connect_timeout, connection_class, learn=learn)
         # The connector: driver, configure, checks, secrets, and the reconnect backoff.
         self._connector = Connector(self.name, driver, self._target, secrets, configure=self._configure,
                                     check=self._check, check_timeout=self.check_timeout, clock=self._clock)  # fmt: skip
@@ -236,8 +202,9 @@ class ConnectionPool:
         # The housekeeper: lifetime, idle and burst decisions (its own state, see housekeeper.py).
         self._housekeeper = Housekeeper(self.max_idle, self.max_size, self.burst_size, self.burst_wait_threshold)
 
-        self._leaks = LeakDetector.create(leak_threshold, capture_stacks, stack_sample_rate, reclaim_leaked,
-                                          reclaim_factor)  # fmt: skip
+        lk = cfg.leaks
+        self._leaks = (LeakDetector(lk.threshold, lk.capture_stacks, lk.stack_sample_rate, lk.reclaim,
+                                    lk.reclaim_factor) if lk.threshold is not None else None)  # fmt: skip
         self.leak_threshold = self._leaks.threshold if self._leaks is not None else None
         # What a borrow records for the leak detector (a no-op when detection is off).
         self._sight = self._leaks.sight if self._leaks is not None else _no_sight
@@ -495,11 +462,7 @@ class ConnectionPool:
                     slot = self._pool.pop()
                     self._borrows += 1
                     if after is None or now - slot.last_used <= after:
-                        slot.borrowed_at = now
-                        slot.owner = ident
-                        slot.site = site
-                        slot.stack = stack
-                        slot.handle = handle = PooledConnection(self, slot)
+                        handle = self._finish_borrow_locked(slot, now, ident, site, stack)
                         last = not self._pool and self._leaks is not None  # the last idle one
                         if last:
                             earlier = self._held_by_locked(ident, slot)
@@ -528,11 +491,7 @@ class ConnectionPool:
                 if tenant is not None and self._tenant_observer is not None:
                     self._tenant_observer(self.tenant_label(tenant), now - t0)
                 with self._lock:
-                    slot.borrowed_at = now
-                    slot.owner = ident
-                    slot.site = site
-                    slot.stack = stack
-                    slot.handle = handle = PooledConnection(self, slot)
+                    handle = self._finish_borrow_locked(slot, now, ident, site, stack)
                     earlier = self._held_by_locked(ident, slot) if self._leaks is not None else None
                 if earlier is not None:  # it had to wait (or validate) while holding another
                     self._leaks.saw_nested(self.name, earlier, site, threading.current_thread())  # type: ignore[union-attr]
@@ -540,6 +499,16 @@ class ConnectionPool:
             except BaseException:
                 self._give_back(slot)
                 raise
+
+    def _finish_borrow_locked(self, slot: Slot, now: float, owner: int, site: Any, stack: Any) -> PooledConnection:
+        """The end of every borrow (getconn's two paths, a future's grant), under the lock, so
+        the watchdog, a reclaim or a fork never see a connection half borrowed."""
+        slot.borrowed_at = now
+        slot.owner = owner
+        slot.site = site
+        slot.stack = stack
+        slot.handle = handle = PooledConnection(self, slot)
+        return handle
 
     def _held_by_locked(self, ident: int, but: Slot) -> Slot | None:
         """Another connection that thread ``ident`` holds now, if any (O(size), under the
@@ -690,11 +659,7 @@ class ConnectionPool:
         now = self._clock()
         self._on_acquire(now - t0)
         with self._lock:
-            slot.borrowed_at = now
-            slot.owner = thread.ident or 0
-            slot.site, slot.stack = sighting
-            slot.handle = handle = PooledConnection(self, slot)
-        return handle
+            return self._finish_borrow_locked(slot, now, thread.ident or 0, *sighting)
 
     def _cancel_waiter(self, w: Any) -> None:
         with self._lock:

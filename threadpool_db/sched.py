@@ -29,11 +29,7 @@ class TenantBook:
     lock: every method is called with it held."""
 
     def __init__(self, limits: dict[str, int] | None, default: int | None) -> None:
-        for name, n in (limits or {}).items():
-            if not isinstance(name, str) or isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ValueError(f"tenant_limits must map tenant names to ints >= 1, got {name!r}: {n!r}")
-        if default is not None and (isinstance(default, bool) or not isinstance(default, int) or default < 1):
-            raise ValueError(f"default_tenant_limit must be an int >= 1 or None, got {default!r}")
+        # validated by config.PoolConfig
         self.limits = dict(limits or {})
         self.default = default
         self.out: dict[str, int] = {}

@@ -1,0 +1,209 @@
+"""A pool's configuration as data: frozen, validated once, grouped as the README groups the
+options. ``ConnectionPool(**kwargs)`` stays the public face and builds one; ``FlaskPool``
+validates its options with it at start-up; ``resize()`` reuses its size rule (``check_sizes``).
+
+Every rule is here, and every error names the parameter it is about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import CHECKS, check_sizes, positive
+
+CAPTURES = ("off", "sampled", "full")
+
+
+@dataclass(frozen=True)
+class Connection:
+    conninfo: str | Callable[[], str] = ""  # "" means libpq's defaults and PG* variables
+    connect: Callable[[], Any] | None = None
+    kwargs: dict[str, Any] | Callable[[], dict[str, Any]] | None = None
+    connection_class: type | None = None
+    configure: Callable[[Any], Any] | None = None
+    reset: Callable[[Any], Any] | None = None
+    reconnect_failed: Callable[[Any], Any] | None = None
+    pgbouncer: bool | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Sizing:
+    min_size: int = 4
+    max_size: int = 4
+    timeout: float = 30.0
+    max_waiting: int = 0
+    num_workers: int = 2
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    max_lifetime: float = 1800.0
+    max_idle: float = 600.0
+    reconnect_timeout: float = 300.0
+    connect_timeout: float | None = 10.0
+
+
+@dataclass(frozen=True)
+class Checks:
+    check: str | Callable[[Any], Any] = "auto"  # "auto", "always", "never", or a callable
+    check_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class Leaks:
+    threshold: float | None = 60.0  # None: leak detection off
+    capture_stacks: str = "sampled"
+    stack_sample_rate: float = 0.05
+    reclaim: bool = False
+    reclaim_factor: float = 2.0
+
+
+@dataclass(frozen=True)
+class Tenants:
+    limits: dict[str, int] = field(default_factory=dict)
+    default_limit: int | None = None
+    wait: bool = True
+    priority_aging: float = 1.0
+
+
+@dataclass(frozen=True)
+class Burst:
+    size: int | None = None
+    wait_threshold: float = 0.1
+    lifetime: float = 60.0
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    connection: Connection
+    sizing: Sizing
+    lifecycle: Lifecycle
+    checks: Checks
+    leaks: Leaks
+    tenants: Tenants
+    burst: Burst
+
+    @classmethod
+    def build(
+        cls,
+        conninfo: Any = "",
+        *,
+        connect: Any = None,
+        kwargs: Any = None,
+        connection_class: Any = None,
+        min_size: Any = 4,
+        max_size: Any = None,
+        timeout: Any = 30.0,
+        max_waiting: Any = 0,
+        max_lifetime: Any = 1800.0,
+        max_idle: Any = 600.0,
+        check: Any = "auto",
+        check_timeout: Any = 5.0,
+        configure: Any = None,
+        reset: Any = None,
+        reconnect_timeout: Any = 300.0,
+        reconnect_failed: Any = None,
+        connect_timeout: Any = 10.0,
+        num_workers: Any = 2,
+        name: Any = None,
+        leak_threshold: Any = 60.0,
+        capture_stacks: Any = "sampled",
+        stack_sample_rate: Any = 0.05,
+        reclaim_leaked: Any = False,
+        reclaim_factor: Any = 2.0,
+        tenant_limits: Any = None,
+        default_tenant_limit: Any = None,
+        tenant_wait: Any = True,
+        priority_aging: Any = 1.0,
+        burst_size: Any = None,
+        burst_wait_threshold: Any = 0.1,
+        burst_lifetime: Any = 60.0,
+        pgbouncer: Any = None,
+        null: bool = False,
+    ) -> PoolConfig:
+        """Validate every parameter (ValueError naming it) and return the configuration.
+        ``null``: the rules of a NullConnectionPool (min_size 0; max_size 0 means no limit)."""
+        # -- connection ------------------------------------------------------------------------
+        if conninfo is None:
+            conninfo = ""
+        if not (isinstance(conninfo, str) or callable(conninfo)):
+            raise ValueError(f"conninfo must be a str or a callable, got {type(conninfo).__name__}")
+        if connect is not None and not callable(connect):
+            raise ValueError("connect must be a zero-argument callable")
+        if connect is not None and (callable(conninfo) or conninfo):
+            raise ValueError("give conninfo or connect, not both")
+        if kwargs is not None and not (isinstance(kwargs, dict) or callable(kwargs)):
+            raise ValueError(f"kwargs must be a dict or a callable returning one, got {type(kwargs).__name__}")
+        if connection_class is not None:
+            import psycopg
+
+            if not (isinstance(connection_class, type) and issubclass(connection_class, psycopg.Connection)):
+                raise ValueError(f"connection_class must be a psycopg.Connection subclass, got {connection_class!r}")
+            if connect is not None:
+                raise ValueError("connection_class applies to conninfo, not to a connect factory")
+        for cb_name, cb in (("configure", configure), ("reset", reset), ("reconnect_failed", reconnect_failed)):
+            if cb is not None and not callable(cb):
+                raise ValueError(f"{cb_name} must be a callable, got {type(cb).__name__}")
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"name must be a str, got {type(name).__name__}")
+        # -- sizing ----------------------------------------------------------------------------
+        min_size, max_size = check_sizes(min_size, max_size, null=null)
+        positive("timeout", timeout)
+        if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 0:
+            raise ValueError(f"max_waiting must be an int >= 0, got {max_waiting!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+            raise ValueError(f"num_workers must be an int >= 1, got {num_workers!r}")
+        # -- lifecycle -------------------------------------------------------------------------
+        positive("max_lifetime", max_lifetime, allow_zero=False)
+        positive("max_idle", max_idle, allow_zero=False)
+        positive("reconnect_timeout", reconnect_timeout)
+        positive("connect_timeout", connect_timeout, allow_zero=False, allow_none=True)
+        # -- checks ----------------------------------------------------------------------------
+        if check is None:  # psycopg_pool's "no check"
+            check = "never"
+        if not callable(check) and check not in CHECKS:
+            raise ValueError(f"check must be one of {', '.join(CHECKS)} or a callable, got {check!r}")
+        positive("check_timeout", check_timeout, allow_zero=False)
+        # -- leaks -----------------------------------------------------------------------------
+        if capture_stacks not in CAPTURES:
+            raise ValueError(f"capture_stacks must be one of {', '.join(CAPTURES)}, got {capture_stacks!r}")
+        if isinstance(stack_sample_rate, bool) or not isinstance(stack_sample_rate, (int, float)) \
+                or not 0.0 <= stack_sample_rate <= 1.0:  # fmt: skip
+            raise ValueError(f"stack_sample_rate must be between 0 and 1, got {stack_sample_rate!r}")
+        if isinstance(reclaim_factor, bool) or not isinstance(reclaim_factor, (int, float)) or reclaim_factor < 1.0:
+            raise ValueError(f"reclaim_factor must be a number >= 1, got {reclaim_factor!r}")
+        if leak_threshold is None:
+            if reclaim_leaked:
+                raise ValueError("reclaim_leaked=True needs a leak_threshold")
+        elif isinstance(leak_threshold, bool) or not isinstance(leak_threshold, (int, float)) or not leak_threshold > 0:
+            raise ValueError(f"leak_threshold must be a number > 0 or None, got {leak_threshold!r}")
+        # -- tenants ---------------------------------------------------------------------------
+        for tenant, n in (tenant_limits or {}).items():
+            if not isinstance(tenant, str) or isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"tenant_limits must map tenant names to ints >= 1, got {tenant!r}: {n!r}")
+        if default_tenant_limit is not None and (isinstance(default_tenant_limit, bool)
+                                                 or not isinstance(default_tenant_limit, int)
+                                                 or default_tenant_limit < 1):  # fmt: skip
+            raise ValueError(f"default_tenant_limit must be an int >= 1 or None, got {default_tenant_limit!r}")
+        positive("priority_aging", priority_aging, allow_zero=False)
+        # -- burst -----------------------------------------------------------------------------
+        if burst_size is not None and (isinstance(burst_size, bool) or not isinstance(burst_size, int)
+                                       or burst_size < max_size):  # fmt: skip
+            raise ValueError(f"burst_size must be an int >= max_size ({max_size}) or None, got {burst_size!r}")
+        positive("burst_wait_threshold", burst_wait_threshold, allow_zero=False)
+        positive("burst_lifetime", burst_lifetime, allow_zero=False)
+        return cls(
+            Connection(conninfo, connect, kwargs, connection_class, configure, reset, reconnect_failed, pgbouncer,
+                       name),
+            Sizing(min_size, max_size, float(timeout), max_waiting, num_workers),
+            Lifecycle(float(max_lifetime), float(max_idle), float(reconnect_timeout),
+                      None if connect_timeout is None else float(connect_timeout)),
+            Checks(check, float(check_timeout)),
+            Leaks(None if leak_threshold is None else float(leak_threshold), capture_stacks, float(stack_sample_rate),
+                  bool(reclaim_leaked), float(reclaim_factor)),
+            Tenants(dict(tenant_limits or {}), default_tenant_limit, bool(tenant_wait), float(priority_aging)),
+            Burst(burst_size, float(burst_wait_threshold), float(burst_lifetime)),
+        )
