@@ -175,8 +175,8 @@ class PoolMachine(RuleBasedStateMachine):
         ("kill_and_return", 9, lambda m: bool(m.out) and not m.closed),
         ("fail_next_connect", 3, lambda m: m.factory.fail_next < 2),
         ("advance_time", 8, lambda m: True),
-        ("close", 1, lambda m: not m.closed),
-        ("fork_like_reset", 1, lambda m: not m.closed),
+        ("close", 0.3, lambda m: not m.closed),  # rare: it ends what the rest can test
+        ("fork_like_reset", 0.3, lambda m: not m.closed),
     )
 
     @rule(r=st.randoms(use_true_random=True))  # seeded by hypothesis: replayable, truly weighted
@@ -221,7 +221,7 @@ class PoolMachine(RuleBasedStateMachine):
 FLOORS = {
     "borrow": 50, "borrow_use_return": 50, "give_back": 50, "give_back_twice": 20, "leak": 20,
     "kill_connection": 20, "kill_and_return": 30, "fail_next_connect": 20, "advance_time": 50,
-    "close": 10, "fork_like_reset": 10, "putconn": 200, "killed_returned": 30,
+    "close": 3, "fork_like_reset": 3, "putconn": 200, "killed_returned": 30,
     "evicted_expired": 5, "evicted_idle": 1,
 }  # fmt: skip
 
@@ -231,7 +231,7 @@ def test_pool_state_machine_keeps_its_invariants_and_reaches_every_rule():
     run_state_machine_as_test(
         PoolMachine,
         settings=settings(
-            max_examples=30, stateful_step_count=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+            max_examples=12, stateful_step_count=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
         ),
     )
     short = {k: (COUNTS[k], floor) for k, floor in FLOORS.items() if COUNTS[k] < floor}
