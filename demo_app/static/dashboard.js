@@ -71,9 +71,16 @@ async function poll() {
       push(history.wait, "worker " + pid, s.wait_p99_ms);
     }
     draw("wait", history.wait, "wait-legend");
-    document.getElementById("leaks").innerHTML = d.leaks.length ? d.leaks.slice(-5).map(l =>
-      `<pre>worker ${l.worker}: ${escapeHtml(l.borrow_site)} held ${l.held_for}s by ${escapeHtml(l.thread_name)}` +
-      `${l.reclaimed ? " (reclaimed)" : ""}\nholder now:\n${escapeHtml(l.holder_stack)}</pre>`).join("") : "none";
+    // A report whose connection came back says so, instead of sitting there as if still leaked;
+    // the user's own frames first, framework frames collapsed (the server formats them so).
+    document.getElementById("leaks").innerHTML = d.leaks.length ? d.leaks.slice(-5).map(l => {
+      const state = l.returned ? `returned after ${l.returned_after}s` : l.reclaimed ? "reclaimed" : "still out";
+      const cls = l.returned ? "leak returned" : "leak";
+      return `<pre class="${cls}" data-state="${l.returned ? "returned" : l.reclaimed ? "reclaimed" : "out"}">` +
+        `worker ${l.worker}: <b>${state}</b> · ${escapeHtml(l.summary || l.borrow_site)}\n` +
+        `held ${l.held_for}s by ${escapeHtml(l.thread_name)}\nborrowed at:\n` +
+        `${escapeHtml(l.borrow_stack || "  " + l.borrow_site)}\nholder then:\n${escapeHtml(l.holder_stack)}</pre>`;
+    }).join("") : "none";
     document.getElementById("status").textContent =
       `polls: ${polls} · workers: ${d.workers.length} · server max_connections: ${sv.max_connections ?? "?"}`;
   } catch (e) {
