@@ -29,6 +29,24 @@ from . import ops, publish
 from .schema import ensure_schema, plain_url
 
 PER_REQUEST_APP = "tpdb-demo-per-request"
+
+# The server's refusals of a new connection. libpq reports them without a SQLSTATE (psycopg's
+# sqlstate is None for connection failures), so it is read off the server's message.
+_REFUSALS = {
+    "too many clients already": "53300",
+    "remaining connection slots are reserved": "53300",
+    "the database system is starting up": "57P03",
+    "the database system is shutting down": "57P03",
+}
+
+
+def refusal(e: BaseException) -> tuple[str, str]:
+    """(SQLSTATE, the server's message) of a refused connection, e.g. ("53300", "sorry, too
+    many clients already")."""
+    text = str(e).strip()
+    message = text.split("FATAL:", 1)[1].strip() if "FATAL:" in text else text.splitlines()[-1][-200:]
+    state = getattr(e, "sqlstate", None) or next((s for k, s in _REFUSALS.items() if k in message), "08006")
+    return state, message
 POOLED_APP = "tpdb-demo-pooled"
 
 
@@ -89,8 +107,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                                  connect_timeout=10) as conn:  # fmt: skip
                 return jsonify(ops.run(op, conn))
         except psycopg.OperationalError as e:
-            # "sorry, too many clients already": the database refused a new connection
-            return jsonify({"error": "database refused the connection", "detail": str(e).strip()[-200:]}), 503
+            # the database refused a new connection: say which refusal, as the server said it
+            sqlstate, message = refusal(e)
+            return jsonify({"error": "database refused the connection", "sqlstate": sqlstate,
+                            "message": message}), 503  # fmt: skip
 
     @app.get("/pooled/<op>")
     def pooled(op: str) -> Any:
@@ -135,6 +155,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                     "WHERE backend_type = 'client backend' GROUP BY 1"
                 ).fetchall()
                 server["max_connections"] = int(conn.execute("SHOW max_connections").fetchone()[0])
+                reserved = conn.execute("SELECT coalesce(sum(setting::int), 0) FROM pg_settings WHERE name IN "
+                                        "('superuser_reserved_connections', 'reserved_connections')").fetchone()[0]
+                server["refusal_line"] = server["max_connections"] - int(reserved)  # where it refuses new ones
             by_app = dict(rows)
             server.update(per_request=by_app.get(PER_REQUEST_APP, 0), pooled=by_app.get(POOLED_APP, 0),
                           total=sum(by_app.values()))  # fmt: skip

@@ -42,14 +42,18 @@ HOSTS_VIA_PGBOUNCER = 3  # gunicorn instances, stand-ins for app hosts
 @dataclass
 class Phase:
     mode: str
+    label: str = ""  # what the report calls it ("pooled, max_size 8", "recommended, max_size 3")
+    max_size: int = 0
     rps: float = 0.0
     p50: float = 0.0
     p95: float = 0.0
     p99: float = 0.0
     requests: int = 0
     failures: int = 0
-    peak_conns: int = 0
+    peak_conns: int = 0  # every client backend, sampled at 10 Hz: the server's own view
+    peak_app_conns: int = 0  # those of this phase's app only
     conns_opened: int = 0
+    refusals: dict[str, int] = field(default_factory=dict)  # "SQLSTATE message" -> count
     ok_rps: float = 0.0
     clients: int = 0  # pgbouncer mode: client connections the app hosts held at the end
     cpu: dict[str, float] = field(default_factory=dict)
@@ -63,8 +67,12 @@ class Phase:
         return 100.0 * self.failures / self.requests if self.requests else 0.0
 
 
+SAMPLE_EVERY = 0.1  # seconds: 10 Hz, fast enough to catch the peaks (charts plot each second's max)
+
+
 class Sampler(threading.Thread):
-    """Once a second: the app's server connections and the database's session count."""
+    """Ten times a second: every client backend on the server (what PostgreSQL counts against
+    max_connections, this sampler's own excepted), the app's, and the database's session count."""
 
     def __init__(self, admin_url: str, app_name: str, dbname: str, by_user: bool = False) -> None:
         super().__init__(name="conn-sampler", daemon=True)
@@ -83,14 +91,15 @@ class Sampler(threading.Thread):
                     params = (self.dbname,) if "%s" not in self.filter else (self.app_name, self.dbname)
                     row = conn.execute(
                         f"SELECT (SELECT count(*) FROM pg_stat_activity WHERE {self.filter}),"
-                        " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
+                        " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                        "  AND pid <> pg_backend_pid()),"
                         " (SELECT sessions FROM pg_stat_database WHERE datname = %s)",
                         params,
                     ).fetchone()
                     assert row is not None
                     self.samples.append({"t": round(time.monotonic() - self.t0, 2), "app_conns": row[0],
                                          "all_conns": row[1], "sessions": row[2] or 0})  # fmt: skip
-                    self.stop_event.wait(1.0)
+                    self.stop_event.wait(SAMPLE_EVERY)
         except Exception as e:  # the report says the samples are missing rather than dying
             print(f"sampler stopped: {type(e).__name__}: {e}", file=sys.stderr)
 
@@ -115,11 +124,13 @@ def _num(row: dict[str, str] | None, key: str) -> float:
         return 0.0
 
 
-def run_locust(bases: list[str], mode: str, args: argparse.Namespace, out: Path, sampler: Sampler
-               ) -> dict[str, float]:  # fmt: skip
-    """Run one Locust phase with live progress; return the last CPU snapshot taken while Locust
-    was still alive (an ended process's time would be charged to its parent)."""
-    prefix = out / mode
+def run_locust(bases: list[str], mode: str, args: argparse.Namespace, out: Path, sampler: Sampler,
+               tag: str | None = None) -> dict[str, float]:  # fmt: skip
+    """Run one Locust phase with live progress (a line a second from the first one; plain
+    lines, not carriage returns, when stdout is no terminal); return the last CPU snapshot
+    taken while Locust was still alive (an ended process's time is charged to its parent)."""
+    tag = tag or mode
+    prefix = out / tag
     base = bases[0]
     env = {**os.environ, "TPDB_MODE": "pooled" if mode == "pgbouncer" else mode, "TPDB_MIX": args.mix,
            "TPDB_HOSTS": ",".join(bases) if len(bases) > 1 else ""}  # fmt: skip
@@ -127,7 +138,7 @@ def run_locust(bases: list[str], mode: str, args: argparse.Namespace, out: Path,
            "-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{args.duration}s", "--host", base,
            "--csv", str(prefix), "--csv-full-history", "--only-summary", "--loglevel", "WARNING",
            "--stop-timeout", "5"]  # fmt: skip
-    with (out / f"{mode}_locust.log").open("wb") as log:
+    with (out / f"{tag}_locust.log").open("wb") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         t0 = time.monotonic()
         last_cpu = cpu.snapshot()
@@ -141,9 +152,10 @@ def run_locust(bases: list[str], mode: str, args: argparse.Namespace, out: Path,
                 hist = _history(prefix)
                 last = hist[-1] if hist else {"rps": 0.0, "fps": 0.0}
                 errors = _num(_aggregated(Path(f"{prefix}_stats_history.csv")), "Total Failure Count")
-                conns = sampler.samples[-1]["app_conns"] if sampler.samples else 0
-                _progress(f"[{mode:>11}] {min(elapsed, args.duration):4.0f}/{args.duration} s"
-                          f"  {last['rps']:7.0f} req/s  errors {errors:6.0f}  server conns {conns:3.0f}")  # fmt: skip
+                conns = sampler.samples[-1]["all_conns"] if sampler.samples else 0
+                _progress(f"[{tag:>11}] {min(elapsed, args.duration):4.0f}/{args.duration} s"
+                          f"  {last['rps'] - last['fps']:7.1f} ok req/s  errors {errors:6.0f}  "
+                          f"server conns {conns:3.0f}")  # fmt: skip
                 time.sleep(1.0)
         finally:
             if proc.poll() is None:
@@ -188,6 +200,17 @@ def _history(prefix: Path) -> list[dict[str, float]]:
     return out
 
 
+def _server_limits(admin_url: str) -> dict[str, int]:
+    """max_connections, the slots reserved for superusers (and reserved_connections), and so
+    where PostgreSQL starts refusing ordinary roles."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        mc = int(conn.execute("SHOW max_connections").fetchone()[0])  # type: ignore[index]
+        row = conn.execute("SELECT coalesce(sum(setting::int), 0) FROM pg_settings WHERE name IN "
+                           "('superuser_reserved_connections', 'reserved_connections')").fetchone()  # fmt: skip
+    reserved = int(row[0]) if row else 0
+    return {"max_connections": mc, "reserved": reserved, "refusal_line": mc - reserved}
+
+
 def _pool_stats(base: str, workers: int) -> list[dict[str, Any]]:
     import urllib.request
 
@@ -208,24 +231,47 @@ def _advice(base: str, workers: int) -> dict[str, Any]:
         return {"error": f"{type(e).__name__}: {e}"}
 
 
-def run_phase(mode: str, url: str, admin_url: str, dbname: str, args: argparse.Namespace, out: Path) -> Phase:
-    """One phase: its gunicorn instance(s), Locust, the sampler; then the figures."""
-    phase = Phase(mode)
+def _refusals(path: Path) -> dict[str, int]:
+    """Failures by cause from Locust's failures CSV: "refused 53300: sorry, too many clients
+    already" (the demo's 503 body, see load/locustfile.py) or "503 database busy"."""
+    out: dict[str, int] = {}
+    try:
+        with path.open() as f:
+            for r in csv.DictReader(f):
+                err = (r.get("Error") or "").strip()
+                for prefix in ("CatchResponseError(", "'", '"'):
+                    err = err.removeprefix(prefix)
+                err = err.rstrip(")'\"")
+                out[err] = out.get(err, 0) + int(_num(r, "Occurrences"))
+    except (OSError, csv.Error):
+        pass
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def run_phase(mode: str, url: str, admin_url: str, dbname: str, args: argparse.Namespace, out: Path,
+              max_size: int | None = None, duration: int | None = None, tag: str | None = None) -> Phase:  # fmt: skip
+    """One phase: its gunicorn instance(s), Locust, the sampler; then the figures. ``tag``
+    names the phase's files and row when one mode runs twice (the recommended size)."""
+    max_size = max_size or args.max_size
+    tag = tag or mode
+    args = argparse.Namespace(**{**vars(args), "duration": duration or args.duration})
+    phase = Phase(tag, label=f"{tag}" + (f", max_size {max_size}" if mode != "per-request" else ""),
+                  max_size=max_size if mode != "per-request" else 0)  # fmt: skip
     hosts = HOSTS_VIA_PGBOUNCER if mode == "pgbouncer" else 1
     with contextlib.ExitStack() as stack:
         bases = []
         for h in range(hosts):
-            env = {"TPDB_POOL_TIMEOUT": str(args.pool_timeout), "TPDB_STATS_DIR": str(out / f"{mode}_workers{h}"),
+            env = {"TPDB_POOL_TIMEOUT": str(args.pool_timeout), "TPDB_STATS_DIR": str(out / f"{tag}_workers{h}"),
                    "GUNICORN_WORKER_CONNECTIONS": str(args.worker_connections or args.threads * 2),
                    "TPDB_CAPTURE_STACKS": "sampled"}  # fmt: skip
-            glog = stack.enter_context((out / f"{mode}_gunicorn{h}.log").open("wb"))
+            glog = stack.enter_context((out / f"{tag}_gunicorn{h}.log").open("wb"))
             bases.append(stack.enter_context(run_gunicorn(url, workers=args.workers, threads=args.threads,
-                                                          max_size=args.max_size, env=env, log=glog)))  # fmt: skip
+                                                          max_size=max_size, env=env, log=glog)))  # fmt: skip
         sampler = Sampler(admin_url, APP_NAMES[mode], dbname, by_user=mode == "pgbouncer")
         sampler.start()
         before = cpu.snapshot()
         try:
-            phase.cpu = cpu.shares(before, run_locust(bases, mode, args, out, sampler))
+            phase.cpu = cpu.shares(before, run_locust(bases, mode, args, out, sampler, tag))
             if mode != "per-request":
                 stats = [s for b in bases for s in _pool_stats(b, args.workers)]
                 phase.pool_stats = stats
@@ -233,17 +279,19 @@ def run_phase(mode: str, url: str, admin_url: str, dbname: str, args: argparse.N
                 phase.advice = _advice(bases[0], args.workers * hosts)
         finally:
             sampler.stop()
-    agg = _aggregated(out / f"{mode}_stats.csv")
+    agg = _aggregated(out / f"{tag}_stats.csv")
     phase.rps = round(_num(agg, "Requests/s"), 1)
     phase.p50, phase.p95, phase.p99 = (_num(agg, k) for k in ("50%", "95%", "99%"))
     phase.requests, phase.failures = int(_num(agg, "Request Count")), int(_num(agg, "Failure Count"))
     if phase.requests:
         phase.ok_rps = round(phase.rps * (phase.requests - phase.failures) / phase.requests, 1)
     phase.samples = sampler.samples
-    phase.peak_conns = int(max((s["app_conns"] for s in sampler.samples), default=0))
+    phase.peak_conns = int(max((s["all_conns"] for s in sampler.samples), default=0))
+    phase.peak_app_conns = int(max((s["app_conns"] for s in sampler.samples), default=0))
     if len(sampler.samples) >= 2:
         phase.conns_opened = int(sampler.samples[-1]["sessions"] - sampler.samples[0]["sessions"])
-    phase.history = _history(out / mode)
+    phase.history = _history(out / tag)
+    phase.refusals = _refusals(out / f"{tag}_failures.csv")
     return phase
 
 
@@ -260,6 +308,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pool-timeout", type=float, default=10.0, help="pool borrow timeout, s (10)")
     ap.add_argument("--max-connections", type=int, default=50, help="PostgreSQL max_connections (50)")
     ap.add_argument("--mix", default="read:80,write:15,slow:5", help="op weights (read:80,write:15,slow:5)")
+    ap.add_argument("--recommended-duration", type=int, default=20,
+                    help="seconds of a third phase, pooled at the advisor's recommended max_size (20; 0: skip)")
     ap.add_argument("--modes", default="per-request,pooled", help="phases to run, in order (per-request,pooled)")
     ap.add_argument("--via-pgbouncer", action="store_true",
                     help=f"also run the pooled routes on {HOSTS_VIA_PGBOUNCER} gunicorn instances (stand-ins for "
@@ -304,15 +354,22 @@ def main(argv: list[str] | None = None) -> int:
         from demo_app.schema import ensure_schema
 
         ensure_schema(url)
+        limits = _server_limits(admin_url)
         try:
             for mode in modes:
                 phase_url = bouncer_url if mode == "pgbouncer" else url
                 phases.append(run_phase(mode, phase_url, admin_url, dbname, args, out))  # type: ignore[arg-type]
+                rec = phases[-1].advice.get("recommended_max_size") if mode == "pooled" else None
+                if rec and args.recommended_duration > 0:
+                    # the advisor's size, tried: a short pooled phase at it, same load
+                    phases.append(run_phase("pooled", url, admin_url, dbname, args, out, max_size=int(rec),
+                                            duration=args.recommended_duration, tag="recommended"))  # fmt: skip
         except (KeyboardInterrupt, Stopped):
             print("\ninterrupted: stopping everything")
             if not phases:
                 return 130
-    meta = {"args": vars(args), "server": server_note, "cores": os.cpu_count(), "python": sys.version.split()[0]}
+    meta = {"args": vars(args), "server": server_note, "cores": os.cpu_count(), "python": sys.version.split()[0],
+            **(limits if phases else {})}  # fmt: skip
     (out / "results.json").write_text(json.dumps({"meta": meta, "phases": [asdict(p) for p in phases]}, indent=2))
     table = report.write(out, phases, meta)
     print(table)

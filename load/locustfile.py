@@ -35,7 +35,20 @@ def _op(op: str):
     path = f"/{MODE}/{op}"
 
     def run(user: FastHttpUser) -> None:
-        user.client.get(path, name=path)
+        with user.client.get(path, name=path, catch_response=True) as r:
+            if r.status_code == 503:
+                # the failure names its cause, so the report can count refusals by SQLSTATE and
+                # message, and pool timeouts apart from them
+                try:
+                    body = r.json()
+                except Exception:
+                    body = {}
+                if body.get("sqlstate"):
+                    r.failure(f"refused {body['sqlstate']}: {body.get('message', '')}")
+                else:
+                    r.failure(f"503 {body.get('error', 'unavailable')}")
+            elif r.status_code >= 400:
+                r.failure(f"HTTP {r.status_code}")
 
     run.__name__ = op
     return run

@@ -1,4 +1,8 @@
-"""The comparison report: a summary table, PNG charts (matplotlib), report.md and report.html."""
+"""The comparison report: a summary table, PNG charts (matplotlib), report.md and report.html.
+
+Both files are made from one list of sections, so the HTML has everything the markdown has.
+Figures are rounded one way everywhere: req/s and milliseconds to 0.1, percentages to 0.01.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .compare import Phase
 
-COLORS = {"per-request": "#d62728", "pooled": "#1f77b4", "pgbouncer": "#2ca02c"}
-HEAD = ["mode", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors %", "peak server conns", "conns opened", "ok req/s"]
+COLORS = {"per-request": "#d62728", "pooled": "#1f77b4", "recommended": "#9467bd", "pgbouncer": "#2ca02c"}
+HEAD = ["phase", "ok req/s", "p50 ms", "p95 ms", "p99 ms", "errors %", "peak server conns", "conns opened",
+        "all req/s"]  # fmt: skip
 
 
 def rows(phases: list[Phase]) -> list[list[str]]:
     return [
-        [p.mode, f"{p.rps:.1f}", f"{p.p50:.0f}", f"{p.p95:.0f}", f"{p.p99:.0f}", f"{p.error_pct:.2f}",
-         str(p.peak_conns), str(p.conns_opened), f"{p.ok_rps:.1f}"]
+        [p.label or p.mode, f"{p.ok_rps:.1f}", f"{p.p50:.1f}", f"{p.p95:.1f}", f"{p.p99:.1f}", f"{p.error_pct:.2f}",
+         str(p.peak_conns), str(p.conns_opened), f"{p.rps:.1f}"]
         for p in phases
-    ]
+    ]  # fmt: skip
 
 
 def markdown_table(phases: list[Phase]) -> str:
@@ -28,13 +33,52 @@ def markdown_table(phases: list[Phase]) -> str:
 
 
 def ratio_line(phases: list[Phase]) -> str:
+    """The headline: what users get. Successful requests per second and the p99 latency."""
     by = {p.mode: p for p in phases}
-    if "pooled" in by and "per-request" in by and by["per-request"].rps > 0:
+    if "pooled" in by and "per-request" in by:
         a, b = by["pooled"], by["per-request"]
-        good = f"{a.ok_rps / b.ok_rps:.1f}x" if b.ok_rps else "inf"
-        return (f"pooled / per-request: {a.rps / b.rps:.1f}x req/s, {good} successful req/s; p99 latency "
-                f"{b.p99 / a.p99 if a.p99 else float('nan'):.1f}x lower pooled")  # fmt: skip
+        good = f"{a.ok_rps / b.ok_rps:.1f}x" if b.ok_rps else "all of the"
+        lower = f" ({b.p99 / a.p99:.1f}x lower)" if a.p99 else ""
+        return (f"pooled vs per-request: {good} successful req/s ({a.ok_rps:.1f} vs {b.ok_rps:.1f}); "
+                f"p99 {a.p99:.1f} ms vs {b.p99:.1f} ms{lower}")  # fmt: skip
     return ""
+
+
+def recommended_line(phases: list[Phase]) -> str:
+    """Did the advisor's size do as well as the default? Said plainly either way."""
+    by = {p.mode: p for p in phases}
+    if "pooled" not in by or "recommended" not in by:
+        return ""
+    d, r = by["pooled"], by["recommended"]
+    verdict = (f"recommended max_size {r.max_size} vs default {d.max_size}: {r.ok_rps:.1f} vs {d.ok_rps:.1f} "
+               f"ok req/s, p99 {r.p99:.1f} vs {d.p99:.1f} ms")  # fmt: skip
+    worse_goodput = r.ok_rps < 0.95 * d.ok_rps
+    worse_p99 = r.p99 > 1.10 * d.p99
+    if not (worse_goodput or worse_p99):
+        return verdict + ": as good as the default (within 5% on goodput and 10% on p99), with fewer connections" \
+            if r.max_size < d.max_size else verdict + ": as good as the default"
+    what = " and ".join(x for x, bad in (("goodput", worse_goodput), ("p99", worse_p99)) if bad)
+    return (verdict + f": WORSE on {what}. The advice sizes for the measured demand with 2x headroom; on this "
+            "2-core machine the pooled phase is CPU-bound (see the CPU shares), so fewer connections mean the "
+            "requests queue in the pool instead of in the CPU, which shows in the tail latency; the shorter "
+            "phase also has less time to warm up.")  # fmt: skip
+
+
+def refusal_rows(phases: list[Phase]) -> list[list[str]]:
+    out = []
+    for p in phases:
+        for cause, n in p.refusals.items():
+            out.append([p.label or p.mode, cause, str(n)])
+    return out
+
+
+def _per_second_max(samples: list[dict[str, float]], key: str) -> tuple[list[int], list[float]]:
+    peak: dict[int, float] = {}
+    for s in samples:
+        sec = int(s["t"])
+        peak[sec] = max(peak.get(sec, 0.0), s[key])
+    secs = sorted(peak)
+    return secs, [peak[x] for x in secs]
 
 
 def charts(out: Path, phases: list[Phase], meta: dict[str, Any]) -> list[tuple[str, str]]:
@@ -51,18 +95,23 @@ def charts(out: Path, phases: list[Phase], meta: dict[str, Any]) -> list[tuple[s
         plt.close(fig)
         made.append((name, title))
 
+    def color(p: Phase) -> str:
+        return COLORS.get(p.mode, "#333333")
+
     fig, ax = plt.subplots(figsize=(9, 4))
     for p in phases:
-        ax.plot([h["t"] for h in p.history], [h["rps"] for h in p.history], label=p.mode, color=COLORS[p.mode])
-    ax.set(xlabel="seconds", ylabel="requests/s", title="Throughput")
-    ax.legend()
-    save(fig, "rps.png", "Throughput over time")
+        t = [h["t"] for h in p.history]
+        ax.plot(t, [h["rps"] - h["fps"] for h in p.history], color=color(p), label=f"{p.label} ok")
+        ax.plot(t, [h["fps"] for h in p.history], ":", color=color(p), label=f"{p.label} errors")
+    ax.set(xlabel="seconds", ylabel="requests/s", title="Successful requests/s (solid) and errors/s (dotted)")
+    ax.legend(fontsize=8, ncol=2)
+    save(fig, "rps.png", "Successful requests/s, errors apart")
 
     fig, ax = plt.subplots(figsize=(9, 4))
     for p in phases:
         pts = [h for h in p.history if h["p50"] > 0]  # Locust's window is empty at first
         for key, style in (("p50", ":"), ("p95", "--"), ("p99", "-")):
-            ax.plot([h["t"] for h in pts], [h[key] for h in pts], style, color=COLORS[p.mode], label=f"{p.mode} {key}")
+            ax.plot([h["t"] for h in pts], [h[key] for h in pts], style, color=color(p), label=f"{p.label} {key}")
     ax.set(xlabel="seconds", ylabel="ms", title="Latency percentiles (log scale)", yscale="log")
     ax.legend(ncol=2, fontsize=8)
     save(fig, "latency.png", "Latency p50 / p95 / p99 over time")
@@ -70,88 +119,124 @@ def charts(out: Path, phases: list[Phase], meta: dict[str, Any]) -> list[tuple[s
     fig, ax = plt.subplots(figsize=(9, 4))
     for p in phases:
         ax.plot([h["t"] for h in p.history], [100.0 * h["fps"] / h["rps"] if h["rps"] else 0.0 for h in p.history],
-                label=p.mode, color=COLORS[p.mode])  # fmt: skip
+                label=p.label, color=color(p))  # fmt: skip
     ax.set(xlabel="seconds", ylabel="% of requests", title="Error rate")
     ax.legend()
     save(fig, "errors.png", "Error rate over time")
 
     fig, ax = plt.subplots(figsize=(9, 4))
     for p in phases:
-        ax.plot([s["t"] for s in p.samples], [s["app_conns"] for s in p.samples], label=f"{p.mode} (app)",
-                color=COLORS[p.mode])  # fmt: skip
-    mc = meta.get("args", {}).get("max_connections")
-    if mc and "embedded" in str(meta.get("server")):
-        ax.axhline(mc, color="gray", linestyle="--", label=f"max_connections = {mc}")
+        secs, peaks = _per_second_max(p.samples, "all_conns")
+        ax.plot(secs, peaks, color=color(p), label=f"{p.label}: every client backend (max each second)")
+    line = meta.get("refusal_line")
+    if line:
+        ax.axhline(line, color="black", linestyle="--", label=f"PostgreSQL refuses ordinary roles above {line} "
+                   f"(max_connections {meta.get('max_connections')} - {meta.get('reserved')} reserved)")  # fmt: skip
     if any(p.mode == "pgbouncer" for p in phases):
         bps = meta.get("args", {}).get("bouncer_pool_size")
         ax.axhline(bps, color=COLORS["pgbouncer"], linestyle="-.", label=f"PgBouncer default_pool_size = {bps}")
     cap = meta.get("args", {}).get("workers", 0) * meta.get("args", {}).get("max_size", 0)
     if cap:
         ax.axhline(cap, color=COLORS["pooled"], linestyle=":", label=f"workers x max_size = {cap}")
-    ax.set(xlabel="seconds", ylabel="connections", title="Server connections (pg_stat_activity)")
-    ax.legend(fontsize=8)
+    ax.set(xlabel="seconds", ylabel="connections", title="Server connections (pg_stat_activity, sampled at 10 Hz)")
+    ax.legend(fontsize=7)
     save(fig, "server_conns.png", "Server connections over time")
     return made
+
+
+HOW_TO_READ = [
+    "**ok req/s** is what users get: successful requests per second. **all req/s** counts failures too, "
+    "and flatters per-request mode, whose refusals fail fast.",
+    "**p50/p95/p99 ms** are Locust's response-time percentiles over the phase, failures included.",
+    "**errors %**: failed requests. Per-request mode's are PostgreSQL refusing a connection (the refusals "
+    "table below says which refusal); pooled mode's are 503s after a pool timeout.",
+    "**peak server conns**: the most client backends PostgreSQL had at once (every client, sampled ten times "
+    "a second). When it touches the dashed line on the connections chart, new connections are refused.",
+    "**conns opened**: new server sessions during the phase (`pg_stat_database.sessions`).",
+    "**per-request** opens a server connection for every request: conns opened follows its request count, "
+    "and its connections follow concurrency until PostgreSQL refuses. Each connect costs a TCP handshake, "
+    "a backend process fork and a scram-sha-256 exchange: that is where its CPU goes.",
+    "**pooled** keeps at most workers x max_size connections, opened once; extra demand waits in the "
+    "pool's FIFO queue (backpressure, seen as latency) or gets a 503 with Retry-After once a wait passes "
+    "the pool timeout, never a refused connection.",
+    "**recommended** is a short pooled phase at the sizing advisor's max_size, to check the advice.",
+]
+
+
+def sections(phases: list[Phase], meta: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]] | None]]:
+    """(title, lines, table rows or None): the report's content, for both formats."""
+    out: list[tuple[str, list[str], list[list[str]] | None]] = []
+    headline = [x for x in (ratio_line(phases), recommended_line(phases)) if x]
+    out.append(("Summary", headline, None))
+    out.append(("How to read it", HOW_TO_READ, None))
+    refusals = refusal_rows(phases)
+    out.append(("Failures by cause (SQLSTATE and the server's message, or the pool's 503)",
+                [] if refusals else ["none"], refusals or None))  # fmt: skip
+    for p in phases:
+        if p.mode == "pgbouncer":
+            out.append(("Via PgBouncer", [
+                f"{p.clients} client connections from the app hosts' pools; PostgreSQL backends peaked at "
+                f"{p.peak_app_conns} (PgBouncer default_pool_size {meta['args'].get('bouncer_pool_size')})."], None))
+    cpu_lines = [f"{p.label}: " + ", ".join(f"{k} {v:.0f}%" for k, v in p.cpu.items()) for p in phases if p.cpu]
+    if cpu_lines:
+        out.append(("CPU share of the whole machine during each phase (from /proc)", cpu_lines, None))
+    advice = next((p.advice for p in phases if p.mode == "pooled" and p.advice.get("reasoning")), None)
+    if advice:
+        out.append(("Sizing advisor (one pooled worker's view, pool.advise())",
+                    advice["reasoning"] + [f"warning: {w}" for w in advice.get("warnings", [])], None))  # fmt: skip
+    pool_lines = []
+    for p in phases:
+        for i, s in enumerate(p.pool_stats):
+            pool_lines.append(f"{p.label}, worker {i}: borrows {s.get('borrows')}, waits {s.get('waits')}, "
+                              f"timeouts {s.get('timeouts')}, wait p99 {float(s.get('wait_p99_ms') or 0):.1f} ms, "
+                              f"size {s.get('size')}")  # fmt: skip
+    if pool_lines:
+        out.append(("Pool stats at the end of each pooled phase", pool_lines, None))
+    return out
 
 
 def write(out: Path, phases: list[Phase], meta: dict[str, Any]) -> str:
     """Write the charts, report.md and report.html into ``out``; return the terminal table."""
     imgs = charts(out, phases, meta) if phases else []
-    table = markdown_table(phases)
-    ratio = ratio_line(phases)
     a = meta["args"]
     setup = (f"{meta['server']}; gunicorn gthread {a['workers']} workers x {a['threads']} threads; pool max_size "
              f"{a['max_size']} per worker, timeout {a['pool_timeout']} s; Locust {a['users']} users "
              f"(spawn {a['spawn_rate']}/s), {a['duration']} s per phase, mix {a['mix']}; "
              f"{meta['cores']} cores, Python {meta['python']}")  # fmt: skip
-    cpu_lines = [
-        f"{p.mode}: " + ", ".join(f"{k} {v:.0f}%" for k, v in p.cpu.items()) for p in phases if p.cpu
-    ]
-    pool_lines = []
-    for p in phases:
-        for i, s in enumerate(p.pool_stats):
-            pool_lines.append(
-                f"worker {i}: borrows {s.get('borrows')}, waits {s.get('waits')}, timeouts {s.get('timeouts')}, "
-                f"wait p99 {s.get('wait_p99_ms')} ms, size {s.get('size')}"
-            )
-    md = [
-        "# threadpool_db: thread-per-request vs the bounded pool", "", setup, "", table, "", ratio, "",
-        "How to read it:",
-        "- **per-request** opens a server connection for every request: *conns opened* is about its request count,",
-        "  and *peak server conns* follows concurrency until PostgreSQL refuses (`too many clients`, counted in",
-        "  *errors %*).",
-        "- **pooled** keeps at most workers x max_size server connections, opened once; extra demand waits in",
-        "  the pool's queue (backpressure) or gets a 503 when the wait passes the pool timeout.",
-        "",
-    ]  # fmt: skip
-    for p in phases:
-        if p.mode == "pgbouncer":
-            md += [f"Via PgBouncer: {p.clients} client connections from the app hosts' pools, "
-                   f"PostgreSQL backends peaked at {p.peak_conns} "
-                   f"(PgBouncer default_pool_size {meta['args'].get('bouncer_pool_size')}).", ""]  # fmt: skip
-    if cpu_lines:
-        md += ["CPU share of the whole machine during each phase (from /proc):", "",
-               *[f"- {x}" for x in cpu_lines], ""]  # fmt: skip
-    advice = next((p.advice for p in phases if p.advice.get("reasoning")), None)
-    if advice:
-        md += ["Sizing advisor (one pooled worker's view, `pool.advise()`):", "",
-               *[f"- {x}" for x in advice["reasoning"] + advice.get("warnings", [])], ""]  # fmt: skip
-    if pool_lines:
-        md += ["Pool stats at the end of the pooled phase:", "", *[f"- {x}" for x in pool_lines], ""]
+    secs = sections(phases, meta)
+    md = ["# threadpool_db: thread-per-request vs the bounded pool", "", setup, "", markdown_table(phases), ""]
+    for title, lines, table in secs:
+        md += [f"## {title}", ""]
+        md += [f"- {x}" for x in lines]
+        if table:
+            md += ["| phase | cause | count |", "|---|---|---|", *[f"| {r[0]} | {r[1]} | {r[2]} |" for r in table]]
+        md.append("")
     md += [f"![{t}]({n})" for n, t in imgs]
     (out / "report.md").write_text("\n".join(md) + "\n")
+
+    def para(x: str) -> str:  # **bold** from the shared lines, escaped otherwise
+        parts = html.escape(x).split("**")
+        return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+
+    body = []
+    for title, lines, table in secs:
+        body.append(f"<h3>{html.escape(title)}</h3>")
+        if lines:
+            body.append("<ul>" + "".join(f"<li>{para(x)}</li>" for x in lines) + "</ul>")
+        if table:
+            body.append("<table><tr><th>phase</th><th>cause</th><th>count</th></tr>" + "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in table) + "</table>")
     trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows(phases))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>threadpool_db comparison</title>
-<style>body{{font:14px system-ui,sans-serif;margin:2rem;max-width:960px}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}}td:first-child{{text-align:left}}</style>
+<style>body{{font:14px system-ui,sans-serif;margin:2rem;max-width:1000px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}}td:first-child,td:nth-child(2){{text-align:left}}
+img{{max-width:100%}}</style>
 </head><body><h1>thread-per-request vs the bounded pool</h1><p>{html.escape(setup)}</p>
-<table><tr>{"".join(f"<th>{h}</th>" for h in HEAD)}</tr>{trs}</table><p><b>{html.escape(ratio)}</b></p>
-<h3>CPU share during each phase</h3><ul>{"".join(f"<li>{html.escape(x)}</li>" for x in cpu_lines)}</ul>
-<h3>Sizing advisor</h3><ul>{"".join(f"<li>{html.escape(x)}</li>" for x in
-    ((advice or {}).get("reasoning", []) + (advice or {}).get("warnings", [])))}</ul>
-<h3>Pool stats at the end of the pooled phase</h3>
-<ul>{"".join(f"<li>{html.escape(x)}</li>" for x in pool_lines)}</ul>
+<table><tr>{"".join(f"<th>{h}</th>" for h in HEAD)}</tr>{trs}</table>
+{"".join(body)}
 {"".join(f'<h2>{html.escape(t)}</h2><img src="{n}" alt="{html.escape(t)}">' for n, t in imgs)}
 </body></html>"""
     (out / "report.html").write_text(page)
-    return "\n".join([table, ratio, *(f"CPU {x}" for x in cpu_lines)]).strip()
+    cpu = next((lines for title, lines, _ in secs if title.startswith("CPU")), [])
+    head = next((lines for title, lines, _ in secs if title == "Summary"), [])
+    return "\n".join([markdown_table(phases), *head, *(f"CPU {x}" for x in cpu)]).strip()

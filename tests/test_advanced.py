@@ -288,11 +288,26 @@ def test_advisor_applies_littles_law_with_headroom():
     assert "Little's law" in a.reasoning[0]
 
 
-def test_advisor_caps_at_the_servers_useful_connections():
-    a = recommend(arrival_rate=1000.0, mean_hold_s=0.050, current_max_size=8, server_cores=4, spindles=1, workers=3)
-    assert a.rule_of_thumb_total == 9 and a.per_worker_cap == 3
-    assert a.recommended_max_size == 3
-    assert any("more connections will not help" in w for w in a.warnings)
+def test_advisor_treats_cores_as_a_server_warning_naming_whose_cores():
+    a = recommend(arrival_rate=1000.0, mean_hold_s=0.050, current_max_size=8, server_cores=4, spindles=1, workers=3,
+                  cores_of="this machine's: the server is on loopback")  # fmt: skip
+    assert a.rule_of_thumb_total == 9
+    assert a.recommended_max_size == 100  # 1000/s x 50 ms x 2: demand decides, the cores warn
+    assert any("the database server's 4 cores (this machine's: the server is on loopback)" in w
+               for w in a.warnings)  # fmt: skip
+
+
+def test_advisor_counts_timeouts_as_demand_and_does_not_shrink_while_borrowers_wait():
+    served_only = recommend(arrival_rate=100.0, mean_hold_s=0.010, current_max_size=2)
+    assert served_only.recommended_max_size == 2
+    # the same pool, with the demand it turned away counted: 300 attempts/s, 200 of them timed out
+    with_timeouts = recommend(arrival_rate=300.0, mean_hold_s=0.010, current_max_size=2, timeout_rate=200.0,
+                              wait_p99_ms=900.0)  # fmt: skip
+    assert with_timeouts.recommended_max_size == 6
+    waiting = recommend(arrival_rate=50.0, mean_hold_s=0.010, current_max_size=8, wait_p99_ms=50.0)
+    assert waiting.recommended_max_size == 8  # Little's law alone says 1, but borrowers wait now
+    calm = recommend(arrival_rate=50.0, mean_hold_s=0.010, current_max_size=8, wait_p99_ms=1.0)
+    assert calm.recommended_max_size == 1  # nobody waits: shrinking is backed by the measurements
 
 
 def test_advisor_warns_when_workers_times_max_size_exceeds_the_server():
@@ -318,3 +333,22 @@ def test_pool_advise_measures_a_real_workload(make_pool):
     assert adv["server_limit"] is not None
     assert any("exceeds the server" in w for w in adv["warnings"])  # 50 x 4 > 200 - 3
     assert adv["recommended_max_size"] >= 1 and adv["reasoning"]
+
+
+def test_pool_advise_counts_timed_out_borrows_as_demand(make_pool):
+    pool = make_pool(min_size=1, max_size=1)
+
+    def work(i: int) -> None:
+        for _ in range(5):
+            try:
+                with pool.connection(timeout=0.02) as conn:
+                    conn.execute("SELECT pg_sleep(0.03)")
+            except PoolTimeout:
+                pass
+
+    assert run_threads(4, work) == []
+    s = pool.stats()
+    assert s["timeouts"] > 0
+    adv = pool.advise(query_server=False)
+    assert adv["timeouts_per_s"] > 0
+    assert adv["recommended_max_size"] >= 2  # one connection turned demand away: not "1 (now 1)"

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from .gunicorn_proc import gunicorn
-from .helpers import require
+from .helpers import require, sql
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.browser
@@ -64,6 +64,20 @@ def test_dashboard_shows_every_worker_and_its_charts_update(pg, tmp_path):
                     assert cards == 2
                     legend = page.inner_text("#server-legend")
                     assert "pooled:" in legend
+                    # reference lines: where the server refuses new connections, each pool's max_size
+                    limit = sql(pg.admin_url, "SELECT current_setting('max_connections')::int - "
+                                "(SELECT coalesce(sum(setting::int), 0) FROM pg_settings WHERE name IN "
+                                "('superuser_reserved_connections', 'reserved_connections'))")[0][0]  # fmt: skip
+                    assert page.get_attribute("#server", "data-refs") == f"server refuses above={limit}"
+                    for canvas in page.locator("#workers canvas").all():
+                        assert canvas.get_attribute("data-refs") == "max_size=3"
+                    titles = page.locator("#workers .card h2").all_inner_texts()
+                    assert sorted(t.split(" (")[0] for t in titles) == ["Worker 1", "Worker 2"]
+                    assert all("(pid " in t for t in titles)
+                    # a leak that is reported, then comes back, says so instead of looking leaked
+                    urllib.request.urlopen(f"{base}/leaky", timeout=10).read()
+                    page.wait_for_selector("#leaks pre.leak[data-state=returned]", timeout=30000)
+                    assert "returned after" in page.inner_text("#leaks pre.leak[data-state=returned]")
                     shot = os.environ.get("TPDB_SCREENSHOT")
                     if shot:
                         page.screenshot(path=shot, full_page=True)

@@ -44,14 +44,15 @@ _getframe = sys._getframe
 # Frames a person reading a report does not need to see one by one.
 _STDLIB = (sysconfig.get_paths().get("stdlib"), sysconfig.get_paths().get("platstdlib"))
 _FRAMEWORK_DIRS = tuple({os.path.normpath(p) + os.sep for p in _STDLIB if p})
-_FRAMEWORK_PARTS = tuple(f"{os.sep}{name}{os.sep}" for name in ("gunicorn", "flask", "werkzeug"))
 
 
 def _framework(filename: str) -> bool:
+    """Not the user's own code: threadpool_db, the standard library, and installed packages
+    (gunicorn, Flask, werkzeug, the driver...): what a person skims past in a report."""
     if filename.startswith(_PKG_DIR) or filename.startswith("<frozen "):
         return True
     if "site-packages" in filename or "dist-packages" in filename:
-        return any(part in filename for part in _FRAMEWORK_PARTS)
+        return True
     return filename.startswith(_FRAMEWORK_DIRS)
 
 

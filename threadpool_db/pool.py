@@ -232,7 +232,7 @@ class ConnectionPool:
         # (for good) to the scheduler in sched.py.
         self._plain = not self._tenants.active
         self._cap = self.max_size  # growth ceiling: max_size, or burst_size while bursting
-        self._rate: deque[tuple[float, int]] = deque(maxlen=600)  # (when, borrows), housekeeper
+        self._rate: deque[tuple[float, int, int]] = deque(maxlen=600)  # (when, attempts, unserved) per tick
         self._futures: Any = None  # the future-borrow notifier, made on first use
         self._pid = os.getpid()
         self._borrows = self._waits = self._timeouts = self._rejected = 0
@@ -1130,7 +1130,8 @@ class ConnectionPool:
         now = self._clock()
         with self._lock:
             self._housekeeper_runs += 1
-            self._rate.append((now, self._borrows))
+            timeouts = self._timeouts + self._rejected + self._config_errors
+            self._rate.append((now, self._borrows + timeouts, timeouts))  # attempts, and those not served
             nxt = min((s.expires for s in self._all.values()), default=now + 60.0)
             return View(now, list(self._pool), self._nconns, 0 if self._forked_parent else self.min_size,
                         self._borrows, [w.since for w in self._waiting], nxt)  # fmt: skip
@@ -1368,12 +1369,19 @@ class ConnectionPool:
         server's cores are taken from this machine when the server is on loopback."""
         now = self._clock()
         with self._lock:
-            samples = [(t, n) for t, n in self._rate if t >= now - 60.0]
-            borrows = self._borrows
+            # every borrow attempt, served or not: timeouts and refusals are demand too
+            samples = [(t, n, to) for t, n, to in self._rate if t >= now - 60.0]
+            timeouts = self._timeouts + self._rejected + self._config_errors
+            attempts = self._borrows + timeouts
         if len(samples) >= 2 and samples[-1][0] > samples[0][0]:
-            rate = (borrows - samples[0][1]) / (now - samples[0][0])
+            span = now - samples[0][0]
+            rate = (attempts - samples[0][1]) / span
+            timeout_rate = (timeouts - samples[0][2]) / span
+        elif self._opened_at:
+            span = max(now - self._opened_at, 1e-3)
+            rate, timeout_rate = attempts / span, timeouts / span
         else:
-            rate = borrows / max(now - self._opened_at, 1e-3) if self._opened_at else 0.0
+            rate = timeout_rate = 0.0
         facts = dict(self._server_facts)
         if query_server and self._driver.name == "psycopg" and not self._closed:
             try:
@@ -1387,12 +1395,15 @@ class ConnectionPool:
                 self._server_facts = facts
             except Exception as e:
                 logger.info("pool %r: advise could not ask the server: %s", self.name, self.redact(str(e)))
+        cores_of = "given" if server_cores is not None else None
         if server_cores is None and self._target.split(":")[0] in ("127.0.0.1", "localhost", "::1"):
             server_cores = os.cpu_count()
+            cores_of = "this machine's: the server is on loopback"
         advice = recommend(
             arrival_rate=rate, mean_hold_s=self._hold_window.mean(), current_max_size=self.max_size,
-            workers=workers, wait_p99_ms=self._wait_window.percentiles_ms(99)[0], server_cores=server_cores,
-            spindles=spindles, max_connections=facts.get("max_connections"), reserved=facts.get("reserved", 0),
+            workers=workers, wait_p99_ms=self._wait_window.percentiles_ms(99)[0], timeout_rate=timeout_rate,
+            server_cores=server_cores, cores_of=cores_of, spindles=spindles,
+            max_connections=facts.get("max_connections"), reserved=facts.get("reserved", 0),
         )  # fmt: skip
         return advice.as_dict()
 
