@@ -28,6 +28,8 @@ def test_the_issue_snippet_raises_instead_of_writing_into_the_next_transaction(m
         with pytest.raises(PoolError, match=STALE) as ei:
             cur.execute("insert into t values (42)")  # the first request's stale cursor
         assert "taken at" in str(ei.value) and "test_cursors.py" in str(ei.value)
+        # leak detection is on by default, so the borrow site is known: the message names it
+        assert f"borrowed at {__file__}:" in str(ei.value)
         assert other.execute("select x from t").fetchall() == []  # nothing was written
         with pytest.raises(PoolError, match=STALE):
             res.execute("select 2").fetchone()  # the result cursor too
