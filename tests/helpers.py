@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -80,3 +81,60 @@ def sql(url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
 
 def backends(url: str, app_name: str) -> list[int]:
     return [r[0] for r in sql(url, "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app_name,))]
+
+
+def in_child(fn: Callable[[], Any], timeout: float = JOIN) -> Any:
+    """Run ``fn`` in a forked child; return what it returned (JSON-able), or fail with what
+    it raised. The child leaves with os._exit: no atexit, no finalizer of the parent's."""
+    import json
+    import select
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            try:
+                out = {"ok": fn()}
+            except BaseException as e:
+                out = {"error": f"{type(e).__name__}: {e}"}
+            os.write(w, json.dumps(out).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if select.select([r], [], [], 0.5)[0]:
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            buf += chunk
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child failed: {buf!r}"
+    out = json.loads(buf)
+    assert "error" not in out, out["error"]
+    return out["ok"]
+
+
+@contextlib.contextmanager
+def interrupt_after(seconds: float, handler: Callable[[], None] | None = None) -> Any:
+    """SIGALRM in ``seconds`` in the main thread: run ``handler`` (if any), then raise
+    KeyboardInterrupt there, as Ctrl-C would."""
+    import signal
+
+    def fire(signum: int, frame: Any) -> None:
+        if handler is not None:
+            handler()
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, fire)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)

@@ -4,11 +4,8 @@ bugs found when it was tried as one, and psycopg_pool's API on ours."""
 from __future__ import annotations
 
 import gc
-import json
 import logging
-import os
 import re
-import signal
 import threading
 import time
 import warnings
@@ -29,7 +26,7 @@ from threadpool_db import (
     TooManyWaiters,
 )
 
-from .helpers import backends, run_threads, sql, wait_until
+from .helpers import backends, in_child, interrupt_after, run_threads, sql, wait_until
 from .timing import JOIN, SETTLE, SHORT_TIMEOUT
 
 
@@ -87,18 +84,8 @@ def test_a_check_that_always_fails_does_not_storm_the_server(make_pool):
 def test_interrupt_while_waiting_gives_the_place_back(make_pool):
     pool = make_pool(min_size=1, max_size=1)
     held = pool.getconn()
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGALRM, interrupt)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.2)
-        with pytest.raises(KeyboardInterrupt):
-            pool.getconn(timeout=SETTLE)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+    with pytest.raises(KeyboardInterrupt), interrupt_after(0.2):
+        pool.getconn(timeout=SETTLE)
     assert pool.stats()["waiting"] == 0
     pool.putconn(held)  # goes to idle, not to a ghost waiter
     s = pool.stats()
@@ -111,19 +98,9 @@ def test_interrupt_after_the_grant_gives_the_connection_back(make_pool):
     (granting it to the waiting main thread) and then raises, as Ctrl-C could."""
     pool = make_pool(min_size=1, max_size=1)
     held = pool.getconn()
-
-    def grant_then_interrupt(signum, frame):
-        pool.putconn(held)  # handed to the waiter: the main thread, which is in getconn
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGALRM, grant_then_interrupt)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.2)
-        with pytest.raises(KeyboardInterrupt):
-            pool.getconn(timeout=SETTLE)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+    # the handler hands `held` to the waiter (the main thread, inside getconn), then raises
+    with pytest.raises(KeyboardInterrupt), interrupt_after(0.2, lambda: pool.putconn(held)):
+        pool.getconn(timeout=SETTLE)
     s = pool.stats()
     assert s["in_use"] == 0 and s["idle"] == 1 and s["waiting"] == 0
     pool.putconn(pool.getconn(timeout=1.0))  # before the fix: PoolTimeout, in_use=1 forever
@@ -196,33 +173,12 @@ def test_a_pool_dropped_without_close_closes_quietly(dsn, app_name):
 def test_tenant_quota_is_rebuilt_in_a_forked_child(make_pool):
     pool = make_pool(min_size=1, max_size=2, tenant_limits={"acme": 1})
     held = pool.getconn(tenant="acme")
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(r)
-            out = {}
-            try:
-                with pool.connection(timeout=SETTLE, tenant="acme") as conn:
-                    out["ok"] = conn.execute("SELECT 1").fetchone()[0]
-            except Exception as e:
-                out["error"] = f"{type(e).__name__}: {e}"
-            os.write(w, json.dumps(out).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    buf = b""
-    deadline = time.monotonic() + JOIN
-    while time.monotonic() < deadline:
-        chunk = os.read(r, 65536)
-        if not chunk:
-            break
-        buf += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    assert json.loads(buf) == {"ok": 1}  # before the fix: PoolTimeout, the parent's borrow counted
+
+    def child() -> int:
+        with pool.connection(timeout=SETTLE, tenant="acme") as conn:
+            return conn.execute("SELECT 1").fetchone()[0]
+
+    assert in_child(child) == 1  # before the fix: PoolTimeout, the parent's borrow counted
     pool.putconn(held)
 
 

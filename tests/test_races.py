@@ -5,8 +5,6 @@ while still inside libpq, a fork in the middle of borrows, and the configuration
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import threading
 import time
 
@@ -17,7 +15,7 @@ from threadpool_db import ConnectionPool, ConnectionReclaimed
 from threadpool_db.config import PoolConfig
 from threadpool_db.errors import PoolError
 
-from .helpers import run_threads, wait_until
+from .helpers import in_child, run_threads, wait_until
 from .timing import JOIN, SETTLE
 
 
@@ -75,28 +73,13 @@ def test_forks_in_the_middle_of_borrows_leave_children_a_working_pool(make_pool)
     workers = threading.Thread(target=lambda: run_threads(4, churn), daemon=True)
     workers.start()
     try:
+        def child() -> dict:
+            with pool.connection(timeout=SETTLE) as conn:
+                return {"v": conn.execute("SELECT 1").fetchone()[0], "in_use": pool.stats()["in_use"]}
+
         for _ in range(5):
             time.sleep(0.05)
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                code = 1
-                try:
-                    os.close(r)
-                    with pool.connection(timeout=SETTLE) as conn:
-                        out = {"v": conn.execute("SELECT 1").fetchone()[0], "in_use": pool.stats()["in_use"]}
-                    os.write(w, json.dumps(out).encode())
-                    code = 0
-                finally:
-                    os._exit(code)
-            os.close(w)
-            buf = b""
-            while chunk := os.read(r, 4096):
-                buf += chunk
-            os.close(r)
-            _, status = os.waitpid(pid, 0)
-            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, buf
-            assert json.loads(buf) == {"v": 1, "in_use": 1}
+            assert in_child(child) == {"v": 1, "in_use": 1}
     finally:
         stop.set()
         workers.join(JOIN)

@@ -16,6 +16,11 @@ from .base import CHECKS, check_sizes, positive
 CAPTURES = ("off", "sampled", "full")
 
 
+def _int_at_least(name: str, value: Any, low: int, also: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}{also}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Connection:
     conninfo: str | Callable[[], str] = ""  # "" means libpq's defaults and PG* variables
@@ -152,10 +157,8 @@ class PoolConfig:
         # -- sizing ----------------------------------------------------------------------------
         min_size, max_size = check_sizes(min_size, max_size, null=null)
         positive("timeout", timeout)
-        if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 0:
-            raise ValueError(f"max_waiting must be an int >= 0, got {max_waiting!r}")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
-            raise ValueError(f"num_workers must be an int >= 1, got {num_workers!r}")
+        _int_at_least("max_waiting", max_waiting, 0)
+        _int_at_least("num_workers", num_workers, 1)
         # -- lifecycle -------------------------------------------------------------------------
         positive("max_lifetime", max_lifetime, allow_zero=False)
         positive("max_idle", max_idle, allow_zero=False)
@@ -184,10 +187,8 @@ class PoolConfig:
         for tenant, n in (tenant_limits or {}).items():
             if not isinstance(tenant, str) or isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise ValueError(f"tenant_limits must map tenant names to ints >= 1, got {tenant!r}: {n!r}")
-        if default_tenant_limit is not None and (isinstance(default_tenant_limit, bool)
-                                                 or not isinstance(default_tenant_limit, int)
-                                                 or default_tenant_limit < 1):  # fmt: skip
-            raise ValueError(f"default_tenant_limit must be an int >= 1 or None, got {default_tenant_limit!r}")
+        if default_tenant_limit is not None:
+            _int_at_least("default_tenant_limit", default_tenant_limit, 1, " or None")
         positive("priority_aging", priority_aging, allow_zero=False)
         # -- burst -----------------------------------------------------------------------------
         if burst_size is not None and (isinstance(burst_size, bool) or not isinstance(burst_size, int)

@@ -219,10 +219,9 @@ class LeakDetector:
         self.reclaim = reclaim
         self.reclaim_after = threshold * factor
         # The hot path: what a borrow records (see sight()).
-        if capture == "full":
-            self.sight: Callable[[], tuple[Site | None, Stack | None]] = self._sight_full
-        elif capture == "sampled" and rate > 0:
-            self.sight = self._sight_sampled
+        self._every = capture == "full"
+        if capture == "full" or (capture == "sampled" and rate > 0):
+            self.sight: Callable[[], tuple[Site | None, Stack | None]] = self._sight_stacks
         else:
             self.sight = self._sight_site
         self._init_state()
@@ -251,7 +250,8 @@ class LeakDetector:
             code = f.f_code
         return (code, f.f_lasti, id(f)), None
 
-    def _sight_sampled(self) -> tuple[Site | None, Stack | None]:
+    def _sight_stacks(self) -> tuple[Site | None, Stack | None]:
+        """The site, and the whole stack for every borrow ("full") or a share ("sampled")."""
         f = _getframe(2)
         code = f.f_code
         while code.co_filename.startswith(_PKG_DIR):
@@ -259,20 +259,9 @@ class LeakDetector:
             if f is None:
                 return None, None
             code = f.f_code
-        if random.random() < self.rate:
+        if self._every or random.random() < self.rate:
             return (code, f.f_lasti, id(f)), _walk(f)
         return (code, f.f_lasti, id(f)), None
-
-    @staticmethod
-    def _sight_full() -> tuple[Site | None, Stack | None]:
-        f = _getframe(2)
-        code = f.f_code
-        while code.co_filename.startswith(_PKG_DIR):
-            f = f.f_back  # type: ignore[assignment]
-            if f is None:
-                return None, None
-            code = f.f_code
-        return (code, f.f_lasti, id(f)), _walk(f)
 
     def on_return(self, record: dict[str, Any], held: float) -> None:
         """A reported connection came back: say so wherever the report shows."""
