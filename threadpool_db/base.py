@@ -64,20 +64,29 @@ class Waiter:
     away). Lock order: pool lock, then the waiter's; a waiter never holds its own lock while
     taking the pool lock."""
 
-    __slots__ = ("cond", "slot", "error", "tenant", "priority", "since")
+    __slots__ = ("cond", "slot", "error", "tenant", "priority", "since", "owner", "site", "stack", "handle")
 
-    def __init__(self, tenant: str | None = None, priority: float = 0.0, since: float = 0.0) -> None:
+    def __init__(self, tenant: str | None = None, priority: float = 0.0, since: float = 0.0, owner: int = 0,
+                 site: Any = None, stack: Any = None) -> None:  # fmt: skip
         self.cond = threading.Condition(threading.Lock())
         self.slot: Slot | None = None
         self.error: PoolError | None = None
         self.tenant = tenant
         self.priority = priority
         self.since = since
+        # who waits, and from where: the granter finishes the borrow for it under the lock it
+        # holds anyway (handle), so a woken waiter need not take the pool lock again
+        self.owner = owner
+        self.site = site
+        self.stack = stack
+        self.handle: PooledConnection | None = None
 
-    def wake(self, slot: Slot | None = None, error: PoolError | None = None) -> None:
+    def wake(self, slot: Slot | None = None, error: PoolError | None = None,
+             handle: PooledConnection | None = None) -> None:  # fmt: skip
         with self.cond:
             self.slot = slot
             self.error = error
+            self.handle = handle
             self.cond.notify()
 
 

@@ -51,7 +51,7 @@ class FutureWaiter:
         self.notify = notify
         self.sighting = sighting  # where the requester borrowed, for the leak detector
 
-    def wake(self, slot: Slot | None = None, error: PoolError | None = None) -> None:
+    def wake(self, slot: Slot | None = None, error: PoolError | None = None, handle: Any = None) -> None:
         # called with the pool lock held: only record and pass on
         self.slot, self.error = slot, error
         self.notify.put(self)

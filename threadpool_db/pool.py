@@ -476,11 +476,20 @@ class ConnectionPool:
                     self._leaks.saw_nested(self.name, earlier, site, threading.current_thread())  # type: ignore[union-attr]
                 return handle
             if slot is None:
-                slot = self._wait_for_slot(deadline, timeout, tenant, priority)
+                slot, handle = self._wait_for_slot(deadline, timeout, tenant, priority, ident, site, stack)
                 now = self._clock()
                 self._wait_sum += now - t0
                 if self.burst_size is not None and now - t0 > 0.0005:
                     self._housekeeper.slow_waits.append((now, now - t0))
+                if handle is not None:  # the granter finished the borrow for us
+                    try:
+                        self._on_acquire(now - t0)
+                        if tenant is not None and self._tenant_observer is not None:
+                            self._tenant_observer(self.tenant_label(tenant), now - t0)
+                        return handle
+                    except BaseException:
+                        self._give_back(slot)
+                        raise
             # From here the slot is ours and no handle holds it yet: an exception (Ctrl-C
             # included) must give it back, or the pool is one connection short for good.
             try:
@@ -491,11 +500,7 @@ class ConnectionPool:
                 if tenant is not None and self._tenant_observer is not None:
                     self._tenant_observer(self.tenant_label(tenant), now - t0)
                 with self._lock:
-                    handle = self._finish_borrow_locked(slot, now, ident, site, stack)
-                    earlier = self._held_by_locked(ident, slot) if self._leaks is not None else None
-                if earlier is not None:  # it had to wait (or validate) while holding another
-                    self._leaks.saw_nested(self.name, earlier, site, threading.current_thread())  # type: ignore[union-attr]
-                return handle
+                    return self._finish_borrow_locked(slot, now, ident, site, stack)
             except BaseException:
                 self._give_back(slot)
                 raise
@@ -519,12 +524,21 @@ class ConnectionPool:
         return None
 
     def _wait_for_slot(
-        self, deadline: float, timeout: float, tenant: str | None = None, priority: float | None = None
-    ) -> Slot:
+        self, deadline: float, timeout: float, tenant: str | None, priority: float | None, owner: int, site: Any,
+        stack: Any,
+    ) -> tuple[Slot, PooledConnection | None]:
+        """Queue and wait. Returns the slot, and its handle when the granter could finish the
+        borrow already (no validation due): then this thread takes no pool lock again."""
+        earlier = None
         with self._lock:
-            got = self._admit_locked(tenant, priority, lambda: Waiter(tenant, float(priority or 0.0), self._clock()))
+            got = self._admit_locked(tenant, priority, lambda: Waiter(tenant, float(priority or 0.0), self._clock(),
+                                                                       owner, site, stack))  # fmt: skip
+            if not isinstance(got, Slot) and self._leaks is not None:
+                earlier = self._held_by_locked(owner, None)  # waiting while holding one: could deadlock
         if isinstance(got, Slot):
-            return got
+            return got, None
+        if earlier is not None:
+            self._leaks.saw_nested(self.name, earlier, site, threading.current_thread())  # type: ignore[union-attr]
         w = got
         try:
             with w.cond:
@@ -549,7 +563,19 @@ class ConnectionPool:
                     raise self._timeout_error_locked(timeout)
         if w.error is not None:
             raise w.error
-        return w.slot  # type: ignore[return-value]  # counted in _borrows by whoever granted it
+        return w.slot, w.handle  # type: ignore[return-value]  # counted in _borrows by whoever granted it
+
+    def _prefinish_locked(self, w: Any, slot: Slot) -> PooledConnection | None:
+        """The granter's half of a waiter's borrow: finish it here, under the lock the
+        granter holds anyway, unless the connection must be validated first (the waiter does
+        that, and finishes the borrow itself). Futures finish theirs in the notifier."""
+        if type(w) is not Waiter:
+            return None
+        now = self._clock()
+        after = self._check_after
+        if after is not None and now - slot.last_used > after:
+            return None
+        return self._finish_borrow_locked(slot, now, w.owner, w.site, w.stack)
 
     def _admit_locked(self, tenant: str | None, priority: float | None, make_waiter: Callable[[], Any]) -> Any:
         """Critical section: decide here if there's a connection ready (return the slot) or
@@ -685,7 +711,7 @@ class ConnectionPool:
                 if w in self._waiting:
                     self._waiting.remove(w)
                 return
-            w.slot = None
+            w.slot = w.handle = None
             victim = self._ungrant_locked(slot)
         if victim is not None:
             self._close_raw(victim)
@@ -703,6 +729,7 @@ class ConnectionPool:
         """Undo a grant that never became a borrow; returns the slot to close (after the
         lock) when the pool closed meanwhile."""
         self._borrows -= 1
+        slot.handle = None  # a handle the granter made for it never reached its borrower
         if slot.tenant is not None:
             self._tenants.release(slot.tenant)
             slot.tenant = None
@@ -950,7 +977,8 @@ class ConnectionPool:
         if self._plain:
             if self._waiting:
                 self._borrows += 1  # a grant is never taken back: count the borrow now
-                self._waiting.popleft().wake(slot)
+                w = self._waiting.popleft()
+                w.wake(slot, handle=self._prefinish_locked(w, slot))
             else:
                 self._pool.append(slot)
             return
@@ -965,7 +993,7 @@ class ConnectionPool:
                 return
             slot = self._pool.pop()
             self._grant_locked(slot, w.tenant)
-            w.wake(slot)
+            w.wake(slot, handle=self._prefinish_locked(w, slot))
 
     def _grant_locked(self, slot: Slot, tenant: str | None) -> None:
         self._borrows += 1
