@@ -2,30 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import select
-import time
 
-from .helpers import backends, sql, wait_until
-from .timing import JOIN, SETTLE
-
-
-def _child_result(r: int, pid: int) -> dict:
-    deadline = time.monotonic() + JOIN
-    buf = b""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([r], [], [], 0.5)
-        if ready:
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            buf += chunk
-    os.close(r)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child failed: {buf!r}"
-    return json.loads(buf)
+from .helpers import backends, in_child, sql, wait_until
+from .timing import SETTLE
 
 
 def test_child_gets_its_own_connections_and_parent_keeps_working(make_pool, dsn):
@@ -34,27 +14,19 @@ def test_child_gets_its_own_connections_and_parent_keeps_working(make_pool, dsn)
     parent_pids = sorted(
         [held.info.backend_pid] + [s.pid for s in pool._all.values() if s.handle is None]
     )
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: report and leave without running any atexit/finalizer
-        code = 1
+    def child() -> dict:
+        out: dict = {}
         try:
-            os.close(r)
-            out: dict = {}
-            try:
-                held.execute("SELECT 1")
-            except Exception as e:
-                out["held_error"] = type(e).__name__ + ": " + str(e)
-            pool.wait(SETTLE)
-            with pool.connection(timeout=SETTLE) as conn:
-                out["pid"] = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-            out["stats"] = {k: pool.stats()[k] for k in ("size", "in_use", "idle")}
-            os.write(w, json.dumps(out).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    out = _child_result(r, pid)
+            held.execute("SELECT 1")
+        except Exception as e:
+            out["held_error"] = type(e).__name__ + ": " + str(e)
+        pool.wait(SETTLE)
+        with pool.connection(timeout=SETTLE) as conn:
+            out["pid"] = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        out["stats"] = {k: pool.stats()[k] for k in ("size", "in_use", "idle")}
+        return out
+
+    out = in_child(child)  # leaves with os._exit: no atexit, no finalizer of the parent's
     assert out["pid"] not in parent_pids
     assert "before os.fork()" in out["held_error"]
     assert out["stats"]["size"] == 2 and out["stats"]["in_use"] == 0
@@ -80,17 +52,8 @@ def test_parent_closes_idle_connections_at_fork_and_stops_refilling(make_pool, d
     an idle backend that every worker inherits by descriptor."""
     pool = make_pool(min_size=2, max_size=4)
     assert len(backends(dsn, app_name)) == 2
-    r, w = os.pipe()
     with caplog.at_level(logging.INFO, logger="threadpool_db"):
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(r)
-                os.write(w, json.dumps({"ok": True}).encode())
-            finally:
-                os._exit(0)
-        os.close(w)
-        assert _child_result(r, pid) == {"ok": True}
+        assert in_child(lambda: True) is True
     wait_until(lambda: not backends(dsn, app_name), what="the parent's idle backends to close")
     assert any("after os.fork()" in r.getMessage() and "on demand" in r.getMessage() for r in caplog.records)
     runs = pool.stats()["housekeeper_runs"]  # ticks pass: it must not refill to min_size here

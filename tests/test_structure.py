@@ -70,3 +70,18 @@ def test_demo_and_load_import_no_private_names_of_the_library():
                     if any(part.startswith("_") for part in (node.module or "").split(".")):
                         bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.module}")
     assert not bad, bad
+
+
+def test_the_configuration_defaults_are_the_constructors():
+    """ConnectionPool's signature and PoolConfig.build state the defaults twice (the public
+    face, and the validation FlaskPool uses): they must not drift apart."""
+    import inspect
+
+    from threadpool_db import ConnectionPool
+    from threadpool_db.config import PoolConfig
+
+    pool = {n: p.default for n, p in inspect.signature(ConnectionPool).parameters.items()}
+    cfg = {n: p.default for n, p in inspect.signature(PoolConfig.build).parameters.items()}
+    shared = set(pool) & set(cfg)
+    assert len(shared) >= 30
+    assert {n: (pool[n], cfg[n]) for n in shared if pool[n] != cfg[n]} == {}

@@ -28,7 +28,8 @@ class View:
     idle: list[Slot]  # oldest-used first
     size: int
     keep: int  # connections to keep however idle (min_size; 0 in a forked parent)
-    borrows: int  # borrows since open
+    borrows: int  # borrow attempts since open
+    borrows_at_window_start: int  # the same count BURST_WINDOW seconds ago (the pool's history)
     waiting_since: list[float]  # when each queued borrower started waiting
     next_expiry: float  # the soonest expiry among all connections, idle or out
 
@@ -51,9 +52,8 @@ class Housekeeper:
         self.max_size = max_size  # kept in step by the pool's resize()
         self.burst_size = burst_size
         self.burst_wait_threshold = burst_wait_threshold
-        self._lock = threading.Lock()  # guards bursting and _rate
+        self._lock = threading.Lock()  # guards bursting
         self.bursting = False
-        self._rate: deque[tuple[float, int]] = deque(maxlen=600)  # (when, borrows) per tick
         # (when, seconds waited) of borrows that waited; appended by borrowers, lock-free
         self.slow_waits: deque[tuple[float, float]] = deque(maxlen=4096)
 
@@ -91,7 +91,6 @@ class Housekeeper:
         connection may be closed (gradual decay: at most one per tick)."""
         p99 = self._recent_wait_p99(v)
         with self._lock:
-            self._rate.append((v.now, v.borrows))
             if not self.bursting and p99 > self.burst_wait_threshold:
                 self.bursting, cap = True, self.burst_size
                 logger.info("pool %r: bursting up to %d connections (p99 wait %.0f ms)", pool.name, cap, p99 * 1e3)
@@ -117,9 +116,7 @@ class Housekeeper:
         samples = list(self.slow_waits)
         finished = [w for t, w in samples if t >= since]
         waiting = [v.now - t for t in v.waiting_since]
-        with self._lock:
-            start = next((n for t, n in self._rate if t >= since), v.borrows)
-        total = max(v.borrows - start, len(finished))
+        total = max(v.borrows - v.borrows_at_window_start, len(finished))
         waits = sorted(finished + waiting, reverse=True)
         k = max(1, total // 100)  # the p99: 1% of the window's borrows waited at least this
         return waits[k - 1] if len(waits) >= k else 0.0

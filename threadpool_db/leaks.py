@@ -57,38 +57,10 @@ def _framework(filename: str) -> bool:
 
 
 # -- recording (the borrow path) --------------------------------------------------------------
-def borrow_site(depth: int = 2) -> Site | None:
-    """The first frame outside threadpool_db above our caller's caller: where the user
-    borrowed (through getconn, connection(), FlaskPool or RoutingPool alike)."""
-    f: FrameType | None = _getframe(depth)
-    while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
-        f = f.f_back
-    if f is None:
-        return None
-    return (f.f_code, f.f_lasti, id(f))
-
-
 def _walk(f: FrameType | None, limit: int = CAPTURE_LIMIT) -> Stack:
-    """``(code, offset)`` of ``f`` and its callers, innermost first."""
-    out: list[tuple[CodeType, int]] = []
-    append = out.append
-    while f is not None:
-        append((f.f_code, f.f_lasti))
-        f = f.f_back
-        if len(out) >= limit:
-            break
-    return tuple(out)
-
-
-def capture_stack(limit: int = CAPTURE_LIMIT, depth: int = 1) -> Stack:
-    """The caller's stack, innermost first, without threadpool_db's own frames.
-
-    Each frame becomes ``(code, bytecode offset)``: reading ``f_lasti`` is a field load, while
-    ``f_lineno`` decodes the line table, so lines are worked out only when a report is made.
-    """
-    f: FrameType | None = _getframe(depth)
-    while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
-        f = f.f_back
+    """``(code, offset)`` of ``f`` and its callers, innermost first. Reading ``f_lasti`` is a
+    field load, while ``f_lineno`` decodes the line table, so lines are worked out only when
+    a report is made."""
     out: list[tuple[CodeType, int]] = []
     append = out.append
     while f is not None:
@@ -238,7 +210,7 @@ class LeakDetector:
 
     # -- the borrow path (called by the pool before it takes its lock) -------------------------
     # Each walks to the first frame outside threadpool_db above getconn (depth 2 from here),
-    # inlined rather than calling borrow_site(): this runs on every borrow.
+    # inlined rather than shared through a helper call: this runs on every borrow.
     @staticmethod
     def _sight_site() -> tuple[Site | None, Stack | None]:
         f = _getframe(2)
@@ -477,4 +449,4 @@ def _innermost_user_frame(live: tuple[Stack, list[int]] | None) -> str | None:
     return None
 
 
-__all__ = ["ConnectionReclaimed", "LeakDetector", "LeaseTable", "capture_stack", "describe", "format_stack"]
+__all__ = ["ConnectionReclaimed", "LeakDetector", "LeaseTable", "describe", "format_stack"]

@@ -30,6 +30,7 @@ from .advisor import recommend
 from .base import (
     AUTO_CHECK_IDLE,
     BAD_RETURN_LOG_INTERVAL,
+    BURST_WINDOW,
     Slot,
     Waiter,
     check_sizes,
@@ -1161,8 +1162,11 @@ class ConnectionPool:
             timeouts = self._timeouts + self._rejected + self._config_errors
             self._rate.append((now, self._borrows + timeouts, timeouts))  # attempts, and those not served
             nxt = min((s.expires for s in self._all.values()), default=now + 60.0)
+            attempts = self._borrows + timeouts
+            since = now - BURST_WINDOW
+            start = next((n for t, n, _ in self._rate if t >= since), attempts)
             return View(now, list(self._pool), self._nconns, 0 if self._forked_parent else self.min_size,
-                        self._borrows, [w.since for w in self._waiting], nxt)  # fmt: skip
+                        attempts, start, [w.since for w in self._waiting], nxt)  # fmt: skip
 
     def evict(self, victims: list[tuple[Slot, str]]) -> None:
         """Retire the housekeeper's choices that are still idle (a borrow may have taken one
