@@ -3,17 +3,19 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= test,demo,flask,metrics,load,bench
-STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml threadpool_db/_sight.c | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 .PHONY: venv test demo quick-demo bench soak lint serve clean
 
 venv: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml threadpool_db/_sight.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[$(EXTRAS)]'
+	# (the filter quiets setuptools' notes on ext-modules in pyproject.toml and on editable installs)
+	PYTHONWARNINGS="ignore:::setuptools.config.pyprojecttoml,ignore:::setuptools.command.editable_wheel" \
+	  $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[$(EXTRAS)]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -38,7 +40,7 @@ lint: venv
 	$(BIN)/python -m ruff format --check threadpool_db tests demo_app load
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache build threadpool_db/*.so
 
 serve: venv
 	$(BIN)/python -m demo_app.serve

@@ -93,3 +93,20 @@ def proxy() -> Iterator[Callable[[int], FaultProxy]]:
     yield make
     for p in made:
         p.close()
+
+
+@pytest.fixture(params=["C", "Python"])
+def recorder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a leak-detection test with each borrow-site recorder: the C one (_sight.c, what an
+    install with a compiler gets) and the pure-Python one it falls back to. Pools made after
+    this fixture use the chosen one."""
+    from threadpool_db import leaks
+
+    from .helpers import require
+
+    if request.param == "C":
+        require("the C borrow-site recorder (threadpool_db/_sight.c)", leaks.NATIVE is not None,
+                "install gcc and the Python headers, then reinstall threadpool_db")  # fmt: skip
+    else:
+        monkeypatch.setattr(leaks, "NATIVE", None)
+    return str(request.param)

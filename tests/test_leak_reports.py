@@ -10,6 +10,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from threadpool_db import ConnectionPool
@@ -17,6 +18,9 @@ from threadpool_db.metrics import PoolMetrics
 
 from .helpers import wait_until
 from .timing import JOIN, SETTLE
+
+# every test here runs with the C and the pure-Python borrow-site recorder (conftest.recorder)
+pytestmark = pytest.mark.usefixtures("recorder")
 
 THRESHOLD = 0.3
 KEPT: list = []  # where an escaped connection goes: a module-level list, as a careless app would

@@ -38,6 +38,7 @@ def _watchdogs() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.endswith("-leak-watchdog")]
 
 
+@pytest.mark.usefixtures("recorder")
 def test_leak_report_names_the_helper_line_and_what_the_holder_does_now(make_pool, caplog):
     caplog.set_level(logging.INFO, logger="threadpool_db.leaks")
     pool = make_pool(min_size=1, max_size=1, leak_threshold=THRESHOLD, capture_stacks="full", name="leaky")
@@ -201,6 +202,7 @@ def test_pool_timeout_names_the_top_holders(make_pool):
     pool.putconn(held)
 
 
+@pytest.mark.usefixtures("recorder")
 def test_second_borrow_by_the_same_thread_warns(make_pool, caplog):
     caplog.set_level(logging.WARNING, logger="threadpool_db.leaks")
     pool = make_pool(min_size=2, max_size=2, leak_threshold=30.0, capture_stacks="full")
@@ -229,6 +231,7 @@ def test_borrowed_lists_every_connection_out(make_pool):
     assert pool.borrowed() == []
 
 
+@pytest.mark.usefixtures("recorder")
 def test_sampling_rate_decides_whether_stacks_are_captured(make_pool):
     always = make_pool(min_size=1, leak_threshold=30.0, capture_stacks="sampled", stack_sample_rate=1.0)
     never = make_pool(min_size=1, leak_threshold=30.0, capture_stacks="sampled", stack_sample_rate=0.0)
@@ -242,6 +245,7 @@ def test_sampling_rate_decides_whether_stacks_are_captured(make_pool):
     never.putconn(b)
 
 
+@pytest.mark.usefixtures("recorder")
 def test_captured_stacks_hold_no_locals_or_sql(make_pool):
     pool = make_pool(min_size=1, leak_threshold=0.2, capture_stacks="full")
     secret_local = "local-value-4711"  # noqa: F841 - must not show in any stack

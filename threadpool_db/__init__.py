@@ -14,6 +14,7 @@ Services (own their state; reach the pool only through a narrow seam)
                  database refuses the configuration.
   housekeeper.py retires idle/expired connections, decides bursts (seam: view/evict/set_ceiling).
   leaks.py       leak reports and reclaim (seam LeaseTable: leased/mark_reported/reclaim/now).
+  _sight.c       the borrow-site recorder in C (optional; leaks.py has the same in Python).
   future.py      resolves getconn_future() borrows (seam: hand_out/expire_waiter).
   workers.py     the creator and housekeeper threads; forking.py the fork hooks.
   metrics.py     Prometheus export, through pool.add_observer().

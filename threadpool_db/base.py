@@ -26,14 +26,14 @@ class Slot:
 
     Who guards what: ``raw``, ``id``, ``pid``, ``created``, ``settings`` and ``gen`` are set
     once (immutable after). Everything about the current borrow (``handle``, ``owner``,
-    ``borrowed_at``, ``site``, ``stack``, ``report``, ``tenant``) and ``expires``,
+    ``borrowed_at``, ``site``, ``report``, ``tenant``) and ``expires``,
     ``last_used``, ``burst`` are written under the pool lock. ``dirty`` and ``named`` belong to
     the borrower's thread while the connection is out (the pool reads them in putconn, on
     that same thread, before it takes the lock)."""
 
     __slots__ = (
         "raw", "id", "pid", "created", "expires", "last_used", "settings", "dirty", "gen",
-        "handle", "borrowed_at", "owner", "site", "stack", "report", "tenant", "burst", "named",
+        "handle", "borrowed_at", "owner", "site", "report", "tenant", "burst", "named",
     )  # fmt: skip
 
     def __init__(self, raw: Any, pid: int | None, created: float, expires: float, settings: tuple[Any, ...],
@@ -49,8 +49,9 @@ class Slot:
         self.handle: PooledConnection | None = None
         self.borrowed_at = 0.0
         self.owner = 0  # ident of the borrowing thread
-        self.site: Any = None  # where it was borrowed (leaks.Site), when leak detection is on
-        self.stack: Any = None  # the borrow's whole stack, when captured
+        # where it was borrowed, when leak detection is on: leaks.Site, (code, lasti, frame id,
+        # the whole stack when captured, else None)
+        self.site: Any = None
         self.report: dict[str, Any] | None = None  # the leak report made of this borrow, if any
         self.tenant: str | None = None  # the tenant it is lent to (quota accounting)
         self.burst = False  # made above max_size during a burst: short-lived, closed first
@@ -64,10 +65,10 @@ class Waiter:
     away). Lock order: pool lock, then the waiter's; a waiter never holds its own lock while
     taking the pool lock."""
 
-    __slots__ = ("cond", "slot", "error", "tenant", "priority", "since", "owner", "site", "stack", "handle")
+    __slots__ = ("cond", "slot", "error", "tenant", "priority", "since", "owner", "site", "handle")
 
     def __init__(self, tenant: str | None = None, priority: float = 0.0, since: float = 0.0, owner: int = 0,
-                 site: Any = None, stack: Any = None) -> None:  # fmt: skip
+                 site: Any = None) -> None:  # fmt: skip
         self.cond = threading.Condition(threading.Lock())
         self.slot: Slot | None = None
         self.error: PoolError | None = None
@@ -78,7 +79,6 @@ class Waiter:
         # holds anyway (handle), so a woken waiter need not take the pool lock again
         self.owner = owner
         self.site = site
-        self.stack = stack
         self.handle: PooledConnection | None = None
 
     def wake(self, slot: Slot | None = None, error: PoolError | None = None,

@@ -34,10 +34,10 @@ class FutureWaiter:
     """Looks like a pool waiter (tenant, priority, since, wake) but resolves a Future."""
 
     __slots__ = ("future", "deadline", "timeout", "tenant", "priority", "since", "slot", "error", "thread", "notify",
-                 "sighting")  # fmt: skip
+                 "site")  # fmt: skip
 
     def __init__(self, future: Future[Any], deadline: float, timeout: float, tenant: str | None, priority: float,
-                 notify: queue.SimpleQueue[Any], sighting: tuple[Any, Any] = (None, None),
+                 notify: queue.SimpleQueue[Any], site: Any = None,
                  since: float = 0.0) -> None:  # fmt: skip
         self.future = future
         self.deadline = deadline
@@ -49,7 +49,7 @@ class FutureWaiter:
         self.error: PoolError | None = None
         self.thread = threading.current_thread()  # the requester: leak reports name it
         self.notify = notify
-        self.sighting = sighting  # where the requester borrowed, for the leak detector
+        self.site = site  # where the requester borrowed (leaks.Site), for the leak detector
 
     def wake(self, slot: Slot | None = None, error: PoolError | None = None, handle: Any = None) -> None:
         # called with the pool lock held: only record and pass on
@@ -101,7 +101,7 @@ class Notifier:
             _set(w.future, exc=w.error)
             return
         assert w.slot is not None
-        handle = pool.hand_out(w.slot, w.since, w.thread, w.sighting)
+        handle = pool.hand_out(w.slot, w.since, w.thread, w.site)
         if not _set(w.future, result=handle):  # cancelled after the grant: give it back
             try:
                 pool.putconn(handle)

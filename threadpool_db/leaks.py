@@ -38,8 +38,19 @@ STACK_LIMIT = 64  # frames of a holder's live stack in a report
 CAPTURE_LIMIT = 24  # frames kept of a borrow's stack: the user's end; the outer ones are server loops
 REPORTS_KEPT = 100
 Stack = tuple[tuple[CodeType, int], ...]
-Site = tuple[CodeType, int, int]  # code, bytecode offset, id of the frame (while it runs)
+# What a borrow records: (code, bytecode offset, id of the frame (while it runs), the whole
+# stack when captured else None). A tuple here; the C recorder's Site reads the same way.
+Site = tuple[CodeType, int, int, "Stack | None"]
 _getframe = sys._getframe
+
+# The borrow-site recorder in C, when the install could build it (see _sight.c); the
+# environment variable THREADPOOL_DB_PURE_PYTHON=1 turns it off (the benchmark compares both).
+NATIVE: Any = None
+if not os.environ.get("THREADPOOL_DB_PURE_PYTHON"):
+    try:
+        from ._sight import Sight as NATIVE
+    except ImportError:  # not built: no compiler at install time, or Python 3.10
+        pass
 
 # Frames a person reading a report does not need to see one by one.
 _STDLIB = (sysconfig.get_paths().get("stdlib"), sysconfig.get_paths().get("platstdlib"))
@@ -83,14 +94,6 @@ def _line(code: CodeType, lasti: int) -> int:
 
 def where(code: CodeType, lasti: int) -> str:
     return f"{code.co_filename}:{_line(code, lasti)}"
-
-
-def site(stack: Stack | None) -> str:
-    """``file:line`` of the innermost frame of a captured stack."""
-    if not stack:
-        return "<borrow site not captured>"
-    code, lasti = stack[0]
-    return where(code, lasti)
 
 
 def format_stack(stack: Stack | None) -> str:
@@ -145,7 +148,7 @@ def still_running(borrowed: Site | None, live: tuple[Stack, list[int]] | None) -
     """Is the frame that borrowed still on the holder's stack? None when it cannot be told."""
     if borrowed is None or live is None:
         return None
-    code, _, fid = borrowed
+    code, fid = borrowed[0], borrowed[2]
     stack, ids = live
     return any(i == fid and c is code for (c, _), i in zip(stack, ids, strict=True))
 
@@ -160,7 +163,6 @@ class Lease(Protocol):
     owner: int
     borrowed_at: float
     site: Site | None
-    stack: Stack | None
     report: dict[str, Any] | None
 
 
@@ -190,10 +192,15 @@ class LeakDetector:
         self.rate = rate
         self.reclaim = reclaim
         self.reclaim_after = threshold * factor
-        # The hot path: what a borrow records (see sight()).
+        # The hot path: what a borrow records, called by getconn with no arguments. In C
+        # (_sight.c) when it was built, else the same walk in Python (below).
         self._every = capture == "full"
-        if capture == "full" or (capture == "sampled" and rate > 0):
-            self.sight: Callable[[], tuple[Site | None, Stack | None]] = self._sight_stacks
+        share = rate if capture == "sampled" else 0.0
+        self.sight: Callable[[], Site | None]
+        if NATIVE is not None:  # depth 1: C code has no frame, so 1 is getconn's caller
+            self.sight = NATIVE(_PKG_DIR, 1, CAPTURE_LIMIT, self._every, share)
+        elif self._every or share > 0:
+            self.sight = self._sight_stacks
         else:
             self.sight = self._sight_site
         self._init_state()
@@ -209,31 +216,32 @@ class LeakDetector:
         self.detected = self.reclaimed = self.returned_late = self.thread_died = self.nested = 0
 
     # -- the borrow path (called by the pool before it takes its lock) -------------------------
-    # Each walks to the first frame outside threadpool_db above getconn (depth 2 from here),
-    # inlined rather than shared through a helper call: this runs on every borrow.
+    # The pure-Python recorders, for where _sight.c was not built. Each walks to the first
+    # frame outside threadpool_db above getconn (depth 2 from here), inlined rather than shared
+    # through a helper call: this runs on every borrow.
     @staticmethod
-    def _sight_site() -> tuple[Site | None, Stack | None]:
+    def _sight_site() -> Site | None:
         f = _getframe(2)
         code = f.f_code
         while code.co_filename.startswith(_PKG_DIR):
             f = f.f_back  # type: ignore[assignment]
             if f is None:
-                return None, None
+                return None
             code = f.f_code
-        return (code, f.f_lasti, id(f)), None
+        return code, f.f_lasti, id(f), None
 
-    def _sight_stacks(self) -> tuple[Site | None, Stack | None]:
+    def _sight_stacks(self) -> Site | None:
         """The site, and the whole stack for every borrow ("full") or a share ("sampled")."""
         f = _getframe(2)
         code = f.f_code
         while code.co_filename.startswith(_PKG_DIR):
             f = f.f_back  # type: ignore[assignment]
             if f is None:
-                return None, None
+                return None
             code = f.f_code
         if self._every or random.random() < self.rate:
-            return (code, f.f_lasti, id(f)), _walk(f)
-        return (code, f.f_lasti, id(f)), None
+            return code, f.f_lasti, id(f), _walk(f)
+        return code, f.f_lasti, id(f), None
 
     def on_return(self, record: dict[str, Any], held: float) -> None:
         """A reported connection came back: say so wherever the report shows."""
@@ -400,7 +408,8 @@ def describe(
     alive = thread is not None and thread.is_alive()
     live = live_stack(slot.owner) if alive else None
     borrowed = slot.site
-    at = where(borrowed[0], borrowed[1]) if borrowed else site(slot.stack)
+    at = where(borrowed[0], borrowed[1]) if borrowed else "<borrow site not captured>"
+    stack = borrowed[3] if borrowed else None
     func = borrowed[0].co_name if borrowed else "?"
     running = still_running(borrowed, live)
     if not alive:
@@ -429,8 +438,8 @@ def describe(
         "state": state,
         "escaped": state == "escaped",
         "summary": summary,
-        "borrow_stack": format_for_people(slot.stack),
-        "borrow_stack_full": format_stack(slot.stack),
+        "borrow_stack": format_for_people(stack),
+        "borrow_stack_full": format_stack(stack),
         "holder_stack": format_for_people(live[0]) if live else "<thread has ended>",
         "holder_stack_full": format_stack(live[0]) if live else "<thread has ended>",
         "reclaimed": False,

@@ -67,8 +67,8 @@ def _fan_out(first: Callable[[float], Any], rest: list[Callable[[float], Any]]) 
     return record
 
 
-def _no_sight() -> tuple[None, None]:
-    return None, None
+def _no_sight() -> None:
+    return None
 
 
 def _with_kwargs(kwargs: Any, **extra: Any) -> Any:
@@ -450,7 +450,7 @@ class ConnectionPool:
         elif not timeout >= 0:
             raise ValueError(f"timeout must be >= 0, got {timeout!r}")
         deadline = t0 + timeout
-        site, stack = self._sight()  # for the leak detector: where the user borrows
+        site = self._sight()  # for the leak detector: where the user borrows (None when off)
         after = self._check_after
         ident = get_ident()
         while True:
@@ -463,7 +463,7 @@ class ConnectionPool:
                     slot = self._pool.pop()
                     self._borrows += 1
                     if after is None or now - slot.last_used <= after:
-                        handle = self._finish_borrow_locked(slot, now, ident, site, stack)
+                        handle = self._finish_borrow_locked(slot, now, ident, site)
                         last = not self._pool and self._leaks is not None  # the last idle one
                         if last:
                             earlier = self._held_by_locked(ident, slot)
@@ -477,7 +477,7 @@ class ConnectionPool:
                     self._leaks.saw_nested(self.name, earlier, site, threading.current_thread())  # type: ignore[union-attr]
                 return handle
             if slot is None:
-                slot, handle = self._wait_for_slot(deadline, timeout, tenant, priority, ident, site, stack)
+                slot, handle = self._wait_for_slot(deadline, timeout, tenant, priority, ident, site)
                 now = self._clock()
                 self._wait_sum += now - t0
                 if self.burst_size is not None and now - t0 > 0.0005:
@@ -501,18 +501,17 @@ class ConnectionPool:
                 if tenant is not None and self._tenant_observer is not None:
                     self._tenant_observer(self.tenant_label(tenant), now - t0)
                 with self._lock:
-                    return self._finish_borrow_locked(slot, now, ident, site, stack)
+                    return self._finish_borrow_locked(slot, now, ident, site)
             except BaseException:
                 self._give_back(slot)
                 raise
 
-    def _finish_borrow_locked(self, slot: Slot, now: float, owner: int, site: Any, stack: Any) -> PooledConnection:
+    def _finish_borrow_locked(self, slot: Slot, now: float, owner: int, site: Any) -> PooledConnection:
         """The end of every borrow (getconn's two paths, a future's grant), under the lock, so
         the watchdog, a reclaim or a fork never see a connection half borrowed."""
         slot.borrowed_at = now
         slot.owner = owner
         slot.site = site
-        slot.stack = stack
         slot.handle = handle = PooledConnection(self, slot)
         return handle
 
@@ -525,15 +524,14 @@ class ConnectionPool:
         return None
 
     def _wait_for_slot(
-        self, deadline: float, timeout: float, tenant: str | None, priority: float | None, owner: int, site: Any,
-        stack: Any,
+        self, deadline: float, timeout: float, tenant: str | None, priority: float | None, owner: int, site: Any
     ) -> tuple[Slot, PooledConnection | None]:
         """Queue and wait. Returns the slot, and its handle when the granter could finish the
         borrow already (no validation due): then this thread takes no pool lock again."""
         earlier = None
         with self._lock:
             got = self._admit_locked(tenant, priority, lambda: Waiter(tenant, float(priority or 0.0), self._clock(),
-                                                                       owner, site, stack))  # fmt: skip
+                                                                       owner, site))  # fmt: skip
             if not isinstance(got, Slot) and self._leaks is not None:
                 earlier = self._held_by_locked(owner, None)  # waiting while holding one: could deadlock
         if isinstance(got, Slot):
@@ -576,7 +574,7 @@ class ConnectionPool:
         after = self._check_after
         if after is not None and now - slot.last_used > after:
             return None
-        return self._finish_borrow_locked(slot, now, w.owner, w.site, w.stack)
+        return self._finish_borrow_locked(slot, now, w.owner, w.site)
 
     def _admit_locked(self, tenant: str | None, priority: float | None, make_waiter: Callable[[], Any]) -> Any:
         """Critical section: decide here if there's a connection ready (return the slot) or
@@ -646,20 +644,20 @@ class ConnectionPool:
             timeout = self.timeout
         elif not timeout >= 0:
             raise ValueError(f"timeout must be >= 0, got {timeout!r}")
-        site, stack = self._sight()  # in the requester's thread, where the user borrows
+        site = self._sight()  # in the requester's thread, where the user borrows
         fut: Future[PooledConnection] = Future()
         notifier = self._notifier()
         with self._lock:
             got = self._admit_locked(
                 tenant, priority,
                 lambda: FutureWaiter(fut, t0 + timeout, timeout, tenant, float(priority or 0.0), notifier.queue,
-                                     (site, stack), t0),
+                                     site, t0),
             )  # fmt: skip
         if isinstance(got, Slot):
             if self._check_after is not None and t0 - got.last_used > self._check_after and not self._validate(got):
                 return self.getconn_future(max(0.0, timeout - (self._clock() - t0)), tenant=tenant, priority=priority)
             fut.set_running_or_notify_cancel()
-            fut.set_result(self.hand_out(got, t0, threading.current_thread(), (site, stack)))
+            fut.set_result(self.hand_out(got, t0, threading.current_thread(), site))
             return fut
         notifier.watch(got)
         fut.add_done_callback(lambda f: self._cancel_waiter(got) if f.cancelled() else None)
@@ -680,13 +678,13 @@ class ConnectionPool:
                 made.stop()  # another thread won the race
         return notifier
 
-    def hand_out(self, slot: Slot, t0: float, thread: threading.Thread, sighting: tuple[Any, Any]) -> PooledConnection:
+    def hand_out(self, slot: Slot, t0: float, thread: threading.Thread, site: Any) -> PooledConnection:
         """The future notifier's seam: finish a borrow granted to a future waiter (the steps
         getconn does inline on its hot path): stats, ownership and the handle, under the lock."""
         now = self._clock()
         self._on_acquire(now - t0)
         with self._lock:
-            return self._finish_borrow_locked(slot, now, thread.ident or 0, *sighting)
+            return self._finish_borrow_locked(slot, now, thread.ident or 0, site)
 
     def _cancel_waiter(self, w: Any) -> None:
         with self._lock:
