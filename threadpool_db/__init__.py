@@ -27,7 +27,7 @@ Test bed: testing.py (embedded PostgreSQL, PgBouncer). The library never imports
 A borrow: getconn() asks the leak detector where it is called from (one frame walk), takes the
 lock, pops an idle connection and, unless it must be validated first, makes it the caller's
 (_finish_borrow_locked: owner, site, handle) before releasing the lock. Otherwise it queues a
-Waiter (its own Condition) and asks the creators to grow; putconn() or a new connection hands
+Waiter (its own condition) and asks the creators to grow; putconn() or a new connection hands
 the slot straight to the oldest waiter. putconn() resets the connection (rollback, settings)
 outside the lock, then, under it, retires the handle and gives the slot to the next waiter, to
 the idle deque, or away.

@@ -1,13 +1,14 @@
 """ConnectionPool: a blocking, fair (FIFO) pool of database connections for threads.
 
 One ``threading.Lock`` guards the idle deque, the counts and the queue of waiters. Each waiter
-has its own Condition, so a returned connection is handed straight to the oldest waiter:
-nobody barges in front of a thread that has been waiting longer. I/O (connect, query, close)
-never happens under the lock.
+has its own condition (a one-shot wake-up lock: base.Waiter), so a returned connection is
+handed straight to the oldest waiter: nobody barges in front of a thread that has been waiting
+longer. I/O (connect, query, close) never happens under the lock.
 
-This module owns the pool's state, its lifecycle (open, close, fork) and the borrow/return
-paths. Connection lifecycle work is in maintenance.py, reporting in introspection.py, the
-records in base.py.
+This module owns the pool's state, its lifecycle (open, close, fork), the borrow/return paths
+and the reports on them. The services it uses own their own state (connector.py,
+housekeeper.py, leaks.py, future.py: the package map in __init__.py); the records are in
+base.py.
 """
 
 from __future__ import annotations
@@ -67,8 +68,13 @@ def _fan_out(first: Callable[[float], Any], rest: list[Callable[[float], Any]]) 
     return record
 
 
-def _no_sight() -> None:
-    return None
+_new_handle = object.__new__
+
+
+# What a borrow records when leak detection is off: nothing. A builtin that returns None
+# (a bound dict.clear, of a dict nobody else sees): called on every borrow, it costs about
+# half of what a Python function would.
+_NO_SIGHT: Callable[[], None] = {}.clear
 
 
 def _with_kwargs(kwargs: Any, **extra: Any) -> Any:
@@ -208,7 +214,7 @@ class ConnectionPool:
                                     lk.reclaim_factor) if lk.threshold is not None else None)  # fmt: skip
         self.leak_threshold = self._leaks.threshold if self._leaks is not None else None
         # What a borrow records for the leak detector (a no-op when detection is off).
-        self._sight = self._leaks.sight if self._leaks is not None else _no_sight
+        self._sight = self._leaks.sight if self._leaks is not None else _NO_SIGHT
         self._init_state()
         self._opened = False
         self._opened_at = 0.0
@@ -512,7 +518,13 @@ class ConnectionPool:
         slot.borrowed_at = now
         slot.owner = owner
         slot.site = site
-        slot.handle = handle = PooledConnection(self, slot)
+        # PooledConnection(self, slot), inlined (the hot path: no __init__ frame); what its
+        # __init__ documents, the same three fields
+        handle = _new_handle(PooledConnection)
+        handle._pool = self
+        handle._slot = slot
+        handle._raw = slot.raw
+        slot.handle = handle
         return handle
 
     def _held_by_locked(self, ident: int, but: Slot) -> Slot | None:
@@ -540,14 +552,13 @@ class ConnectionPool:
             self._leaks.saw_nested(self.name, earlier, site, threading.current_thread())  # type: ignore[union-attr]
         w = got
         try:
-            with w.cond:
-                # Notified by _give_locked/_dispatch_locked (a connection for us), close()
-                # and _create_one (an error for us).
-                while w.slot is None and w.error is None:
-                    remaining = deadline - self._clock()
-                    if remaining <= 0:
-                        break
-                    w.cond.wait(remaining)
+            # Our own condition (Waiter.signal), released by whoever serves us: _give_locked or
+            # _dispatch_locked (a connection), close() or _create_one (an error). Until the
+            # deadline on the pool's clock; the lock's timeout is on the real one.
+            while True:
+                remaining = deadline - self._clock()
+                if remaining <= 0 or w.signal.acquire(True, min(remaining, threading.TIMEOUT_MAX)):
+                    break
         except BaseException:  # KeyboardInterrupt, a signal handler's exception: leave the queue
             self._abandon(w)
             raise
@@ -824,7 +835,7 @@ class ConnectionPool:
                 self._discard_locked(slot)
             else:
                 slot.last_used = now
-                # Hand it to the oldest waiter (notified on its own Condition), or make it idle.
+                # Hand it to the oldest waiter (woken on its own condition), or make it idle.
                 if self._waiting or not self._plain:
                     self._give_locked(slot)
                 else:
