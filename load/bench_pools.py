@@ -96,6 +96,18 @@ class Ours(_GetconnPeer):
         self._adopt(ConnectionPool(url, min_size=size, timeout=timeout, kwargs={"autocommit": autocommit}))
 
 
+class OursPlain(_GetconnPeer):
+    """Ours with leak detection off: the plain cycle, beside the default one."""
+
+    name = "threadpool_db, leak detection off"
+
+    def __init__(self, url: str, size: int, autocommit: bool, timeout: float) -> None:
+        from threadpool_db import ConnectionPool
+
+        self._adopt(ConnectionPool(url, min_size=size, timeout=timeout, kwargs={"autocommit": autocommit},
+                                   leak_threshold=None))  # fmt: skip
+
+
 class PsycopgPool(_GetconnPeer):
     name = "psycopg_pool"
 
@@ -339,8 +351,10 @@ def run(url: str, quick: bool) -> dict[str, Any]:
     }  # fmt: skip
 
     peers = _make(url, 1, False, 30.0)
+    peers[OursPlain.name] = OursPlain(url, 1, False, 30.0)  # the cycle only
     try:
         res["cycle_us"] = cycle(peers, n, repeats)
+        _close({OursPlain.name: peers.pop(OursPlain.name)})
         res["statement_us"] = statement_cycle(peers, sn, repeats)
     finally:
         _close(peers)
@@ -373,8 +387,11 @@ def run(url: str, quick: bool) -> dict[str, Any]:
 
     from . import bench_stacks
 
-    stk = bench_stacks.measure(url, n, repeats)
-    res["stack_capture_us"] = stk
+    res["stack_capture_us"] = bench_stacks.measure(url, n, repeats)
+    res["recorder"] = bench_stacks.recorder()
+    # The same without the C recorder (an install with no compiler), in a process of its own:
+    # the choice is made at import.
+    res["stack_capture_pure_us"] = bench_stacks.measure_in_child(url, n, repeats, pure=True)
     return res
 
 
@@ -398,8 +415,10 @@ def render(res: dict[str, Any]) -> str:
     waiting_peers = [k for k in ("psycopg_pool", "sqlalchemy QueuePool", "DBUtils PooledDB") if k in c]
     fastest = min(waiting_peers, key=lambda k: c[k]) if waiting_peers else None
     if fastest:
-        out.append(f"  ours / fastest waiting peer ({fastest}): {c[ours] / c[fastest]:.2f}x;"
-                   f" ours / lock+deque floor: {c[ours] / c['lock+deque floor']:.2f}x")  # fmt: skip
+        for name in (ours, OursPlain.name):
+            if name in c:
+                out.append(f"  {name}: {c[name] / c[fastest]:.2f}x the fastest waiting peer ({fastest}),"
+                           f" {c[name] / c['lock+deque floor']:.2f}x the lock+deque floor")  # fmt: skip
 
     out.append("\nContention: 32 threads, 8 connections, each borrow held ~1 ms")
     out.append(f"  {'pool':<32} {'ops/s':>8} {'% ceil':>7} {'wait p50':>9} {'p99':>8} {'max ms':>8} "
@@ -417,12 +436,16 @@ def render(res: dict[str, Any]) -> str:
         note = "" if r["has_timeout"] else "  (no borrow timeout available)"
         out.append(f"  {name:<32} {r['served']:7d} {r['timeouts']:9d} {r['time_to_serve_all_s']:20.3f}{note}")
 
-    s = res["stack_capture_us"]
-    base = s["no detection"]
-    out.append("\nLeak detection, our cycle at call depth 30 (us; ratio to no detection)")
-    for m, v in s.items():
-        out.append(f"  {m:<13} {v:8.2f} {v / base:6.2f}x")
-    out.append(f"  borrow site alone: {(s['site only'] - base) * 1000:.0f} ns a borrow")
+    for key, title in (("stack_capture_us", f"the {res.get('recorder', '?')} borrow-site recorder"),
+                       ("stack_capture_pure_us", "the pure-Python recorder (an install with no compiler)")):
+        s = res.get(key)
+        if not s:
+            continue
+        base = s["no detection"]
+        out.append(f"\nLeak detection, our cycle at call depth 30, {title} (us; ratio to no detection)")
+        for m, v in s.items():
+            out.append(f"  {m:<13} {v:8.2f} {v / base:6.2f}x")
+        out.append(f"  borrow site alone: {(s['site only'] - base) * 1000:.0f} ns a borrow")
     return "\n".join(out)
 
 

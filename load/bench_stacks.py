@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 from threadpool_db import ConnectionPool
 
 from ._server import database
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPTH = 30
 MODES = {  # name -> the pool's leak-detection parameters
     "no detection": {"leak_threshold": None},
@@ -62,6 +68,31 @@ def measure(url: str, n: int, repeats: int, depth: int = DEPTH) -> dict[str, flo
             p.close()
 
 
+def recorder() -> str:
+    """Which borrow-site recorder this process uses: "C" (_sight.c) or "pure-Python"."""
+    from threadpool_db import leaks
+
+    return "C" if leaks.NATIVE is not None else "pure-Python"
+
+
+def measure_in_child(url: str, n: int, repeats: int, pure: bool) -> dict[str, float] | None:
+    """measure() in a fresh interpreter, with the C recorder off when ``pure`` (the choice is
+    made when threadpool_db.leaks is imported)."""
+    env = {**os.environ, "DATABASE_URL": url}
+    if pure:
+        env["THREADPOOL_DB_PURE_PYTHON"] = "1"
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "stacks.json")
+        cmd = [sys.executable, "-m", "load.bench_stacks", "--cycles", str(n), "--repeats", str(repeats), "--json", out]
+        done = subprocess.run(cmd, env=env, cwd=_ROOT, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            print(f"bench_stacks in a child failed: {done.stderr[-2000:]}", file=sys.stderr)
+            return None
+        with open(out) as f:
+            data: dict[str, Any] = json.load(f)
+        return dict(data["us"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--cycles", type=int, default=20000)
@@ -71,7 +102,8 @@ def main() -> None:
     with database() as (url, _):
         res = measure(url, args.cycles, args.repeats)
     off = res[BASE]
-    print(f"leak detection at call depth {DEPTH}, median of {args.repeats} x {args.cycles} cycles")
+    print(f"leak detection at call depth {DEPTH}, {recorder()} recorder, median of {args.repeats} x "
+          f"{args.cycles} cycles")  # fmt: skip
     print(f"{'mode':<13} {'us/cycle':>9} {'ratio':>7}")
     for m in MODES:
         print(f"{m:<13} {res[m]:>9.2f} {res[m] / off:>6.2f}x")

@@ -451,11 +451,9 @@ class ConnectionPool:
         """Borrow a connection; wait up to ``timeout`` s (default: the pool's) in FIFO order
         (by priority first, when priorities are used). ``tenant`` counts against its quota."""
         t0 = now = self._clock()
-        if timeout is None:
-            timeout = self.timeout
-        elif not timeout >= 0:
+        if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be >= 0, got {timeout!r}")
-        deadline = t0 + timeout
+        deadline = None  # computed once, by the first wait: the fast path needs none
         site = self._sight()  # for the leak detector: where the user borrows (None when off)
         after = self._check_after
         ident = get_ident()
@@ -470,19 +468,25 @@ class ConnectionPool:
                     self._borrows += 1
                     if after is None or now - slot.last_used <= after:
                         handle = self._finish_borrow_locked(slot, now, ident, site)
-                        last = not self._pool and self._leaks is not None  # the last idle one
-                        if last:
-                            earlier = self._held_by_locked(ident, slot)
+                        # The last idle one, with others out: is this thread holding one of
+                        # them? (A thread that waits for a second connection can deadlock the
+                        # pool; the leak detector tells a real nested borrow from an escape.)
+                        earlier = (self._held_by_locked(ident, slot) if not self._pool and self._nconns > 1
+                                   and self._leaks is not None else None)  # fmt: skip
                     else:
                         handle = None
                 else:
                     slot = handle = None
             if handle is not None:
                 self._on_acquire(0.0)
-                if last and earlier is not None:
+                if earlier is not None:
                     self._leaks.saw_nested(self.name, earlier, site, threading.current_thread())  # type: ignore[union-attr]
                 return handle
             if slot is None:
+                if timeout is None:
+                    timeout = self.timeout
+                if deadline is None:
+                    deadline = t0 + timeout
                 slot, handle = self._wait_for_slot(deadline, timeout, tenant, priority, ident, site)
                 now = self._clock()
                 self._wait_sum += now - t0
