@@ -90,6 +90,8 @@ def measure_in_child(url: str, n: int, repeats: int, pure: bool) -> dict[str, fl
             return None
         with open(out) as f:
             data: dict[str, Any] = json.load(f)
+        if pure and data.get("recorder") != "pure-Python":
+            raise RuntimeError(f"the child was to run the pure-Python recorder, it ran {data.get('recorder')!r}")
         return dict(data["us"])
 
 
@@ -109,7 +111,7 @@ def main() -> None:
         print(f"{m:<13} {res[m]:>9.2f} {res[m] / off:>6.2f}x")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"us": res, "ratio": {m: res[m] / off for m in MODES}}, f, indent=2)
+            json.dump({"us": res, "ratio": {m: res[m] / off for m in MODES}, "recorder": recorder()}, f, indent=2)
 
 
 if __name__ == "__main__":

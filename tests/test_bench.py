@@ -22,12 +22,16 @@ def test_bench_pools_quick_run_has_every_peer(pg, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     res = json.loads(out.read_text())
-    assert set(res["cycle_us"]) == PEERS | {"lock+deque floor"}
+    assert set(res["cycle_us"]) == PEERS | {"lock+deque floor", "threadpool_db, leak detection off"}
     assert set(res["statement_us"]) == PEERS
     assert set(res["statement_autocommit_us"]) == PEERS
     assert set(res["contention"]) == WAITING | {"Semaphore(8) ceiling"}
     assert set(res["spike"]) == WAITING
-    assert set(res["stack_capture_us"]) == {"no detection", "site only", "sampled", "full"}
+    modes = {"no detection", "site only", "sampled", "full"}
+    assert set(res["stack_capture_us"]) == modes
+    assert set(res["stack_capture_pure_us"]) == modes  # measured in a child with the C recorder off
+    assert res["recorder"] in ("C", "pure-Python")
+    assert "the pure-Python recorder" in proc.stdout
     for r in res["contention"].values():
         assert r["hung"] == 0 and r["ops_per_s"] > 0
     for r in res["spike"].values():

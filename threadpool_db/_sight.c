@@ -116,7 +116,12 @@ typedef struct {
 static int
 ours(SightObject *self, PyCodeObject *code)
 {
-    return PyUnicode_Tailmatch(code->co_filename, self->prefix, 0, PY_SSIZE_T_MAX, -1) == 1;
+    Py_ssize_t hit = PyUnicode_Tailmatch(code->co_filename, self->prefix, 0, PY_SSIZE_T_MAX, -1);
+    if (hit < 0) {  /* a co_filename that is no str (never in practice): not ours */
+        PyErr_Clear();
+        return 0;
+    }
+    return hit == 1;
 }
 
 static PyObject *
