@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import shutil
 import threading
@@ -138,3 +139,10 @@ def interrupt_after(seconds: float, handler: Callable[[], None] | None = None) -
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def line_of(fn: Callable[..., Any], marker: str) -> int:
+    """The line number of the first line of ``fn``'s source that contains ``marker``: where a
+    test's borrow is, so a report can be checked against it."""
+    src, start = inspect.getsourcelines(fn)
+    return start + next(i for i, line in enumerate(src) if marker in line)

@@ -5,7 +5,6 @@ a reported leak that comes back marked returned everywhere."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from threadpool_db import ConnectionPool
 from threadpool_db.metrics import PoolMetrics
 
-from .helpers import wait_until
+from .helpers import line_of, wait_until
 from .timing import JOIN, SETTLE
 
 # every test here runs with the C and the pure-Python borrow-site recorder (conftest.recorder)
@@ -24,11 +23,6 @@ pytestmark = pytest.mark.usefixtures("recorder")
 
 THRESHOLD = 0.3
 KEPT: list = []  # where an escaped connection goes: a module-level list, as a careless app would
-
-
-def _line_of(fn, marker: str) -> int:
-    src, start = inspect.getsourcelines(fn)
-    return start + next(i for i, line in enumerate(src) if marker in line)
 
 
 def escaping_view(pool: ConnectionPool) -> None:
@@ -47,7 +41,7 @@ def test_the_borrow_site_is_reported_without_stack_capture(make_pool):
     with ThreadPoolExecutor(3, thread_name_prefix="gthread") as ex:
         ex.submit(escaping_view, pool).result(JOIN)
         rec = wait_until(pool.leaks, timeout=SETTLE, what="a report")[0]
-    assert rec["borrow_site"] == f"{__file__}:{_line_of(escaping_view, 'ESCAPE-SITE')}"
+    assert rec["borrow_site"] == f"{__file__}:{line_of(escaping_view, 'ESCAPE-SITE')}"
     assert rec["borrow_function"] == "escaping_view"
     pool.putconn(KEPT.pop())
 
@@ -104,8 +98,8 @@ def test_no_false_nested_warning_after_an_escape_but_a_real_nested_borrow_warns(
         ex.submit(nested_view).result(JOIN)
     msgs = [r.getMessage() for r in caplog.records if "already holding" in r.getMessage()]
     assert len(msgs) == 1 and pool.stats()["nested_borrows"] == 1
-    first = f"{__file__}:{_line_of(nested_view, 'FIRST-BORROW')}"
-    second = f"{__file__}:{_line_of(nested_view, 'SECOND-BORROW')}"
+    first = f"{__file__}:{line_of(nested_view, 'FIRST-BORROW')}"
+    second = f"{__file__}:{line_of(nested_view, 'SECOND-BORROW')}"
     assert msgs[0].startswith(second) and f"(borrowed at {first}, still running)" in msgs[0]
     assert "while already holding connection" in msgs[0]
 

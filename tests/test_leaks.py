@@ -12,7 +12,7 @@ import pytest
 
 from threadpool_db import ConnectionPool, ConnectionReclaimed, PoolTimeout
 
-from .helpers import backends, wait_until
+from .helpers import backends, line_of, wait_until
 from .timing import JOIN, SETTLE, SHORT_TIMEOUT
 
 THRESHOLD = 0.3
@@ -28,10 +28,7 @@ def _sleepy_spot(stop: threading.Event) -> None:
 
 
 def _leak_line() -> int:
-    import inspect
-
-    src, start = inspect.getsourcelines(_leaky_helper)
-    return start + next(i for i, line in enumerate(src) if "LEAK-SITE" in line)
+    return line_of(_leaky_helper, "LEAK-SITE")
 
 
 def _watchdogs() -> list[str]:

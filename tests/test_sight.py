@@ -4,7 +4,6 @@ threadpool_db's own frames skipped, and sampling at the configured share. No dat
 from __future__ import annotations
 
 import gc
-import inspect
 import sys
 import weakref
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 from threadpool_db import ConnectionPool, leaks
 
 from .fakes import Factory
-from .helpers import require
+from .helpers import line_of, require
 
 
 def _native() -> Any:
@@ -42,11 +41,6 @@ def _plays_getconn(sight: Any) -> Any:
     return sight()
 
 
-def _line_of(fn: Any, marker: str) -> int:
-    src, start = inspect.getsourcelines(fn)
-    return start + next(i for i, line in enumerate(src) if marker in line)
-
-
 def _user_code(recorders: dict[str, Any]) -> tuple[dict[str, Any], int]:
     out = {}
     for name, sight in recorders.items():
@@ -60,7 +54,7 @@ def test_the_c_and_python_recorders_record_the_same_site_and_stack(capture):
     c, py = tuple(got["C"]), tuple(got["Python"])
     assert c[:3] == py[:3]  # code, bytecode offset, frame id
     assert c[0] is _user_code.__code__ and c[2] == frame_id
-    assert leaks.where(c[0], c[1]) == f"{__file__}:{_line_of(_user_code, '# SITE')}"
+    assert leaks.where(c[0], c[1]) == f"{__file__}:{line_of(_user_code, '# SITE')}"
     if capture == "off":
         assert c[3] is None and py[3] is None
     else:
@@ -85,7 +79,7 @@ def test_the_recorders_skip_threadpool_dbs_own_frames(recorder):
         pool.wait(10)
         with pool.connection():  # SKIP-SITE: through connection(), itself in threadpool_db
             rec = pool.borrowed()[0]
-        line = _line_of(test_the_recorders_skip_threadpool_dbs_own_frames, "# SKIP-SITE")
+        line = line_of(test_the_recorders_skip_threadpool_dbs_own_frames, "# SKIP-SITE")
         assert rec["borrow_site"] == f"{__file__}:{line}"
         assert rec["borrow_function"] == "test_the_recorders_skip_threadpool_dbs_own_frames"
     finally:
