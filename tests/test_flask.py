@@ -13,7 +13,7 @@ from flask import Flask
 from threadpool_db import ConnectionPool, PoolConfigError, PoolTimeout
 from threadpool_db.flask import FlaskPool
 
-from .helpers import sql
+from .helpers import sql, wait_until
 from .timing import SETTLE
 
 
@@ -262,8 +262,13 @@ def test_a_wrong_password_answers_503_with_its_cause_and_logs_it_once(pg, caplog
             assert body["error"] == "database unavailable", body  # not "database busy"
             assert "password authentication failed" in body["detail"]
             assert "Wr0ng-Secret-42" not in r.get_data(as_text=True)
-        errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name == "threadpool_db"]
-        assert len(errors) == 1 and "password authentication failed" in errors[0].getMessage()
+
+        def errors() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name == "threadpool_db"]
+
+        # the pool logs the cause just after it records it (which the 503s may have seen first)
+        wait_until(errors, what="the ERROR line")
+        assert len(errors()) == 1 and "password authentication failed" in errors()[0], errors()
     finally:
         db.close(app)
 
