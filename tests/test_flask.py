@@ -268,6 +268,8 @@ def test_a_wrong_password_answers_503_with_its_cause_and_logs_it_once(pg, caplog
 
         # the pool logs the cause just after it records it (which the 503s may have seen first)
         wait_until(errors, what="the ERROR line")
+        with app.app_context():  # and it stays one line while the pool retries
+            wait_until(lambda: db.pool.stats()["create_errors"] >= 3, what="two more attempts")
         assert len(errors()) == 1 and "password authentication failed" in errors()[0], errors()
     finally:
         db.close(app)
