@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
 import weakref
 from typing import Any
 
@@ -62,6 +63,19 @@ def test_the_c_and_python_recorders_record_the_same_site_and_stack(capture):
         assert c[3][0] == (c[0], c[1])
         assert c[3][1][0] is test_the_c_and_python_recorders_record_the_same_site_and_stack.__code__
         assert len(c[3]) <= leaks.CAPTURE_LIMIT
+
+
+def test_a_shallow_stack_is_kept_whole_by_both_recorders():
+    """A new thread's stack is shorter than the capture limit: all of it, the same in both."""
+    recorders = _recorders("full")
+    got: list[Any] = []
+    t = threading.Thread(target=lambda: got.append(_user_code(recorders)[0]))
+    t.start()
+    t.join(10)
+    assert not t.is_alive() and got
+    c, py = got[0]["C"][3], got[0]["Python"][3]
+    assert c == py and 2 <= len(c) < leaks.CAPTURE_LIMIT
+    assert c[-1][0].co_name == "_bootstrap"  # the thread's outermost frame: nothing cut off
 
 
 def test_a_site_is_read_like_a_tuple():

@@ -17,7 +17,8 @@
  * its locals); lasti is what frame.f_lasti says, so leaks._line() turns it into a line number
  * only when somebody reads a report.
  *
- * Public C API only: PyFrame_GetBack, PyFrame_GetCode, PyFrame_GetLasti (3.11+).
+ * Public C API only (PyFrame_GetBack, PyFrame_GetCode, PyFrame_GetLasti: 3.11+), and
+ * sys._getframe called like any callable.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -151,8 +152,17 @@ walk(PyFrameObject *frame, Py_ssize_t limit)
         frame = back;
     }
     Py_XDECREF(frame);
-    if (n < limit && _PyTuple_Resize(&out, n) < 0)
-        return NULL;
+    if (n < limit) {  /* a shallow stack: a tuple of its own size (no private resize API) */
+        PyObject *fit = PyTuple_New(n);
+        if (fit == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < n; i++)
+            PyTuple_SET_ITEM(fit, i, Py_NewRef(PyTuple_GET_ITEM(out, i)));
+        Py_DECREF(out);  /* its unused tail is NULL, which tuple dealloc allows */
+        out = fit;
+    }
     return out;
 }
 
