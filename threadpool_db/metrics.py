@@ -182,6 +182,16 @@ class PoolMetrics:
         self._thread.join(5)
 
 
+class _RouteObserver:
+    """Told of each RoutingPool borrow (its add_observer seam): the acquire-time histogram."""
+
+    def __init__(self, m: dict[str, Any], name: str, routes: Any) -> None:
+        self._observe = {route: m["route_acquire"].labels(pool=name, route=route).observe for route in routes}
+
+    def route_acquired(self, route: str, seconds: float) -> None:
+        self._observe[route](seconds)
+
+
 class RoutingMetrics:
     """A RoutingPool's borrows and acquire time by ``route`` (primary, replica). Export each of
     its pools with PoolMetrics as well for their own gauges."""
@@ -191,16 +201,9 @@ class RoutingMetrics:
         self.name = routing.name
         self._ref = weakref.ref(routing)
         self._last: dict[str, float] = {}
-        for route, window in routing.acquire_windows.items():
+        for route in routing.acquire_windows:  # a labelled child per route, so each shows from 0 on
             self._m["route_borrows"].labels(pool=self.name, route=route)
-            observe = self._m["route_acquire"].labels(pool=self.name, route=route).observe
-            append = window._d.append
-
-            def both(x: float, append: Any = append, observe: Any = observe) -> None:
-                append(x)
-                observe(x)
-
-            window.append = both
+        routing.add_observer(_RouteObserver(self._m, self.name, routing.acquire_windows))
         self._stop = threading.Event()
         self.update()
         self._thread = threading.Thread(target=self._run, args=(interval,), name=f"{self.name}-metrics", daemon=True)

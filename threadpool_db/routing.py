@@ -30,7 +30,7 @@ import itertools
 import logging
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from time import monotonic
 from typing import Any
@@ -88,8 +88,9 @@ class RoutingPool:
         self._rr = itertools.count()
         self._local = threading.local()
         self._counts = {"primary_reads": 0, "replica_reads": 0, "writes": 0, "fallbacks": 0}
-        # seconds each borrow took, by route (PoolMetrics reads them with a "route" label)
+        # seconds each borrow took, by route; observers (RoutingMetrics) hear of each one too
         self.acquire_windows = {"primary": Window(), "replica": Window()}
+        self._observers: list[Callable[[str, float], Any]] = []  # replaced whole, never mutated
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if self.replicas:
@@ -132,7 +133,7 @@ class RoutingPool:
             else:
                 self._count("primary_reads")
             conn = pool.getconn(timeout)
-            self.acquire_windows["primary"].append(monotonic() - t0)
+            self._acquired("primary", monotonic() - t0)
             return conn
         try:
             conn = pool.getconn(self.health_timeout if timeout is None else min(timeout, self.health_timeout))
@@ -140,8 +141,18 @@ class RoutingPool:
             self._set_health(pool, False, str(e))
             return self.getconn(readonly, timeout)
         self._count("replica_reads")
-        self.acquire_windows["replica"].append(monotonic() - t0)
+        self._acquired("replica", monotonic() - t0)
         return conn
+
+    def add_observer(self, observer: Any) -> None:
+        """Be told of each borrow: ``observer.route_acquired(route, seconds)``, route being
+        "primary" or "replica", on the borrowing thread (keep it quick). RoutingMetrics is one."""
+        self._observers = [*self._observers, observer.route_acquired]
+
+    def _acquired(self, route: str, seconds: float) -> None:
+        self.acquire_windows[route].append(seconds)
+        for tell in self._observers:
+            tell(route, seconds)
 
     def _count(self, key: str) -> None:
         with self._lock:
