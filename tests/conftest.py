@@ -102,11 +102,10 @@ def recorder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     this fixture use the chosen one."""
     from threadpool_db import leaks
 
-    from .helpers import require
+    from .helpers import require_native
 
     if request.param == "C":
-        require("the C borrow-site recorder (threadpool_db/_sight.c)", leaks.NATIVE is not None,
-                "install gcc and the Python headers, then reinstall threadpool_db")  # fmt: skip
+        require_native()
     else:
         monkeypatch.setattr(leaks, "NATIVE", None)
     return str(request.param)

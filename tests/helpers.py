@@ -37,6 +37,15 @@ def require(what: str, found: bool, install: str) -> None:
     pytest.skip(msg)
 
 
+def require_native() -> Any:
+    """The C borrow-site recorder (threadpool_db/_sight.c), or a skip (a failure under CI)."""
+    from threadpool_db import leaks
+
+    require("the C borrow-site recorder (threadpool_db/_sight.c)", leaks.NATIVE is not None,
+            "install gcc and the Python headers, then reinstall threadpool_db")  # fmt: skip
+    return leaks.NATIVE
+
+
 def have_command(name: str) -> bool:
     return shutil.which(name) is not None
 

@@ -14,25 +14,16 @@ import pytest
 from threadpool_db import ConnectionPool, leaks
 
 from .fakes import Factory
-from .helpers import line_of, require
-
-
-def _native() -> Any:
-    require("the C borrow-site recorder (threadpool_db/_sight.c)", leaks.NATIVE is not None,
-            "install gcc and the Python headers, then reinstall threadpool_db")  # fmt: skip
-    return leaks.NATIVE
+from .helpers import line_of, require_native
 
 
 def _recorders(capture: str, rate: float = 0.0) -> dict[str, Any]:
     """Both recorders, configured alike, as LeakDetector builds them."""
-    native = _native()
+    native = require_native()
     out = {"C": leaks.LeakDetector(60.0, capture, rate, False, 2.0).sight}
-    saved = leaks.NATIVE
-    leaks.NATIVE = None
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(leaks, "NATIVE", None)
         out["Python"] = leaks.LeakDetector(60.0, capture, rate, False, 2.0).sight
-    finally:
-        leaks.NATIVE = saved
     assert type(out["C"]) is native and type(out["Python"]) is not native
     return out
 
@@ -119,7 +110,7 @@ def test_a_site_keeps_no_frame_alive(capture):
 
 
 def test_the_c_recorder_samples_the_configured_share():
-    native = _native()
+    native = require_native()
     for rate, low, high in ((0.0, 0, 0), (0.25, 800, 1200), (1.0, 4000, 4000)):
         sight = native(leaks._PKG_DIR, 1, leaks.CAPTURE_LIMIT, False, rate)
         kept = sum(_plays_getconn(sight)[3] is not None for _ in range(4000))
@@ -127,7 +118,7 @@ def test_the_c_recorder_samples_the_configured_share():
 
 
 def test_a_bad_recorder_configuration_is_refused():
-    native = _native()
+    native = require_native()
     with pytest.raises(ValueError, match="rate"):
         native(leaks._PKG_DIR, 1, 24, False, 1.5)
     with pytest.raises(TypeError):

@@ -1,6 +1,6 @@
 /* threadpool_db._sight: what a borrow records for the leak detector, in C.
  *
- * The same answer as leaks.LeakDetector._sight_site/_sight_stacks (pure Python, the fallback
+ * The same answer as leaks.LeakDetector._sight_python (pure Python, the fallback
  * when this module was not built), at a fraction of the cost: in Python every frame field is a
  * descriptor call (about 25 ns each on CPython 3.11), and the site alone took about 0.3 us.
  *

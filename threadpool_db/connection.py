@@ -61,19 +61,22 @@ def _setting(name: str) -> property:
 
 
 class PooledConnection:
-    __slots__ = ("_raw", "_slot", "_pool", "_borrowed_at", "_died")
+    """Made only by the pool (ConnectionPool._finish_borrow_locked, which sets ``_pool``,
+    ``_slot`` and ``_raw`` with no __init__ call: it is on every borrow)."""
 
-    def __init__(self, pool: ConnectionPool, slot: Slot) -> None:
-        # While alive: the pool. Once retired: a weak reference to it, so a handle kept after
-        # its return does not keep a dropped pool (and its connections) alive.
-        self._pool: ConnectionPool | weakref.ReferenceType[ConnectionPool] = pool
-        # While alive: the pool's record of the connection; None once dead (_raw is None).
-        # _died (set only then, never on a borrow) holds why, when it did not simply go back:
-        # the error of a reclaim or a fork.
-        self._slot: Slot | None = slot
-        self._raw: Any = slot.raw
-        # _borrowed_at (the leak detector's borrow stack, for messages) is set only when the
-        # handle is retired with a lease: a borrow pays nothing for it
+    __slots__ = ("_raw", "_slot", "_pool", "_borrowed_at", "_died")
+    # While alive: the pool. Once retired: a weak reference to it, so a handle kept after its
+    # return does not keep a dropped pool (and its connections) alive.
+    _pool: ConnectionPool | weakref.ReferenceType[ConnectionPool]
+    # While alive: the pool's record of the connection, and the driver's connection; both None
+    # once dead.
+    _slot: Slot | None
+    _raw: Any
+    # Set only when the handle dies, never on a borrow. _died: why, when it did not simply go
+    # back (the error of a reclaim or a fork). _borrowed_at: the borrow's leaks.Site, so what
+    # outlives the handle can say where it was borrowed.
+    _died: PoolError | None
+    _borrowed_at: Any
 
     # -- liveness -----------------------------------------------------------------------------
     def _retire(self, reason: PoolError | None) -> None:
@@ -105,12 +108,12 @@ class PooledConnection:
     @property
     def _borrow_site(self) -> str | None:
         try:  # read the slot itself: an unset one must not fall through to __getattr__
-            stack = PooledConnection._borrowed_at.__get__(self)  # type: ignore[attr-defined]
+            site = PooledConnection._borrowed_at.__get__(self)  # type: ignore[attr-defined]
         except AttributeError:
             return None
         from .leaks import where
 
-        return where(stack[0], stack[1]) if stack else None
+        return where(site[0], site[1]) if site else None
 
     @property
     def raw(self) -> Any:

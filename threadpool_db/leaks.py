@@ -195,14 +195,12 @@ class LeakDetector:
         # The hot path: what a borrow records, called by getconn with no arguments. In C
         # (_sight.c) when it was built, else the same walk in Python (below).
         self._every = capture == "full"
-        share = rate if capture == "sampled" else 0.0
+        self._share = rate if capture == "sampled" else 0.0  # of borrows whose stack is kept
         self.sight: Callable[[], Site | None]
         if NATIVE is not None:  # depth 1: C code has no frame, so 1 is getconn's caller
-            self.sight = NATIVE(_PKG_DIR, 1, CAPTURE_LIMIT, self._every, share)
-        elif self._every or share > 0:
-            self.sight = self._sight_stacks
+            self.sight = NATIVE(_PKG_DIR, 1, CAPTURE_LIMIT, self._every, self._share)
         else:
-            self.sight = self._sight_site
+            self.sight = self._sight_python
         self._init_state()
 
     def _init_state(self) -> None:
@@ -216,11 +214,10 @@ class LeakDetector:
         self.detected = self.reclaimed = self.returned_late = self.thread_died = self.nested = 0
 
     # -- the borrow path (called by the pool before it takes its lock) -------------------------
-    # The pure-Python recorders, for where _sight.c was not built. Each walks to the first
-    # frame outside threadpool_db above getconn (depth 2 from here), inlined rather than shared
-    # through a helper call: this runs on every borrow.
-    @staticmethod
-    def _sight_site() -> Site | None:
+    def _sight_python(self) -> Site | None:
+        """The pure-Python recorder, for where _sight.c was not built: the first frame outside
+        threadpool_db above getconn (depth 2 from here), and its whole stack for every borrow
+        ("full") or a share of them ("sampled")."""
         f = _getframe(2)
         code = f.f_code
         while code.co_filename.startswith(_PKG_DIR):
@@ -228,18 +225,8 @@ class LeakDetector:
             if f is None:
                 return None
             code = f.f_code
-        return code, f.f_lasti, id(f), None
-
-    def _sight_stacks(self) -> Site | None:
-        """The site, and the whole stack for every borrow ("full") or a share ("sampled")."""
-        f = _getframe(2)
-        code = f.f_code
-        while code.co_filename.startswith(_PKG_DIR):
-            f = f.f_back  # type: ignore[assignment]
-            if f is None:
-                return None
-            code = f.f_code
-        if self._every or random.random() < self.rate:
+        share = self._share
+        if self._every or (share and random.random() < share):
             return code, f.f_lasti, id(f), _walk(f)
         return code, f.f_lasti, id(f), None
 

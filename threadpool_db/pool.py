@@ -483,9 +483,8 @@ class ConnectionPool:
                     self._leaks.saw_nested(self.name, earlier, site, threading.current_thread())  # type: ignore[union-attr]
                 return handle
             if slot is None:
-                if timeout is None:
-                    timeout = self.timeout
-                if deadline is None:
+                if deadline is None:  # the first wait: the deadline, once
+                    timeout = self.timeout if timeout is None else timeout
                     deadline = t0 + timeout
                 slot, handle = self._wait_for_slot(deadline, timeout, tenant, priority, ident, site)
                 now = self._clock()
@@ -522,8 +521,7 @@ class ConnectionPool:
         slot.borrowed_at = now
         slot.owner = owner
         slot.site = site
-        # PooledConnection(self, slot), inlined (the hot path: no __init__ frame); what its
-        # __init__ documents, the same three fields
+        # the handle (its fields: see PooledConnection), made without an __init__ frame
         handle = _new_handle(PooledConnection)
         handle._pool = self
         handle._slot = slot
