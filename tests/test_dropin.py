@@ -316,6 +316,27 @@ def test_get_stats_and_pop_stats_use_psycopg_pool_keys(make_pool):
     assert pool.stats()["borrows"] == 4  # our own totals are untouched
 
 
+@pytest.mark.parametrize("check", ["never", "always"])  # the granter / the waiter finishes the borrow
+def test_get_stats_totals_count_every_wait_and_hold(make_pool, check):
+    """requests_wait_ms and usage_ms add up the waits and holds of many threads at once, whoever
+    finishes a waited borrow (the granter; or the waiter, when validation is due): none is lost."""
+    pool = make_pool(min_size=2, max_size=2, check=check)
+    hold = 0.01
+
+    def borrow(i: int) -> None:
+        for _ in range(10):
+            with pool.connection(timeout=JOIN):
+                time.sleep(hold)
+
+    assert run_threads(6, borrow) == []
+    s = pool.get_stats()
+    assert s["requests_num"] == 60 and s["requests_queued"] >= 1
+    assert s["usage_ms"] >= 60 * hold * 1000  # every hold counted
+    # 6 threads on 2 connections: 60 holds of 10 ms go through 2 at a time, so the waits
+    # add up to at least (6 - 2) threads waiting most of the run
+    assert s["requests_wait_ms"] >= 0.5 * (6 - 2) * (60 * hold / 2) * 1000
+
+
 def test_check_connection_is_usable_as_check(make_pool):
     pool = make_pool(min_size=1, max_size=1, check=ConnectionPool.check_connection)
     with pool.connection() as conn:

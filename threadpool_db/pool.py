@@ -248,7 +248,8 @@ class ConnectionPool:
         self._last_error: str | None = None
         self._config_errors = 0  # borrows failed fast by the connector's config_error
         self._forked_parent = getattr(self, "_forked_parent", False)  # see _after_fork_parent
-        # psycopg_pool-style totals (get_stats/pop_stats); pop_stats moves _stats_base.
+        # psycopg_pool-style totals (get_stats/pop_stats), guarded by the lock like the counters
+        # above; pop_stats moves _stats_base.
         self._wait_sum = self._usage_sum = self._connect_sum = 0.0
         self._returns_bad = 0
         self._housekeeper_runs = 0  # ticks of the housekeeper (stats: is it alive?)
@@ -454,6 +455,7 @@ class ConnectionPool:
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be >= 0, got {timeout!r}")
         deadline = None  # computed once, by the first wait: the fast path needs none
+        waited = 0.0  # of a wait the granter could not finish for us (counted under the lock)
         site = self._sight()  # for the leak detector: where the user borrows (None when off)
         after = self._check_after
         ident = get_ident()
@@ -488,7 +490,8 @@ class ConnectionPool:
                     deadline = t0 + timeout
                 slot, handle = self._wait_for_slot(deadline, timeout, tenant, priority, ident, site)
                 now = self._clock()
-                self._wait_sum += now - t0
+                if handle is None:
+                    waited = now - t0  # else the granter counted it (_prefinish_locked)
                 if self.burst_size is not None and now - t0 > 0.0005:
                     self._housekeeper.slow_waits.append((now, now - t0))
                 if handle is not None:  # the granter finished the borrow for us
@@ -510,6 +513,7 @@ class ConnectionPool:
                 if tenant is not None and self._tenant_observer is not None:
                     self._tenant_observer(self.tenant_label(tenant), now - t0)
                 with self._lock:
+                    self._wait_sum += waited
                     return self._finish_borrow_locked(slot, now, ident, site)
             except BaseException:
                 self._give_back(slot)
@@ -587,6 +591,7 @@ class ConnectionPool:
         after = self._check_after
         if after is not None and now - slot.last_used > after:
             return None
+        self._wait_sum += now - w.since  # a total of psycopg_pool's stats, guarded by the lock
         return self._finish_borrow_locked(slot, now, w.owner, w.site)
 
     def _admit_locked(self, tenant: str | None, priority: float | None, make_waiter: Callable[[], Any]) -> Any:
@@ -790,7 +795,6 @@ class ConnectionPool:
         now = self._clock()
         held = now - slot.borrowed_at  # type: ignore[union-attr]
         self._on_release(held)
-        self._usage_sum += held
         # Why it cannot be reused: None (it can), "broken" or "reset_failed". The common case,
         # an idle connection with nothing to restore, costs one read of the libpq status.
         if not slot.dirty and self._reset is None and self._driver.status(raw) == IDLE:  # type: ignore[union-attr]
@@ -807,6 +811,7 @@ class ConnectionPool:
             if slot.handle is not conn:  # type: ignore[union-attr]
                 raise dead_handle_error(conn, self.name, "putconn: ")
             slot.handle = None  # type: ignore[union-attr]
+            self._usage_sum += held  # a total of psycopg_pool's stats: read-modify-write, so here
             # retire the handle (PooledConnection._retire, inlined: this is the hot path)
             conn._raw = conn._slot = None
             conn._pool = self._ref
