@@ -13,6 +13,7 @@ always goes back to its pool. ``close()`` also gives it back, as in SQLAlchemy a
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,20 @@ def _setting(name: str) -> property:
         setattr(raw, name, value)
 
     return property(fget, fset, doc=f"The connection's {name}; restored to the pool default on return.")
+
+
+def _guarded(name: str) -> Callable[..., Any]:
+    """The connection's ``name`` method, whose result (a context manager) dies with the handle."""
+
+    def call(self: PooledConnection, *args: Any, **kwargs: Any) -> Any:
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        return Guarded(getattr(raw, name)(*args, **kwargs), self, name, taken_at())
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"As the connection's ``{name}``; what it returns dies with this handle."
+    return call
 
 
 class PooledConnection:
@@ -153,17 +168,8 @@ class PooledConnection:
             slot.named.append(cur)  # type: ignore[union-attr]
         return Guarded(cur, self, "cursor", taken_at())
 
-    def transaction(self, *args: Any, **kwargs: Any) -> Any:
-        raw = self._raw
-        if raw is None:
-            raise self._dead()
-        return Guarded(raw.transaction(*args, **kwargs), self, "transaction", taken_at())
-
-    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
-        raw = self._raw
-        if raw is None:
-            raise self._dead()
-        return Guarded(raw.pipeline(*args, **kwargs), self, "pipeline", taken_at())
+    transaction = _guarded("transaction")
+    pipeline = _guarded("pipeline")
 
     def notifies(self, *args: Any, **kwargs: Any) -> Any:
         raw = self._raw
