@@ -123,3 +123,55 @@ def test_a_bad_recorder_configuration_is_refused():
         native(leaks._PKG_DIR, 1, 24, False, 1.5)
     with pytest.raises(TypeError):
         native(leaks._PKG_DIR, 1, 24, False, 0.0)(1)
+
+
+def _fake_pool(name: str) -> ConnectionPool:
+    pool = ConnectionPool(connect=Factory(), min_size=1, max_size=2, check="never", leak_threshold=60.0,
+                          capture_stacks="off", name=name)  # fmt: skip
+    pool.wait(10)
+    return pool
+
+
+def _site_of_the_one_borrow(pool: ConnectionPool) -> tuple[str, str]:
+    (rec,) = pool.borrowed()
+    assert not rec["borrow_site"].startswith(str(leaks._PKG_DIR)), rec["borrow_site"]
+    return rec["borrow_site"], rec["borrow_function"]
+
+
+def test_the_site_is_the_callers_line_through_routing_pool_connection(recorder):
+    """RoutingPool.connection() -> RoutingPool.getconn() -> ConnectionPool.getconn(): two of
+    the library's frames stand above the user's line, and both recorders skip them all."""
+    from threadpool_db.routing import RoutingPool
+
+    primary = _fake_pool("sight-routing")
+    routing = RoutingPool(primary, name="sight-routing")
+    me = test_the_site_is_the_callers_line_through_routing_pool_connection
+    try:
+        with routing.connection():  # ROUTED-WITH
+            site = _site_of_the_one_borrow(primary)
+        assert site == (f"{__file__}:{line_of(me, '# ROUTED-WITH')}", me.__name__)
+        conn = routing.getconn()  # ROUTED-GETCONN
+        site = _site_of_the_one_borrow(primary)
+        routing.putconn(conn)
+        assert site == (f"{__file__}:{line_of(me, '# ROUTED-GETCONN')}", me.__name__)
+    finally:
+        routing.close()
+        primary.close()
+
+
+def test_the_site_is_the_views_line_through_the_flask_extension(recorder):
+    from flask import Flask
+
+    from threadpool_db.flask import FlaskPool
+
+    app = Flask("sight-flask")
+    db = FlaskPool(app, connect=Factory(), min_size=1, max_size=2, check="never", leak_threshold=60.0,
+                   capture_stacks="off")  # fmt: skip
+    me = test_the_site_is_the_views_line_through_the_flask_extension
+    try:
+        with app.test_request_context("/"):
+            db.connection()  # FLASK-SITE
+            site = _site_of_the_one_borrow(db.pool)
+        assert site == (f"{__file__}:{line_of(me, '# FLASK-SITE')}", me.__name__)
+    finally:
+        db.close(app)

@@ -30,9 +30,9 @@ import itertools
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from time import monotonic
+from types import TracebackType
 from typing import Any
 
 from .connection import PooledConnection
@@ -166,14 +166,11 @@ class RoutingPool:
         if pool is self.primary and getattr(self._local, "last_write", None) is not None:
             self.mark_write()  # the window counts from the commit too
 
-    @contextmanager
-    def connection(self, readonly: bool = False, timeout: float | None = None) -> Iterator[PooledConnection]:
-        """Like ConnectionPool.connection(): commit on success, roll back on error, give back."""
-        conn = self.getconn(readonly, timeout)
-        with conn:
-            yield conn
-        if not readonly:
-            self.mark_write()
+    def connection(self, readonly: bool = False, timeout: float | None = None) -> _Routed:
+        """Like ConnectionPool.connection(): commit on success, roll back on error, give back.
+        It borrows here, when called (not in a generator's ``__enter__``), so the leak
+        detector's borrow site is the caller's line, not a frame of contextlib."""
+        return _Routed(self, self.getconn(readonly, timeout), readonly)
 
     # -- health -------------------------------------------------------------------------------
     def _set_health(self, pool: ConnectionPool, ok: bool, why: str = "") -> None:
@@ -219,6 +216,26 @@ class RoutingPool:
             self._thread.join(5)
         for p in [self.primary, *self.replicas]:
             p.close()
+
+
+class _Routed:
+    """A routed borrow for a ``with`` block: the handle's own commit/rollback and return, then
+    (after a write) the thread's read-your-writes window counts from the commit."""
+
+    __slots__ = ("_conn", "_readonly", "_routing")
+
+    def __init__(self, routing: RoutingPool, conn: PooledConnection, readonly: bool) -> None:
+        self._routing = routing
+        self._conn = conn
+        self._readonly = readonly
+
+    def __enter__(self) -> PooledConnection:
+        return self._conn.__enter__()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self._conn.__exit__(et, ev, tb)
+        if not self._readonly and et is None:
+            self._routing.mark_write()
 
 
 def _health_loop(ref: weakref.ReferenceType[RoutingPool], stop: threading.Event, interval: float) -> None:
