@@ -85,3 +85,49 @@ def test_the_configuration_defaults_are_the_constructors():
     shared = set(pool) & set(cfg)
     assert len(shared) >= 30
     assert {n: (pool[n], cfg[n]) for n in shared if pool[n] != cfg[n]} == {}
+
+
+def _unguarded_updates(source: str) -> list[str]:
+    """``self._x += ...`` (any augmented assignment to the pool's own fields) that sits neither
+    inside a ``with self._lock:`` block nor in a ``*_locked`` method (whose callers hold it).
+    Under the GIL a timing test cannot catch a read-modify-write moved out of the lock; this
+    reads where each one stands."""
+    tree = ast.parse(source)
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ConnectionPool")
+    out: list[str] = []
+
+    def holds_lock(node: ast.With) -> bool:
+        return any(ast.unparse(item.context_expr) == "self._lock" for item in node.items)
+
+    def visit(node: ast.AST, locked: bool, method: str) -> None:
+        target = node.target if isinstance(node, ast.AugAssign) else None
+        if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self" \
+                and not locked:  # fmt: skip
+            out.append(f"{method}:{node.lineno}: self.{target.attr}")
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.Lambda)) and node is not cls:
+                continue  # a nested function runs later, under whatever lock its caller holds
+            visit(child, locked or (isinstance(node, ast.With) and holds_lock(node)), method)
+
+    for fn in cls.body:
+        if isinstance(fn, ast.FunctionDef):
+            visit(fn, fn.name.endswith("_locked"), fn.name)
+    return out
+
+
+def test_the_lock_check_finds_an_update_outside_the_lock():
+    planted = (
+        "class ConnectionPool:\n"
+        "    def putconn(self, held):\n"
+        "        self._usage_sum += held\n"
+        "        with self._lock:\n"
+        "            self._borrows += 1\n"
+        "    def _give_locked(self):\n"
+        "        self._borrows += 1\n"
+    )
+    assert _unguarded_updates(planted) == ["putconn:3: self._usage_sum"]
+
+
+def test_every_counter_update_in_the_pool_holds_the_pool_lock():
+    offenders = _unguarded_updates((PKG / "pool.py").read_text())
+    assert offenders == [], "read-modify-write of the pool's fields outside its lock:\n" + "\n".join(offenders)
