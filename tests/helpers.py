@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from .timing import JOIN, LOCK_TIMEOUT, POLL, SETTLE, STATEMENT_TIMEOUT
+from .timing import JOIN, LOCK_TIMEOUT, POLL, SETTLE, STATEMENT_TIMEOUT, TIMEOUT_SLACK
 
 # Every connection a test opens on its own (never the pools under test) gives up on a lock or
 # a hung statement quickly: a transaction leaked by one test then fails the next at once.
@@ -155,3 +155,17 @@ def line_of(fn: Callable[..., Any], marker: str) -> int:
     test's borrow is, so a report can be checked against it."""
     src, start = inspect.getsourcelines(fn)
     return start + next(i for i, line in enumerate(src) if marker in line)
+
+
+@contextlib.contextmanager
+def times_out(timeout: float, exc: type[BaseException] | None = None, match: str | None = None) -> Any:
+    """``pytest.raises(PoolTimeout)`` that also bounds the time from both sides: not before
+    ``timeout`` (less 10%), and not much after it. A per-call timeout that the pool ignored in
+    favour of its own default (30 s) fails here rather than passing slowly."""
+    from threadpool_db import PoolTimeout
+
+    t0 = time.monotonic()
+    with pytest.raises(exc or PoolTimeout, match=match) as info:
+        yield info
+    elapsed = time.monotonic() - t0
+    assert 0.9 * timeout <= elapsed < timeout + TIMEOUT_SLACK, f"timed out after {elapsed:.2f} s, timeout={timeout} s"

@@ -9,7 +9,7 @@ import pytest
 
 from threadpool_db import PoolClosed, PoolError, PoolTimeout
 
-from .helpers import wait_until
+from .helpers import times_out, wait_until
 from .timing import SETTLE
 
 
@@ -41,10 +41,8 @@ def test_check_that_hangs_is_bounded_by_check_timeout(make_pool, caplog):
 
     caplog.set_level(logging.INFO, logger="threadpool_db")
     pool = make_pool(min_size=1, max_size=1, check=check, check_timeout=0.3)
-    t0 = time.monotonic()
-    with pytest.raises(PoolTimeout, match="no connection available"):
+    with times_out(1.0, match="no connection available"):
         pool.getconn(timeout=1.0)
-    assert time.monotonic() - t0 < 1.0 + 2.0
     assert pool.stats()["check_failed"] >= 1
     assert any("did not finish within check_timeout=0.3 s" in r.getMessage() for r in caplog.records)
 

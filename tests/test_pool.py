@@ -13,7 +13,7 @@ import pytest
 
 from threadpool_db import ConnectionPool, PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 
-from .helpers import backends, connect, run_threads, sql, wait_until
+from .helpers import backends, connect, run_threads, sql, times_out, wait_until
 from .timing import JOIN, POLL, SETTLE, SHORT_TIMEOUT
 
 
@@ -128,10 +128,8 @@ def test_server_never_sees_more_than_max_size(make_pool, pg, app_name):
 def test_borrow_times_out_with_a_message_naming_the_pool(make_pool):
     pool = make_pool(min_size=1, max_size=1, name="tiny")
     held = pool.getconn()
-    t0 = time.monotonic()
-    with pytest.raises(PoolTimeout) as ei:
+    with times_out(SHORT_TIMEOUT) as ei:
         pool.getconn(timeout=SHORT_TIMEOUT)
-    assert time.monotonic() - t0 >= SHORT_TIMEOUT * 0.9
     msg = str(ei.value)
     for part in ("'tiny'", "size=1", "in_use=1", "idle=0", "waiting=0"):
         assert part in msg
@@ -139,6 +137,48 @@ def test_borrow_times_out_with_a_message_naming_the_pool(make_pool):
     pool.putconn(held)
     with pool.connection(timeout=SHORT_TIMEOUT) as conn:  # the timed-out waiter lost nothing
         conn.execute("SELECT 1")
+
+
+def test_a_wait_after_a_failed_validation_keeps_the_first_deadline(make_pool):
+    """A waiter served a connection that fails validation waits again, within what is left of
+    its timeout, never a fresh one: the holder returns at 0.8 T, the check fails, no new
+    connection can arrive in time, and the borrow must fail at about T, not 1.8 T."""
+    T = 1.0
+    fail_next = threading.Event()  # the next check fails (once)
+    slow_connects = threading.Event()  # new connections take longer than the borrow may wait
+    release = threading.Event()  # lets a slow connect finish (at the end of the test)
+
+    def check(conn):
+        if fail_next.is_set():
+            fail_next.clear()
+            raise RuntimeError("planted check failure")
+
+    def configure(conn):
+        if slow_connects.is_set():
+            release.wait(5 * T)
+
+    pool = make_pool(min_size=1, max_size=1, check=check, configure=configure, name="second-wait")
+    holder = pool.getconn()
+
+    def give_back_late() -> None:
+        time.sleep(0.8 * T)
+        fail_next.set()
+        slow_connects.set()
+        pool.putconn(holder)
+
+    t = threading.Thread(target=give_back_late, daemon=True)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(PoolTimeout):
+            pool.getconn(timeout=T)
+        elapsed = time.monotonic() - t0
+    finally:
+        release.set()
+        t.join(JOIN)
+    assert not t.is_alive()
+    assert pool.stats()["check_failed"] == 1  # the scenario happened: a grant failed its check
+    assert 0.9 * T <= elapsed < 1.25 * T, f"the borrow gave up after {elapsed:.2f} s with timeout={T} s"
 
 
 def test_max_waiting_rejects_at_once(make_pool):
@@ -267,12 +307,32 @@ def test_max_idle_shrinks_to_min_size(make_pool):
     assert pool.stats()["idle_closed"] == 3
 
 
+def test_max_idle_closes_the_idle_connections_not_the_one_in_use(make_pool):
+    """Which ones go: those idle past max_idle, never the one a borrower keeps using."""
+    pool = make_pool(min_size=3, max_size=3, max_idle=0.3)
+    time.sleep(0.5)  # all three idle past max_idle; min_size keeps them for now
+    used: set[int] = set()
+    with pool.connection(timeout=JOIN) as conn:
+        used.add(conn.info.backend_pid)
+    pool.resize(1, 3)  # now two of them may go
+    # Keep using one (the idle deque is LIFO: the same one comes back while it survives).
+    deadline = time.monotonic() + SETTLE
+    while pool.stats()["size"] > 1 and time.monotonic() < deadline:
+        with pool.connection(timeout=JOIN) as conn:
+            used.add(conn.info.backend_pid)
+        time.sleep(0.05)
+    assert pool.stats()["size"] == 1, "the pool did not shrink to min_size"
+    assert len(used) == 1, f"the connection in use was closed under its borrower: it went through backends {used}"
+    assert pool.backend_pids() == sorted(used)
+    assert pool.stats()["idle_closed"] == 2
+
+
 def test_pool_grows_on_demand_up_to_max_size(make_pool):
     pool = make_pool(min_size=0, max_size=3)
     assert pool.stats()["size"] == 0
     conns = [pool.getconn(timeout=SETTLE) for _ in range(3)]
     assert len({c.info.backend_pid for c in conns}) == 3
-    with pytest.raises(PoolTimeout):
+    with times_out(SHORT_TIMEOUT):
         pool.getconn(timeout=SHORT_TIMEOUT)
     for c in conns:
         pool.putconn(c)

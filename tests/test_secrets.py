@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 import pytest
 from flask import Flask
 
-from threadpool_db import ConnectionPool, PoolConfigError, PoolError, PoolTimeout
+from threadpool_db import ConnectionPool, PoolConfigError, PoolError
 from threadpool_db.flask import FlaskPool
 
-from .helpers import wait_until
+from .helpers import times_out, wait_until
 from .timing import SETTLE
 
 
@@ -29,8 +29,12 @@ def _exc_text(e: BaseException) -> str:
 
 def test_the_password_appears_nowhere(pg, caplog, tmp_path, monkeypatch):
     caplog.set_level(logging.DEBUG)
-    password = urlsplit(pg.url).password
-    assert password and len(password) > 8
+    password = urlsplit(pg.url).password or ""
+    if len(password) <= 8:
+        # A short password can occur in any text by chance, so grepping for it proves nothing:
+        # a requirement on the test database (the embedded one's has 22 characters).
+        pytest.skip(f"this test needs a database password longer than 8 characters; DATABASE_URL's has "
+                    f"{len(password)}: point DATABASE_URL at a role with a longer one, or unset it")  # fmt: skip
     seen: list[str] = []
 
     # a pool with leak detection, a leak report, a timeout with holders, reprs and stats
@@ -39,7 +43,7 @@ def test_the_password_appears_nowhere(pg, caplog, tmp_path, monkeypatch):
         pool.wait(SETTLE)
         held = pool.getconn()
         wait_until(pool.leaks, what="a leak report")
-        with pytest.raises(PoolTimeout) as ei:
+        with times_out(0.2) as ei:
             pool.getconn(timeout=0.2)
         seen += [repr(pool), repr(held), json.dumps(pool.stats()), json.dumps(pool.leaks()),
                  json.dumps(pool.borrowed()), json.dumps(pool.leak_reports()), _exc_text(ei.value)]  # fmt: skip
