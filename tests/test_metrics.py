@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import urllib.request
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from threadpool_db import PoolTimeout
 from threadpool_db.metrics import PoolMetrics
 
 from .gunicorn_proc import gunicorn
@@ -51,6 +53,34 @@ def test_pool_metrics_parse_and_move_under_load(make_pool):
         assert after[("threadpool_db_connections_created_total", "prom")] >= 1
         assert after[("threadpool_db_connections_creation_seconds_count", "prom")] >= 1
         assert ("threadpool_db_leaks_total", "prom") in after
+    finally:
+        m.close()
+
+
+def test_counters_count_every_single_event(make_pool):
+    """Exact counts after a known number of events, one at a time: an updater that dropped
+    single increments (or counted twice) shows here."""
+    pool = make_pool(min_size=1, max_size=1, name="prom-exact")
+    registry = CollectorRegistry()
+    m = PoolMetrics(pool, registry=registry, interval=3600.0)  # updated by hand below only
+    timeouts = ("threadpool_db_connections_timeouts_total", "prom-exact")
+    created = ("threadpool_db_connections_created_total", "prom-exact")
+    closed = ("threadpool_db_connections_closed_total", "prom-exact")
+    try:
+        held = pool.getconn()
+        for n in range(1, 4):
+            with pytest.raises(PoolTimeout):
+                pool.getconn(timeout=0.05)
+            m.update()
+            assert _samples(generate_latest(registry).decode())[timeouts] == n
+        pool.putconn(held)
+        for n in range(1, 3):
+            pool.drain()  # closes the one idle connection (and opens its replacement)
+            wait_until(lambda n=n: pool.stats()["created"] == n + 1, what=f"replacement {n}")
+            m.update()
+            now = _samples(generate_latest(registry).decode())
+            assert now[closed] == n
+            assert now[created] == n + 1
     finally:
         m.close()
 
