@@ -12,7 +12,9 @@ Configured from the environment: ``DATABASE_URL`` (required), ``TPDB_MAX_SIZE`` 
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import threading
 from typing import Any
@@ -30,24 +32,33 @@ from .schema import ensure_schema, plain_url
 
 PER_REQUEST_APP = "tpdb-demo-per-request"
 
-# The server's refusals of a new connection. libpq reports them without a SQLSTATE (psycopg's
-# sqlstate is None for connection failures), so it is read off the server's message.
+# The server's refusals of a new connection, by what the server says: (SQLSTATE, what a client
+# is told). libpq reports them without a SQLSTATE (psycopg's sqlstate is None for connection
+# failures), so it is read off the server's message; the client gets our own words, never the
+# server's or the driver's text (which can name the host, port and role).
 _REFUSALS = {
-    "too many clients already": "53300",
-    "remaining connection slots are reserved": "53300",
-    "the database system is starting up": "57P03",
-    "the database system is shutting down": "57P03",
+    "too many clients already": ("53300", "too many clients"),
+    "remaining connection slots are reserved": ("53300", "only reserved connection slots left"),
+    "the database system is starting up": ("57P03", "the database is starting up"),
+    "the database system is shutting down": ("57P03", "the database is shutting down"),
 }
 
 
 def refusal(e: BaseException) -> tuple[str, str]:
-    """(SQLSTATE, the server's message) of a refused connection, e.g. ("53300", "sorry, too
-    many clients already")."""
-    text = str(e).strip()
-    message = text.split("FATAL:", 1)[1].strip() if "FATAL:" in text else text.splitlines()[-1][-200:]
-    state = getattr(e, "sqlstate", None) or next((s for k, s in _REFUSALS.items() if k in message), "08006")
-    return state, message
+    """(SQLSTATE, what to tell a client) of a refused connection, e.g. ("53300", "too many
+    clients")."""
+    text = str(e)
+    found = next((v for k, v in _REFUSALS.items() if k in text), ("08006", "the database could not be reached"))
+    return getattr(e, "sqlstate", None) or found[0], found[1]
 POOLED_APP = "tpdb-demo-pooled"
+
+
+def _own_stats_dir() -> str:
+    """Outside gunicorn.conf.py (which names one per run): a folder of this process's own,
+    removed when it exits."""
+    path = tempfile.mkdtemp(prefix="tpdb-demo-stats-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -62,7 +73,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # every borrow's stack, so /leaky always shows its line; "sampled" is the usual choice
         THREADPOOL_DB_CAPTURE_STACKS=os.environ.get("TPDB_CAPTURE_STACKS", "full"),
         THREADPOOL_DB_NAME="demo",
-        TPDB_STATS_DIR=os.environ.get("TPDB_STATS_DIR") or os.path.join(tempfile.gettempdir(), "tpdb-demo-stats"),
+        TPDB_STATS_DIR=os.environ.get("TPDB_STATS_DIR") or _own_stats_dir(),
     )
     app.config.setdefault(
         "THREADPOOL_DB_MIN_SIZE", min(int(os.environ.get("TPDB_MIN_SIZE", "2")), app.config["THREADPOOL_DB_MAX_SIZE"])

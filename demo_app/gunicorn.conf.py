@@ -11,10 +11,19 @@
 
 import logging
 import os
+import shutil
 import tempfile
 
-# Prometheus multiprocess mode: set before the workers fork, so each writes its samples here
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="tpdb-prometheus-"))
+# What the workers share, in one folder per gunicorn run: Prometheus's multiprocess files (set
+# before the workers fork, so each writes its samples there) and the dashboard's per-worker
+# stats. A launcher that sets both variables (run_gunicorn, make serve) owns their folders;
+# otherwise this run makes one here and on_exit removes it when the master stops.
+_run_dir = None
+if not (os.environ.get("PROMETHEUS_MULTIPROC_DIR") and os.environ.get("TPDB_STATS_DIR")):
+    _run_dir = tempfile.mkdtemp(prefix="tpdb-gunicorn-")
+    os.makedirs(os.path.join(_run_dir, "prometheus"))
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(_run_dir, "prometheus"))
+    os.environ.setdefault("TPDB_STATS_DIR", os.path.join(_run_dir, "stats"))
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 worker_class = "gthread"
@@ -45,3 +54,8 @@ def worker_exit(server, worker):
     if state is not None and state.started:
         server.log.info("worker %s pool stats at exit: %s", worker.pid, state.pool.stats())
         state.close()
+
+
+def on_exit(server):
+    if _run_dir is not None:
+        shutil.rmtree(_run_dir, ignore_errors=True)

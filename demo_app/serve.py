@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,6 +28,16 @@ def gunicorn_cmd(extra: list[str] | None = None, app: str = DEMO_APP) -> list[st
 
 
 @contextlib.contextmanager
+def shared_dirs(env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """The folders a gunicorn run's workers share (Prometheus's multiprocess files, the
+    dashboard's stats), unless ``env`` names them: made here, removed however the run ends."""
+    with tempfile.TemporaryDirectory(prefix="tpdb-gunicorn-") as run_dir:
+        prometheus = os.path.join(run_dir, "prometheus")
+        os.mkdir(prometheus)
+        yield {"PROMETHEUS_MULTIPROC_DIR": prometheus, "TPDB_STATS_DIR": os.path.join(run_dir, "stats"), **env}
+
+
+@contextlib.contextmanager
 def run_gunicorn(
     database_url: str,
     *extra: str,
@@ -42,33 +53,34 @@ def run_gunicorn(
     stop it (SIGTERM, then SIGKILL of its process group) however the block ends."""
     port = port or free_port()
     base = f"http://127.0.0.1:{port}"
-    penv = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": str(workers),
-        "GUNICORN_THREADS": str(threads),
-        "TPDB_MAX_SIZE": str(max_size),
-        "GUNICORN_LOGLEVEL": "warning",
-        **(env or {}),
-    }
-    proc = subprocess.Popen(gunicorn_cmd(list(extra), app), env=penv, cwd=HERE.parent, start_new_session=True,
-                            stdout=log, stderr=log)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {proc.returncode}")
-            try:
-                urllib.request.urlopen(base + "/ping", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("gunicorn did not answer /ping within 60 s") from None
-                time.sleep(0.2)
-        yield base
-    finally:
-        stop_process_group(proc)
+    with shared_dirs(env or {}) as own:
+        penv = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "GUNICORN_BIND": f"127.0.0.1:{port}",
+            "WEB_CONCURRENCY": str(workers),
+            "GUNICORN_THREADS": str(threads),
+            "TPDB_MAX_SIZE": str(max_size),
+            "GUNICORN_LOGLEVEL": "warning",
+            **own,
+        }
+        proc = subprocess.Popen(gunicorn_cmd(list(extra), app), env=penv, cwd=HERE.parent, start_new_session=True,
+                                stdout=log, stderr=log)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"gunicorn exited with {proc.returncode}")
+                try:
+                    urllib.request.urlopen(base + "/ping", timeout=2).read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("gunicorn did not answer /ping within 60 s") from None
+                    time.sleep(0.2)
+            yield base
+        finally:
+            stop_process_group(proc)
 
 
 def _die_with_parent() -> None:
@@ -101,15 +113,16 @@ def main() -> int:
     try:
         with stop_on_signals(), database({"max_connections": int(os.environ.get("TPDB_MAX_CONNECTIONS", "100"))},
                                          say=print) as (url, _):  # fmt: skip
-            env = {**os.environ, "DATABASE_URL": url}
-            print(f"dashboard: http://{env.get('GUNICORN_BIND', '127.0.0.1:8000')}/  (Ctrl-C stops everything)",
-                  flush=True)  # fmt: skip
-            proc = subprocess.Popen(gunicorn_cmd(sys.argv[1:]), env=env, cwd=HERE.parent, start_new_session=True,
-                                    preexec_fn=_die_with_parent)  # fmt: skip
-            try:
-                return proc.wait()
-            finally:
-                stop_process_group(proc)
+            print(f"dashboard: http://{os.environ.get('GUNICORN_BIND', '127.0.0.1:8000')}/  (Ctrl-C stops "
+                  "everything)", flush=True)  # fmt: skip
+            with shared_dirs({}) as own:
+                env = {**os.environ, "DATABASE_URL": url, **own}
+                proc = subprocess.Popen(gunicorn_cmd(sys.argv[1:]), env=env, cwd=HERE.parent, start_new_session=True,
+                                        preexec_fn=_die_with_parent)  # fmt: skip
+                try:
+                    return proc.wait()
+                finally:
+                    stop_process_group(proc)
     except (KeyboardInterrupt, Stopped):
         return 0
 

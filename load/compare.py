@@ -232,8 +232,8 @@ def _advice(base: str, workers: int) -> dict[str, Any]:
 
 
 def _refusals(path: Path) -> dict[str, int]:
-    """Failures by cause from Locust's failures CSV: "refused 53300: sorry, too many clients
-    already" (the demo's 503 body, see load/locustfile.py) or "503 database busy"."""
+    """Failures by cause from Locust's failures CSV: "refused 53300: too many clients"
+    (the demo's 503 body, see load/locustfile.py) or "503 database busy"."""
     out: dict[str, int] = {}
     try:
         with path.open() as f:

@@ -143,3 +143,79 @@ def test_preload_master_keeps_no_backend_and_advice_counts_gunicorns_workers(pg)
         for _ in range(10):
             time.sleep(0.1)
             assert held() == 2
+
+
+def test_a_refused_per_request_connection_tells_the_client_nothing_of_the_database(monkeypatch, pg, tmp_path):
+    """The thread-per-request route answers 503 with the SQLSTATE and our own words: no host,
+    port, role or driver text, which name the database."""
+    from demo_app import create_app
+    from threadpool_db.testing import free_port
+
+    port = free_port()
+    monkeypatch.setenv("DATABASE_URL", pg.url)
+    monkeypatch.setenv("TPDB_STATS_DIR", str(tmp_path))
+    app = create_app()
+    app.config["DATABASE_URL"] = f"postgresql://app:pw@127.0.0.1:{port}/app"  # nothing listens there
+    r = app.test_client().get("/per-request/read")
+    assert r.status_code == 503
+    assert r.get_json() == {"error": "database refused the connection", "sqlstate": "08006",
+                            "message": "the database could not be reached"}  # fmt: skip
+    app.extensions["threadpool_db"].close()
+
+
+def test_the_refusal_words_are_ours_not_the_servers():
+    import psycopg
+
+    from demo_app.app import refusal
+
+    said = 'connection to server at "10.1.2.3", port 6432 failed: FATAL:  sorry, too many clients already'
+    assert refusal(psycopg.OperationalError(said)) == ("53300", "too many clients")
+    reserved = ('connection to server at "db.internal" (10.1.2.3), port 5432 failed: FATAL:  remaining connection '
+                'slots are reserved for roles with the SUPERUSER attribute')  # fmt: skip
+    assert refusal(psycopg.OperationalError(reserved)) == ("53300", "only reserved connection slots left")
+
+
+def test_a_gunicorn_run_leaves_no_folder_behind(pg, tmp_path, monkeypatch):
+    """Prometheus's multiprocess files and the dashboard's stats live in one folder per run,
+    removed when it ends: launched by run_gunicorn, and gunicorn started by hand."""
+    import os
+    import subprocess
+    import tempfile
+
+    from demo_app.serve import gunicorn_cmd, stop_process_group
+    from threadpool_db.testing import free_port
+
+    from .helpers import wait_until
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # this process's temporary folders
+    monkeypatch.setenv("TMPDIR", str(scratch))  # and gunicorn's
+    for var in ("PROMETHEUS_MULTIPROC_DIR", "TPDB_STATS_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    with gunicorn(pg.url, workers=1, threads=2, max_size=1) as base:
+        assert _get(base + "/pooled/read")[0] == 200
+        assert [p.name[:13] for p in scratch.iterdir()] == ["tpdb-gunicorn"]
+    assert list(scratch.iterdir()) == []
+
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": pg.url, "GUNICORN_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1",
+           "GUNICORN_LOGLEVEL": "warning"}  # fmt: skip
+    proc = subprocess.Popen(gunicorn_cmd(), env=env, cwd=os.path.dirname(os.path.dirname(__file__)),
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_until(lambda: _ping(f"http://127.0.0.1:{port}"), timeout=60, what="gunicorn to answer")
+        assert _get(f"http://127.0.0.1:{port}/pooled/read")[0] == 200
+        assert [p.name[:13] for p in scratch.iterdir()] == ["tpdb-gunicorn"]
+    finally:
+        stop_process_group(proc)
+    assert proc.returncode == 0
+    assert list(scratch.iterdir()) == []
+
+
+def _ping(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(base + "/ping", timeout=2):
+            return True
+    except OSError:
+        return False

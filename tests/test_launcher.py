@@ -62,8 +62,10 @@ def test_devdb_runs_from_a_private_folder_and_cleans_up_on_ctrl_c(tmp_path):
     shutil.copytree(find_bindir().parent, install, symlinks=True)
     for libs in package.parent.glob(f"{package.name}*.libs"):
         shutil.copytree(libs, private / "site" / libs.name, symlinks=True)
-    stamp = f"{install.stat().st_size}-{int(install.stat().st_mtime)}"
-    public_copy = Path(tempfile.gettempdir()) / f"threadpool_db-pg-{install.name}-{stamp}"
+    # One public copy per wheel version, shared by every venv and run (this private install's
+    # and the venv's alike): not one per install, which left 40 MB in /tmp per clone.
+    assert testing._wheel_stamp(install / "bin") == testing._wheel_stamp(find_bindir())
+    public_copy = Path(tempfile.gettempdir()) / f"threadpool_db-pg-{install.name}-{testing._wheel_stamp(find_bindir())}"
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["THREADPOOL_DB_PG_BINDIR"] = str(install / "bin")
     proc = subprocess.Popen([sys.executable, "-m", "threadpool_db.devdb", "--max-connections", "20"],
@@ -87,8 +89,7 @@ def test_devdb_runs_from_a_private_folder_and_cleans_up_on_ctrl_c(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        shutil.rmtree(private, ignore_errors=True)
-        shutil.rmtree(public_copy, ignore_errors=True)
+        shutil.rmtree(private, ignore_errors=True)  # the public copy stays: other runs share it
 
 
 def test_embedded_server_runs_as_a_non_root_user(tmp_path):

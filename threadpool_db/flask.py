@@ -22,9 +22,12 @@ def user(uid):
 - The connection always goes back in ``teardown_appcontext``, even when the view raised.
 - ``PoolTimeout`` and ``TooManyWaiters`` in a view become HTTP 503 with ``Retry-After``
   (``THREADPOOL_DB_RETRY_AFTER``, seconds) and a JSON body: backpressure, not a 500. When the
-  pool has no connection at all the body says why (``"database unavailable"`` and the last
-  connection error, password-free), so a wrong password does not look like overload;
-  ``PoolConfigError`` (the database refuses the configuration) answers the same way at once.
+  pool has no connection at all the body says ``"database unavailable"`` (not ``"database
+  busy"``), so a wrong password does not look like overload; ``PoolConfigError`` (the database
+  refuses the configuration) answers the same way at once. The cause (the last connection
+  error, password-free) goes to the log; HTTP clients never see the database's host, port,
+  role or the driver's text, unless the app runs in debug mode or ``THREADPOOL_DB_EXPOSE_ERRORS``
+  is true. ``/healthz`` follows the same rule.
 - ``THREADPOOL_DB_OPEN_WAIT`` (True, or seconds): open the pool in ``init_app`` and wait for
   ``min_size`` connections, so a wrong password or an unreachable database fails the boot
   with its cause instead of the first requests.
@@ -53,7 +56,7 @@ logger = logging.getLogger("threadpool_db.flask")
 EXT = "threadpool_db"
 PREFIX = "THREADPOOL_DB_"
 _POOL_PARAMS = [p for p in inspect.signature(ConnectionPool).parameters if p not in ("open",)]
-_EXT_PARAMS = ("transaction", "retry_after", "open_wait")
+_EXT_PARAMS = ("transaction", "retry_after", "open_wait", "expose_errors")
 _NOT_CONFIG = ("close_returns", "clock")  # pool parameters that are not configuration to validate
 _TRANSACTIONS = ("commit", "rollback")
 
@@ -61,10 +64,12 @@ _TRANSACTIONS = ("commit", "rollback")
 class _State:
     """Per-app state in ``app.extensions["threadpool_db"]``: the options and the lazy pool."""
 
-    def __init__(self, options: dict[str, Any], transaction: str, retry_after: int, name: str) -> None:
+    def __init__(self, options: dict[str, Any], transaction: str, retry_after: int, name: str,
+                 expose_errors: bool = False) -> None:  # fmt: skip
         self.options = options
         self.transaction = transaction
         self.retry_after = retry_after
+        self.expose_errors = expose_errors  # the cause of a 503 in its body (else only in the log)
         self.name = name
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
@@ -136,6 +141,8 @@ class FlaskPool:
             raise ValueError(f"THREADPOOL_DB_TRANSACTION must be one of {choices}, got {transaction!r}")
         retry_after = int(app.config.get(PREFIX + "RETRY_AFTER", self._options.get("retry_after", 1)))
         open_wait = _open_wait(app.config.get(PREFIX + "OPEN_WAIT", self._options.get("open_wait", False)))
+        expose = _config_value(app.config.get(PREFIX + "EXPOSE_ERRORS", self._options.get("expose_errors", False)),
+                               "bool")  # fmt: skip
         if opts.get("conninfo") is None and opts.get("connect") is None:
             raise RuntimeError("threadpool_db needs THREADPOOL_DB_CONNINFO (or a conninfo/connect option)")
         default_min = defaults["min_size"].default
@@ -145,7 +152,7 @@ class FlaskPool:
         # Validate now, so bad options fail at start-up, not at the first request; the pool
         # itself is made lazily in the serving process.
         PoolConfig.build(name=name, **{k: v for k, v in opts.items() if k not in _NOT_CONFIG})
-        state = _State(opts, transaction, retry_after, name)
+        state = _State(opts, transaction, retry_after, name, bool(expose))
         app.extensions[EXT] = state
         app.after_request(_after_request)
         app.teardown_appcontext(_teardown)
@@ -223,7 +230,12 @@ class FlaskPool:
                 with pool.connection(timeout=healthz_timeout) as conn:
                     conn.execute("SELECT 1")
             except Exception as e:
-                return jsonify({"status": "unavailable", "pool": pool.name, "error": pool.redact(str(e))}), 503
+                cause = pool.redact(str(e))
+                logger.warning("pool %r: /healthz answered 503: %s", pool.name, cause)
+                body = {"status": "unavailable", "pool": pool.name}
+                if _expose():
+                    body["error"] = cause
+                return jsonify(body), 503
             return jsonify({"status": "ok", "pool": pool.name}), 200
 
         return bp
@@ -307,17 +319,23 @@ def _teardown(exc: BaseException | None) -> None:
         logger.exception("pool %r: error returning the request's connection", state.name)
 
 
+def _expose() -> bool:
+    """May an HTTP client read why the database failed? Only in debug mode or when the app
+    opted in (THREADPOOL_DB_EXPOSE_ERRORS): the cause names the host, port, role and the
+    driver's text."""
+    return bool(current_app.debug or FlaskPool._state().expose_errors)
+
+
 def _busy(e: PoolError) -> tuple[Response, int, dict[str, str]]:
-    """503 for backpressure and for an unavailable database, saying which. The cause is the
-    pool's last connection error, already password-free."""
+    """503 for backpressure and for an unavailable database, saying which, with Retry-After.
+    The cause (the pool's last connection error, already password-free) goes to the log, and
+    into the body only when _expose() allows it."""
     state = FlaskPool._state()
     cause = getattr(e, "cause", None)
     if cause:
-        body = {
-            "error": "database unavailable",
-            "detail": f"no connection to the database could be made: {cause}",
-            "cause": cause,
-        }
+        body = {"error": "database unavailable", "detail": "no connection to the database could be made; retry later"}
+        if _expose():
+            body["cause"] = cause
     else:
         body = {"error": "database busy", "detail": "no database connection became free in time; retry later"}
     body.update(pool=state.name, retry_after=state.retry_after)

