@@ -61,8 +61,12 @@ class Connector:
         self._retry_at = 0.0  # no attempt starts before this time (the pool's clock)
         self._causes: set[str] = set()  # messages logged already since the last success
         # Set while the last connect failed for a reason retrying cannot fix; read by the pool
-        # without this lock (a single reference).
+        # without this lock (a single reference each). config_error is the password-free text,
+        # config_exc the driver's exception re-made from that text (chained as __cause__).
         self.config_error: str | None = None
+        self.config_exc: BaseException | None = None
+        # The last failed connect's exception, password-free likewise; cleared by a success.
+        self.last_exc: BaseException | None = None
 
     def after_fork(self) -> None:
         """In a forked child: a fresh lock (another thread may have held the parent's)."""
@@ -106,10 +110,13 @@ class Connector:
         """Record a failed connect and push the backoff."""
         cause = permanent_cause(exc)
         msg = self.scrub(f"{type(exc).__name__}: {exc}".strip())
+        clean = _scrubbed_copy(exc, self.scrub(str(exc)))
         with self._lock:
             self._streak += 1
             delay = self._push_locked(self._streak, BACKOFF_MAX_CONFIG if cause else BACKOFF_MAX)
             self.config_error = f"{cause}: {msg}" if cause else None
+            self.config_exc = clean if cause else None
+            self.last_exc = clean
             key = msg if len(self._causes) < CAUSES_KEPT else ""
             first = key not in self._causes
             self._causes.add(key)
@@ -124,6 +131,7 @@ class Connector:
             self._retry_at = 0.0
             self._causes.clear()
             self.config_error = None
+            self.config_exc = self.last_exc = None
         return recovered
 
     def _push_locked(self, streak: int, cap: float) -> float:
@@ -195,6 +203,17 @@ class Connector:
             self.driver.close(raw)
         except Exception as e:
             logger.debug("pool %r: error closing a connection: %s", self.name, self.scrub(str(e)))
+
+
+def _scrubbed_copy(exc: BaseException, text: str) -> BaseException:
+    """The driver's exception, of its own class, re-made from its password-free text: what a
+    PoolConfigError or PoolTimeout chains as ``__cause__``. The original is not chained: its
+    message, arguments and own chain may echo the password."""
+    try:
+        copy = type(exc)(text)
+    except Exception:  # a class that will not take one message
+        copy = PoolError(f"{type(exc).__name__}: {text}")
+    return copy
 
 
 class CheckTimedOut(PoolError):

@@ -766,12 +766,14 @@ class ConnectionPool:
         err = PoolConfigError(f"pool {self.name!r}: {self._target} refuses this pool's configuration: "
                               f"{self._connector.config_error}{tail}")  # fmt: skip
         err.cause = self._connector.config_error
+        err.__cause__ = self._connector.config_exc  # the driver's exception, password-free
         return err
 
     def _timeout_error_locked(self, timeout: float) -> PoolTimeout:
         err = PoolTimeout(self._timeout_message_locked(timeout))
         if self._nconns == 0 and self._last_error:
             err.cause = self._last_error  # unreachable, not busy: say why
+            err.__cause__ = self._connector.last_exc
         return err
 
     def _probe_locked(self) -> None:
