@@ -137,11 +137,18 @@ def test_reclaim_interrupts_a_leaker_stuck_in_a_query(make_pool):
         conn.execute("SELECT 1")
 
 
-def test_dead_borrower_is_detected_and_its_slot_reclaimed(make_pool, caplog):
+@pytest.mark.parametrize("path", ["idle", "waited"])
+def test_dead_borrower_is_detected_and_its_slot_reclaimed(make_pool, caplog, path):
+    """A thread that ends holding a connection: reported by its name (taken from an idle
+    connection, or granted one after waiting), and the slot comes back."""
     caplog.set_level(logging.WARNING, logger="threadpool_db.leaks")
     pool = make_pool(min_size=1, max_size=1, leak_threshold=THRESHOLD, capture_stacks="full")
+    held = pool.getconn() if path == "waited" else None
     t = threading.Thread(target=lambda: _leaky_helper(pool), name="dies-holding", daemon=True)
     t.start()
+    if held is not None:
+        wait_until(lambda: pool.stats()["waiting"] == 1, what="the thread to queue")
+        pool.putconn(held)  # granted to the waiting thread
     t.join(JOIN)
     assert not t.is_alive()
     wait_until(lambda: pool.stats()["leaks_reclaimed"] == 1, timeout=THRESHOLD + SETTLE, what="reclaim")
@@ -149,7 +156,8 @@ def test_dead_borrower_is_detected_and_its_slot_reclaimed(make_pool, caplog):
     assert s["borrower_thread_died"] == 1
     rec = pool.leaks()[0]
     assert rec["thread_alive"] is False and rec["reclaimed"] is True
-    assert any("has ENDED" in r.getMessage() for r in caplog.records)
+    assert rec["thread_name"] == "dies-holding"  # not "?": the thread is gone, its name is not
+    assert any("has ENDED" in r.getMessage() and "'dies-holding'" in r.getMessage() for r in caplog.records)
     with pool.connection(timeout=SETTLE) as conn:
         conn.execute("SELECT 1")
     wait_until(lambda: pool.stats()["size"] == 1, what="size back to 1")

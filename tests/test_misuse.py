@@ -98,3 +98,38 @@ def test_misuse_each_gets_a_specific_error_and_the_pool_stays_healthy(make_pool)
     with pytest.raises(PoolClosed, match="closed, not returned"):
         pool.putconn(out)
     wait_until(lambda: pool.stats()["size"] == 0, what="all closed")
+
+
+def test_using_a_returned_connection_names_where_it_was_borrowed_and_returned(make_pool, recorder):
+    """Through the with idiom (the return passes three of our frames) and by hand: both sites
+    are the user's lines, for the handle and for a cursor taken from it."""
+    from .helpers import line_of
+
+    me = test_using_a_returned_connection_names_where_it_was_borrowed_and_returned
+    here = __file__
+    pool = make_pool(min_size=1, max_size=1, name="sites")
+    with pool.connection() as conn:  # BORROW-WITH
+        cur = conn.cursor()
+    # the with block's end is the return; Python reports it at the with line
+    with pytest.raises(PoolError) as ei:
+        conn.execute("SELECT 1")
+    borrowed = f"{here}:{line_of(me, '# BORROW-WITH')}"
+    assert f"already returned to pool 'sites' (borrowed at {borrowed}, returned at {borrowed})" in str(ei.value)
+    with pytest.raises(PoolError) as ei2:
+        cur.execute("SELECT 1")
+    assert f"borrowed at {borrowed}, returned at {borrowed}" in str(ei2.value)
+
+    conn = pool.getconn()  # BORROW-HAND
+    pool.putconn(conn)  # RETURN-HAND
+    with pytest.raises(PoolError) as ei3:
+        pool.putconn(conn)
+    assert (f"(borrowed at {here}:{line_of(me, '# BORROW-HAND')}, returned at {here}:{line_of(me, '# RETURN-HAND')})"
+            in str(ei3.value))  # fmt: skip
+
+
+def test_with_leak_detection_off_a_returned_connection_still_says_what_is_wrong(make_pool):
+    pool = make_pool(min_size=1, max_size=1, name="nosites", leak_threshold=None)
+    conn = pool.getconn()
+    pool.putconn(conn)
+    with pytest.raises(PoolError, match=r"already returned to pool 'nosites'; it cannot be used or returned again"):
+        conn.execute("SELECT 1")

@@ -26,14 +26,14 @@ class Slot:
 
     Who guards what: ``raw``, ``id``, ``pid``, ``created``, ``settings`` and ``gen`` are set
     once (immutable after). Everything about the current borrow (``handle``, ``owner``,
-    ``borrowed_at``, ``site``, ``report``, ``tenant``) and ``expires``,
+    ``thread``, ``borrowed_at``, ``site``, ``report``, ``tenant``) and ``expires``,
     ``last_used``, ``burst`` are written under the pool lock. ``dirty`` and ``named`` belong to
     the borrower's thread while the connection is out (the pool reads them in putconn, on
     that same thread, before it takes the lock)."""
 
     __slots__ = (
         "raw", "id", "pid", "created", "expires", "last_used", "settings", "dirty", "gen",
-        "handle", "borrowed_at", "owner", "site", "report", "tenant", "burst", "named",
+        "handle", "borrowed_at", "owner", "thread", "site", "report", "tenant", "burst", "named",
     )  # fmt: skip
 
     def __init__(self, raw: Any, pid: int | None, created: float, expires: float, settings: tuple[Any, ...],
@@ -49,6 +49,9 @@ class Slot:
         self.handle: PooledConnection | None = None
         self.borrowed_at = 0.0
         self.owner = 0  # ident of the borrowing thread
+        # the borrowing thread itself, when leak detection is on: its name outlives it, so a
+        # report of a thread that ended still names it
+        self.thread: threading.Thread | None = None
         # where it was borrowed, when leak detection is on: leaks.Site, (code, lasti, frame id,
         # the whole stack when captured, else None)
         self.site: Any = None
@@ -72,10 +75,10 @@ class Waiter:
     the release, so a waiter that wakes sees them; a waiter that times out reads them again
     under the pool lock."""
 
-    __slots__ = ("signal", "slot", "error", "tenant", "priority", "since", "owner", "site", "handle")
+    __slots__ = ("signal", "slot", "error", "tenant", "priority", "since", "owner", "thread", "site", "handle")
 
     def __init__(self, tenant: str | None = None, priority: float = 0.0, since: float = 0.0, owner: int = 0,
-                 site: Any = None) -> None:  # fmt: skip
+                 site: Any = None, thread: threading.Thread | None = None) -> None:  # fmt: skip
         self.signal = threading.Lock()
         self.signal.acquire()  # released by wake(): see the class docstring
         self.slot: Slot | None = None
@@ -86,6 +89,7 @@ class Waiter:
         # who waits, and from where: the granter finishes the borrow for it under the lock it
         # holds anyway (handle), so a woken waiter need not take the pool lock again
         self.owner = owner
+        self.thread = thread
         self.site = site
         self.handle: PooledConnection | None = None
 

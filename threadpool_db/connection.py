@@ -38,7 +38,7 @@ def dead_handle_error(conn: PooledConnection, pool_name: str | None, prefix: str
         return type(gone)(prefix + str(gone))
     if pool_name is None:
         return PoolError(f"{prefix}connection was returned to a pool that no longer exists; it cannot be used again")
-    return PoolError(f"{prefix}connection was already returned to pool {pool_name!r}; "
+    return PoolError(f"{prefix}connection was already returned to pool {pool_name!r}{conn._sites()}; "
                      "it cannot be used or returned again")  # fmt: skip
 
 
@@ -79,7 +79,7 @@ class PooledConnection:
     """Made only by the pool (ConnectionPool._finish_borrow_locked, which sets ``_pool``,
     ``_slot`` and ``_raw`` with no __init__ call: it is on every borrow)."""
 
-    __slots__ = ("_raw", "_slot", "_pool", "_borrowed_at", "_died")
+    __slots__ = ("_raw", "_slot", "_pool", "_borrowed_at", "_returned_at", "_died")
     # While alive: the pool. Once retired: a weak reference to it, so a handle kept after its
     # return does not keep a dropped pool (and its connections) alive.
     _pool: ConnectionPool | weakref.ReferenceType[ConnectionPool]
@@ -88,10 +88,12 @@ class PooledConnection:
     _slot: Slot | None
     _raw: Any
     # Set only when the handle dies, never on a borrow. _died: why, when it did not simply go
-    # back (the error of a reclaim or a fork). _borrowed_at: the borrow's leaks.Site, so what
-    # outlives the handle can say where it was borrowed.
+    # back (the error of a reclaim or a fork). _borrowed_at and _returned_at: the leaks.Site
+    # of the borrow and of the return (None when leak detection is off), so what outlives the
+    # handle can say where it was borrowed and where it went back.
     _died: PoolError | None
     _borrowed_at: Any
+    _returned_at: Any
 
     # -- liveness -----------------------------------------------------------------------------
     def _retire(self, reason: PoolError | None) -> None:
@@ -122,13 +124,27 @@ class PooledConnection:
 
     @property
     def _borrow_site(self) -> str | None:
+        return self._site_of(PooledConnection._borrowed_at)  # type: ignore[attr-defined]
+
+    @property
+    def _return_site(self) -> str | None:
+        return self._site_of(PooledConnection._returned_at)  # type: ignore[attr-defined]
+
+    def _site_of(self, field: Any) -> str | None:
         try:  # read the slot itself: an unset one must not fall through to __getattr__
-            site = PooledConnection._borrowed_at.__get__(self)  # type: ignore[attr-defined]
+            site = field.__get__(self)
         except AttributeError:
             return None
         from .leaks import where
 
         return where(site[0], site[1]) if site else None
+
+    def _sites(self) -> str:
+        """What is known of where it was borrowed and returned, as " (borrowed at f:l, returned
+        at f:l)", or "" (leak detection off)."""
+        known = [f"{what} at {at}" for what, at in (("borrowed", self._borrow_site), ("returned", self._return_site))
+                 if at]  # fmt: skip
+        return f" ({', '.join(known)})" if known else ""
 
     @property
     def raw(self) -> Any:

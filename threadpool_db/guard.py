@@ -57,10 +57,10 @@ def dead_use(handle: PooledConnection, what: str, where: str) -> PoolError:
     gone = handle.died  # the reason (reclaimed, forked) when the handle did not simply go back
     pool = handle._owner()
     name = pool.name if pool is not None else "?"
-    borrowed = handle._borrow_site
+    borrowed, returned = handle._borrow_site, handle._return_site
     msg = (f"this {what} (taken at {where}) belongs to a connection that went back to pool {name!r}"
-           f"{f', borrowed at {borrowed}' if borrowed else ''}; it cannot be used any more: take a new "
-           "one from a new borrow")  # fmt: skip
+           f"{f', borrowed at {borrowed}' if borrowed else ''}{f', returned at {returned}' if returned else ''}; "
+           "it cannot be used any more: take a new one from a new borrow")  # fmt: skip
     if isinstance(gone, PoolError):
         return type(gone)(f"{msg} ({gone})")
     return PoolError(msg)

@@ -153,6 +153,21 @@ def still_running(borrowed: Site | None, live: tuple[Stack, list[int]] | None) -
     return any(i == fid and c is code for (c, _), i in zip(stack, ids, strict=True))
 
 
+def _user_frame(f: FrameType | None) -> FrameType | None:
+    """The first frame from ``f`` outwards that is not threadpool_db's own (the user's line,
+    however many of our layers stand above it), or None."""
+    while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
+        f = f.f_back
+    return f
+
+
+def _site_python() -> Site | None:
+    """The pure-Python site-only recorder (what a return records): the caller's caller's
+    first frame outside threadpool_db, no stack."""
+    f = _user_frame(_getframe(2))
+    return None if f is None else (f.f_code, f.f_lasti, id(f), None)
+
+
 # -- the seam ---------------------------------------------------------------------------------
 class Lease(Protocol):
     """What the detector reads of one borrowed connection (a Slot: see base.py)."""
@@ -161,6 +176,7 @@ class Lease(Protocol):
     pid: int | None
     handle: Any
     owner: int
+    thread: threading.Thread | None  # the borrower (kept when detection is on), alive or not
     borrowed_at: float
     site: Site | None
     report: dict[str, Any] | None
@@ -197,10 +213,15 @@ class LeakDetector:
         self._every = capture == "full"
         self._share = rate if capture == "sampled" else 0.0  # of borrows whose stack is kept
         self.sight: Callable[[], Site | None]
+        # What a return records (putconn calls it the same way): the site only, never a stack,
+        # so that using a returned handle can say where it went back.
+        self.sight_return: Callable[[], Site | None]
         if NATIVE is not None:  # depth 1: C code has no frame, so 1 is getconn's caller
             self.sight = NATIVE(_PKG_DIR, 1, CAPTURE_LIMIT, self._every, self._share)
+            self.sight_return = NATIVE(_PKG_DIR, 1, CAPTURE_LIMIT, False, 0.0)
         else:
             self.sight = self._sight_python
+            self.sight_return = _site_python
         self._init_state()
 
     def _init_state(self) -> None:
@@ -218,13 +239,10 @@ class LeakDetector:
         """The pure-Python recorder, for where _sight.c was not built: the first frame outside
         threadpool_db above getconn (depth 2 from here), and its whole stack for every borrow
         ("full") or a share of them ("sampled")."""
-        f = _getframe(2)
+        f = _user_frame(_getframe(2))
+        if f is None:
+            return None
         code = f.f_code
-        while code.co_filename.startswith(_PKG_DIR):
-            f = f.f_back  # type: ignore[assignment]
-            if f is None:
-                return None
-            code = f.f_code
         share = self._share
         if self._every or (share and random.random() < share):
             return code, f.f_lasti, id(f), _walk(f)
@@ -393,6 +411,7 @@ def describe(
 ) -> dict[str, Any]:
     """What a leak report and pool.borrowed() say about one borrowed connection."""
     alive = thread is not None and thread.is_alive()
+    who = thread or slot.thread  # a thread that ended is still named by the record of its borrow
     live = live_stack(slot.owner) if alive else None
     borrowed = slot.site
     at = where(borrowed[0], borrowed[1]) if borrowed else "<borrow site not captured>"
@@ -416,7 +435,7 @@ def describe(
         "pool": pool_name,
         "connection_id": slot.id,
         "backend_pid": slot.pid,
-        "thread_name": thread.name if thread is not None else "?",
+        "thread_name": who.name if who is not None else "?",
         "thread_ident": slot.owner,
         "thread_alive": alive,
         "held_for": round(held, 3),

@@ -22,7 +22,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from threading import get_ident
+from threading import current_thread, get_ident
 from types import TracebackType
 from typing import Any
 
@@ -213,8 +213,9 @@ class ConnectionPool:
         self._leaks = (LeakDetector(lk.threshold, lk.capture_stacks, lk.stack_sample_rate, lk.reclaim,
                                     lk.reclaim_factor) if lk.threshold is not None else None)  # fmt: skip
         self.leak_threshold = self._leaks.threshold if self._leaks is not None else None
-        # What a borrow records for the leak detector (a no-op when detection is off).
+        # What a borrow and a return record for the leak detector (no-ops when detection is off).
         self._sight = self._leaks.sight if self._leaks is not None else _NO_SIGHT
+        self._sight_return = self._leaks.sight_return if self._leaks is not None else _NO_SIGHT
         self._init_state()
         self._opened = False
         self._opened_at = 0.0
@@ -458,7 +459,11 @@ class ConnectionPool:
         waited = 0.0  # of a wait the granter could not finish for us (counted under the lock)
         site = self._sight()  # for the leak detector: where the user borrows (None when off)
         after = self._check_after
-        ident = get_ident()
+        if site is None:
+            ident, me = get_ident(), None
+        else:  # the leak detector keeps the thread too: a report names it after it ended
+            me = current_thread()
+            ident = me.ident or 0
         while True:
             with self._lock:
                 # Critical section: fast path. An idle connection and nobody queued before us:
@@ -469,7 +474,7 @@ class ConnectionPool:
                     slot = self._pool.pop()
                     self._borrows += 1
                     if after is None or now - slot.last_used <= after:
-                        handle = self._finish_borrow_locked(slot, now, ident, site)
+                        handle = self._finish_borrow_locked(slot, now, ident, site, me)
                         # The last idle one, with others out: is this thread holding one of
                         # them? (A thread that waits for a second connection can deadlock the
                         # pool; the leak detector tells a real nested borrow from an escape.)
@@ -488,7 +493,7 @@ class ConnectionPool:
                 if deadline is None:  # the first wait: the deadline, once
                     timeout = self.timeout if timeout is None else timeout
                     deadline = t0 + timeout
-                slot, handle = self._wait_for_slot(deadline, timeout, tenant, priority, ident, site)
+                slot, handle = self._wait_for_slot(deadline, timeout, tenant, priority, ident, site, me)
                 now = self._clock()
                 if handle is None:
                     waited = now - t0  # else the granter counted it (_prefinish_locked)
@@ -514,16 +519,18 @@ class ConnectionPool:
                     self._tenant_observer(self.tenant_label(tenant), now - t0)
                 with self._lock:
                     self._wait_sum += waited
-                    return self._finish_borrow_locked(slot, now, ident, site)
+                    return self._finish_borrow_locked(slot, now, ident, site, me)
             except BaseException:
                 self._give_back(slot)
                 raise
 
-    def _finish_borrow_locked(self, slot: Slot, now: float, owner: int, site: Any) -> PooledConnection:
+    def _finish_borrow_locked(self, slot: Slot, now: float, owner: int, site: Any,
+                              thread: threading.Thread | None) -> PooledConnection:  # fmt: skip
         """The end of every borrow (getconn's two paths, a future's grant), under the lock, so
         the watchdog, a reclaim or a fork never see a connection half borrowed."""
         slot.borrowed_at = now
         slot.owner = owner
+        slot.thread = thread
         slot.site = site
         # the handle (its fields: see PooledConnection), made without an __init__ frame
         handle = _new_handle(PooledConnection)
@@ -542,14 +549,15 @@ class ConnectionPool:
         return None
 
     def _wait_for_slot(
-        self, deadline: float, timeout: float, tenant: str | None, priority: float | None, owner: int, site: Any
+        self, deadline: float, timeout: float, tenant: str | None, priority: float | None, owner: int, site: Any,
+        thread: threading.Thread | None,
     ) -> tuple[Slot, PooledConnection | None]:
         """Queue and wait. Returns the slot, and its handle when the granter could finish the
         borrow already (no validation due): then this thread takes no pool lock again."""
         earlier = None
         with self._lock:
             got = self._admit_locked(tenant, priority, lambda: Waiter(tenant, float(priority or 0.0), self._clock(),
-                                                                       owner, site))  # fmt: skip
+                                                                       owner, site, thread))  # fmt: skip
             if not isinstance(got, Slot) and self._leaks is not None:
                 earlier = self._held_by_locked(owner, None)  # waiting while holding one: could deadlock
         if isinstance(got, Slot):
@@ -592,7 +600,7 @@ class ConnectionPool:
         if after is not None and now - slot.last_used > after:
             return None
         self._wait_sum += now - w.since  # a total of psycopg_pool's stats, guarded by the lock
-        return self._finish_borrow_locked(slot, now, w.owner, w.site)
+        return self._finish_borrow_locked(slot, now, w.owner, w.site, w.thread)
 
     def _admit_locked(self, tenant: str | None, priority: float | None, make_waiter: Callable[[], Any]) -> Any:
         """Critical section: decide here if there's a connection ready (return the slot) or
@@ -702,7 +710,7 @@ class ConnectionPool:
         now = self._clock()
         self._on_acquire(now - t0)
         with self._lock:
-            return self._finish_borrow_locked(slot, now, thread.ident or 0, site)
+            return self._finish_borrow_locked(slot, now, thread.ident or 0, site, thread)
 
     def _cancel_waiter(self, w: Any) -> None:
         with self._lock:
@@ -791,6 +799,7 @@ class ConnectionPool:
         slot = conn._slot if type(conn) is PooledConnection and conn._pool is self else None
         if type(slot) is not Slot:  # foreign, already returned, or reclaimed meanwhile
             self._check_handle(conn)  # raises the error that says what is wrong
+        back = self._sight_return()  # where the caller gives it back (None when detection is off)
         raw = slot.raw  # type: ignore[union-attr]
         if slot.named:  # type: ignore[union-attr]  # server-side cursors taken through the handle
             self._close_named(slot.named)  # type: ignore[union-attr]
@@ -824,6 +833,7 @@ class ConnectionPool:
             if report is not None:
                 slot.report = None
             conn._borrowed_at = slot.site  # for the messages of what outlives the handle
+            conn._returned_at = back
             if slot.gen != self._gen:  # borrowed before a fork: never ours to close
                 return
             pool_open = not self._closed
@@ -1307,7 +1317,8 @@ class ConnectionPool:
         if holders and self._leaks is not None:
             now = self._clock()
             names = {t.ident: t.name for t in threading.enumerate()}
-            parts = [f"thread {names.get(s.owner, '?')!r} for {now - s.borrowed_at:.1f} s at "
+            parts = [f"thread {names.get(s.owner) or (s.thread.name if s.thread else '?')!r} for "
+                     f"{now - s.borrowed_at:.1f} s at "
                      f"{where(s.site[0], s.site[1]) if s.site else '<unknown>'}" for s in holders[:3]]  # fmt: skip
             msg += "; top holders: " + ", ".join(parts)
         return msg
