@@ -287,13 +287,37 @@ def test_advisor_applies_littles_law_with_headroom():
     assert "Little's law" in a.reasoning[0]
 
 
-def test_advisor_treats_cores_as_a_server_warning_naming_whose_cores():
+def test_advisor_recommends_no_more_than_the_servers_cores_can_use_and_says_whose_cores():
     a = recommend(arrival_rate=1000.0, mean_hold_s=0.050, current_max_size=8, server_cores=4, spindles=1, workers=3,
                   cores_of="this machine's: the server is on loopback")  # fmt: skip
-    assert a.rule_of_thumb_total == 9
-    assert a.recommended_max_size == 100  # 1000/s x 50 ms x 2: demand decides, the cores warn
-    assert any("the database server's 4 cores (this machine's: the server is on loopback)" in w
-               for w in a.warnings)  # fmt: skip
+    assert a.rule_of_thumb_total == 9 and a.per_worker_cap == 3
+    # 1000/s x 50 ms x 2 = 100 by demand, but 3 workers share what 4 cores can work on: 9 / 3
+    assert a.recommended_max_size == 3
+    assert any("capped at 3" in r and "(this machine's: the server is on loopback)" in r for r in a.reasoning)
+    # the warnings speak of the current size only, so they cannot contradict the advice
+    assert any("current max_size 8 = 24 connections exceeds the 9" in w for w in a.warnings)
+    assert not any(f"max_size {a.recommended_max_size} " in w for w in a.warnings)
+
+
+def test_the_advice_and_its_warnings_agree_for_every_size():
+    """Whatever the demand, the recommendation times the workers fits both server bounds, and
+    a warning names only a size the advice moves away from."""
+    for rate in (1.0, 50.0, 400.0, 5000.0):
+        for workers in (1, 2, 8):
+            for current in (1, 4, 8, 32):
+                a = recommend(arrival_rate=rate, mean_hold_s=0.02, current_max_size=current, workers=workers,
+                              server_cores=2, spindles=1, max_connections=50, reserved=3, wait_p99_ms=50.0)  # fmt: skip
+                rec = a.recommended_max_size
+                assert rec * workers <= max(5, workers) and rec * workers <= max(47, workers), (rate, workers, a)
+                if a.warnings:  # the advice moves away from the size warned about, unless it is 1 already
+                    assert current * workers > 5 and (rec < current or rec == 1), (rate, workers, current, a)
+
+
+def test_with_too_little_traffic_the_advice_says_so_and_keeps_the_size():
+    a = recommend(arrival_rate=0.0, mean_hold_s=0.0, current_max_size=8, wait_p99_ms=12.8, attempts=3)
+    assert a.enough_data is False and a.recommended_max_size == 8
+    assert "too little traffic" in a.reasoning[0] and "3 borrow attempt" in a.reasoning[0]
+    assert not any("wait now" in r for r in a.reasoning)  # no verdict on waits it did not measure
 
 
 def test_advisor_counts_timeouts_as_demand_and_does_not_shrink_while_borrowers_wait():
@@ -313,6 +337,9 @@ def test_advisor_warns_when_workers_times_max_size_exceeds_the_server():
     a = recommend(arrival_rate=10.0, mean_hold_s=0.01, current_max_size=8, workers=8, max_connections=50, reserved=3)
     assert a.server_limit == 47
     assert any("8 workers x current max_size 8 = 64 exceeds" in w for w in a.warnings)
+    busy = recommend(arrival_rate=4000.0, mean_hold_s=0.01, current_max_size=8, workers=8, max_connections=50,
+                     reserved=3)  # fmt: skip
+    assert busy.recommended_max_size == 5  # 80 by demand; 47 // 8 is what the server accepts
     quiet = recommend(arrival_rate=10.0, mean_hold_s=0.01, current_max_size=4, workers=8, max_connections=50,
                       reserved=3)  # fmt: skip
     assert quiet.warnings == []
@@ -328,17 +355,25 @@ def test_pool_advise_measures_a_real_workload(make_pool):
 
     assert run_threads(4, work) == []
     adv = pool.advise(workers=50)
+    assert adv["enough_data"] is True and adv["attempts"] >= 80
     assert adv["arrival_rate_per_s"] > 0 and adv["mean_hold_ms"] >= 5.0
     assert adv["server_limit"] is not None
     assert any("exceeds the server" in w for w in adv["warnings"])  # 50 x 4 > 200 - 3
     assert adv["recommended_max_size"] >= 1 and adv["reasoning"]
 
 
+def test_a_fresh_pool_says_it_has_too_little_data(make_pool):
+    pool = make_pool(min_size=1, max_size=4)
+    adv = pool.advise(query_server=False)
+    assert adv["enough_data"] is False and adv["recommended_max_size"] == 4
+    assert adv["reasoning"][0].startswith("too little traffic measured")
+
+
 def test_pool_advise_counts_timed_out_borrows_as_demand(make_pool):
     pool = make_pool(min_size=1, max_size=1)
 
     def work(i: int) -> None:
-        for _ in range(5):
+        for _ in range(15):  # 60 attempts: enough for the advisor to size from
             try:
                 with pool.connection(timeout=0.02) as conn:
                     conn.execute("SELECT pg_sleep(0.03)")

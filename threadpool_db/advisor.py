@@ -1,17 +1,20 @@
-"""The sizing advisor: a recommended ``max_size``, with its reasoning, from measured demand.
+"""The sizing advisor: one recommended ``max_size``, with its reasoning, from measured demand
+and what the database server can take.
 
 - Demand is every borrow attempt, served or not: borrows, timeouts and refusals (a pool that
   is too small turns demand into timeouts, and counting only the borrows would hide it).
 - Little's law: connections busy on average = attempt rate x mean hold time. We recommend
   twice that (HEADROOM), rounded up, at least 1.
 - The wait distribution decides whether shrinking is safe: while borrowers wait (p99 wait over
-  WAIT_OK_MS) or time out, the advice never goes below the current size, since the measurements
-  show that the size now is already not enough at the moment.
-- ``(cores x 2) + spindles`` is about the *database server*: how many connections it can
-  use at once. Over it, more connections add contention, not throughput. It is a warning that
-  names whose cores it counted, not a cap on the advice.
-- A warning when ``workers x max_size`` exceeds what the server accepts: ``max_connections``
-  minus the reserved slots.
+  WAIT_OK_MS) or time out, the advice does not go below the current size.
+- Then the server bounds it, shared by ``workers`` pools: ``(cores x 2) + spindles``
+  connections are what the database server can work on at once (past that, more connections
+  add contention on the server, not throughput: the requests had better queue in the pool,
+  where the wait is bounded and visible), and ``max_connections`` minus the reserved slots is
+  where it refuses. The recommendation never exceeds either, so the advice and its warnings
+  cannot disagree; the warnings are about the *current* size.
+- With too little traffic measured (under MIN_ATTEMPTS borrow attempts) it says so, and keeps
+  the current size rather than size from noise.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 HEADROOM = 2.0
 WAIT_OK_MS = 10.0  # p99 borrow wait under which the pool is not holding anybody up
+MIN_ATTEMPTS = 50  # borrow attempts measured before the advice sizes from them
 
 
 @dataclass
@@ -39,6 +43,8 @@ class Advice:
     rule_of_thumb_total: int | None = None
     per_worker_cap: int | None = None
     server_limit: int | None = None
+    enough_data: bool = True  # False: too little traffic measured; the advice keeps the current size
+    attempts: int | None = None  # borrow attempts the rates come from (None: not given)
     warnings: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
 
@@ -59,14 +65,52 @@ def recommend(
     spindles: int = 1,
     max_connections: int | None = None,
     reserved: int = 0,
+    attempts: int | None = None,
 ) -> Advice:
     """A pure function of the measurements, so it can be tested on known answers.
-    ``arrival_rate``: borrow attempts per second (served, timed out or refused)."""
+    ``arrival_rate``: borrow attempts per second (served, timed out or refused); ``attempts``:
+    how many attempts that rate was measured over (None: enough, as the caller knows)."""
     if workers < 1:
         raise ValueError("workers must be >= 1")
     busy = max(0.0, arrival_rate) * max(0.0, mean_hold_s)
+    a = Advice(current_max_size, current_max_size, round(arrival_rate, 3), round(mean_hold_s * 1000, 3),
+               round(busy, 3), workers, round(timeout_rate, 3), round(wait_p99_ms, 1), server_cores, cores_of,
+               attempts=attempts)  # fmt: skip
+    why: list[str] = []
+    # The server's bounds, per pool (each of the workers has one).
+    caps: list[tuple[int, str]] = []
+    if server_cores:
+        total = server_cores * 2 + spindles
+        a.rule_of_thumb_total, a.per_worker_cap = total, max(1, total // workers)
+        whose = f"the database server's {server_cores} cores ({cores_of or 'given'})"
+        why.append(f"server side: (cores x 2) + spindles = ({server_cores} x 2) + {spindles} = {total} connections "
+                   f"the database can work on at once, from {whose}; over {workers} worker(s): "
+                   f"{a.per_worker_cap} each")  # fmt: skip
+        caps.append((a.per_worker_cap, f"what {whose} can work on at once, shared by {workers} worker(s)"))
+    if max_connections is not None:
+        limit = max_connections - reserved
+        a.server_limit = limit
+        caps.append((max(1, limit // workers), f"the server's max_connections {max_connections} minus {reserved} "
+                                               f"reserved = {limit}, shared by {workers} worker(s)"))  # fmt: skip
+        if workers * current_max_size > limit:
+            a.warnings.append(f"{workers} workers x current max_size {current_max_size} = "
+                              f"{workers * current_max_size} exceeds the server's {max_connections} "
+                              f"max_connections minus {reserved} reserved = {limit}: connects will be refused "
+                              "with 'too many clients'")  # fmt: skip
+    if server_cores and workers * current_max_size > (a.rule_of_thumb_total or 0):
+        a.warnings.append(f"{workers} workers x current max_size {current_max_size} = {workers * current_max_size} "
+                          f"connections exceeds the {a.rule_of_thumb_total} that the database server's "
+                          f"{server_cores} cores can work on at once: past that, more connections add contention "
+                          "on the server, not throughput")  # fmt: skip
+    if attempts is not None and attempts < MIN_ATTEMPTS:
+        a.enough_data = False
+        why.insert(0, f"too little traffic measured to size the pool: {attempts} borrow attempt(s), at least "
+                      f"{MIN_ATTEMPTS} needed; keeping the current {current_max_size}")  # fmt: skip
+        why.append(f"recommended max_size: {current_max_size} (now {current_max_size}; run it under load, then ask)")
+        a.reasoning = why
+        return a
     by_load = max(1, math.ceil(busy * HEADROOM - 1e-9))
-    why = [
+    why[:0] = [
         f"Little's law: {arrival_rate:.1f} borrow attempts/s (timeouts included) x {mean_hold_s * 1000:.2f} ms "
         f"mean hold = {busy:.2f} connections busy on average",
         f"x{HEADROOM:g} headroom for bursts -> {by_load}",
@@ -79,32 +123,15 @@ def recommend(
                    f"not shrinking below the current {current_max_size}")  # fmt: skip
     elif waiting:
         why.append(f"borrowers wait now (p99 wait {wait_p99_ms:.1f} ms, {timeout_rate:.1f} timeouts/s)")
-    a = Advice(rec, current_max_size, round(arrival_rate, 3), round(mean_hold_s * 1000, 3), round(busy, 3),
-               workers, round(timeout_rate, 3), round(wait_p99_ms, 1), server_cores, cores_of)  # fmt: skip
-    if server_cores:
-        total = server_cores * 2 + spindles
-        a.rule_of_thumb_total, a.per_worker_cap = total, max(1, total // workers)
-        whose = f"the database server's {server_cores} cores ({cores_of or 'given'})"
-        why.append(f"server side: (cores x 2) + spindles = ({server_cores} x 2) + {spindles} = {total} connections "
-                   f"the database can use at once, from {whose}")  # fmt: skip
-        if workers * rec > total:
-            a.warnings.append(
-                f"{workers} workers x max_size {rec} = {workers * rec} connections exceeds the {total} that "
-                f"{whose} can work on at once: past that, more connections add contention on the server, "
-                "not throughput (a warning about the server, not a limit on this pool)"
-            )
-    if max_connections is not None:
-        limit = max_connections - reserved
-        a.server_limit = limit
-        for size, what in ((current_max_size, "current"), (rec, "recommended")):
-            if workers * size > limit:
-                a.warnings.append(
-                    f"{workers} workers x {what} max_size {size} = {workers * size} exceeds the server's "
-                    f"{max_connections} max_connections minus {reserved} reserved = {limit}"
-                )
+    for cap, what in caps:
+        if rec > cap:
+            why.append(f"capped at {cap}: {what}. More connections would not make the server faster; the "
+                       "requests wait in the pool instead, where the wait is bounded and visible")  # fmt: skip
+            rec = cap
     if wait_p99_ms > 100 and by_load <= current_max_size:  # enough connections, yet long waits
         why.append(f"p99 wait is {wait_p99_ms:.0f} ms although the size looks enough: "
                    "look for long holds or leaks (pool.borrowed())")  # fmt: skip
     why.append(f"recommended max_size: {rec} (now {current_max_size})")
+    a.recommended_max_size = rec
     a.reasoning = why
     return a

@@ -1436,13 +1436,15 @@ class ConnectionPool:
             attempts = self._borrows + timeouts
         if len(samples) >= 2 and samples[-1][0] > samples[0][0]:
             span = now - samples[0][0]
-            rate = (attempts - samples[0][1]) / span
+            measured = attempts - samples[0][1]
+            rate = measured / span
             timeout_rate = (timeouts - samples[0][2]) / span
         elif self._opened_at:
             span = max(now - self._opened_at, 1e-3)
+            measured = attempts
             rate, timeout_rate = attempts / span, timeouts / span
         else:
-            rate = timeout_rate = 0.0
+            measured, rate, timeout_rate = 0, 0.0, 0.0
         facts = dict(self._server_facts)
         if query_server and self._driver.name == "psycopg" and not self._closed:
             try:
@@ -1464,7 +1466,7 @@ class ConnectionPool:
             arrival_rate=rate, mean_hold_s=self._hold_window.mean(), current_max_size=self.max_size,
             workers=workers, wait_p99_ms=self._wait_window.percentiles_ms(99)[0], timeout_rate=timeout_rate,
             server_cores=server_cores, cores_of=cores_of, spindles=spindles,
-            max_connections=facts.get("max_connections"), reserved=facts.get("reserved", 0),
+            max_connections=facts.get("max_connections"), reserved=facts.get("reserved", 0), attempts=measured,
         )  # fmt: skip
         return advice.as_dict()
 
