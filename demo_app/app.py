@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -98,7 +99,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             with publisher_lock:
                 if pid not in publisher_started:
                     PoolMetrics(state.pool)  # this worker's pool, made here (lazily, in the worker)
-                    publish.start_publisher(app.config["TPDB_STATS_DIR"], lambda: state.pool if state.started else None)
+                    publish.start_publisher(app.config["TPDB_STATS_DIR"], lambda: state.pool if state.started else None,
+                                            {"pooled": POOLED_APP, "per_request": PER_REQUEST_APP})  # fmt: skip
                     publisher_started.append(pid)  # last: other threads wait on the lock until now
 
     @app.before_request
@@ -156,27 +158,31 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         pool = db.pool
         return jsonify({"pid": os.getpid(), "backend_pids": pool.backend_pids()})
 
+    limits: dict[str, int] = {}  # the server's, asked once (they change only with a restart)
+
     @app.get("/api/dashboard")
     def dashboard_data() -> Any:
-        server: dict[str, Any] = {}
-        try:
-            with db.pool.connection(timeout=0.5) as conn:
-                rows = conn.execute(
-                    "SELECT application_name, count(*) FROM pg_stat_activity "
-                    "WHERE backend_type = 'client backend' GROUP BY 1"
-                ).fetchall()
-                server["max_connections"] = int(conn.execute("SHOW max_connections").fetchone()[0])
-                reserved = conn.execute("SELECT coalesce(sum(setting::int), 0) FROM pg_settings WHERE name IN "
-                                        "('superuser_reserved_connections', 'reserved_connections')").fetchone()[0]
-                server["refusal_line"] = server["max_connections"] - int(reserved)  # where it refuses new ones
-            by_app = dict(rows)
-            server.update(per_request=by_app.get(PER_REQUEST_APP, 0), pooled=by_app.get(POOLED_APP, 0),
-                          total=sum(by_app.values()))  # fmt: skip
-        except Exception as e:  # busy or down: the page still shows the workers
-            server["error"] = type(e).__name__
+        """Every worker's stats and per-second history, and the server's connections (counted
+        by the workers' publishers, so the page gets the last minutes at once)."""
+        if not limits:
+            try:
+                with db.pool.connection(timeout=0.5) as conn:
+                    mc = int(conn.execute("SHOW max_connections").fetchone()[0])
+                    reserved = conn.execute("SELECT coalesce(sum(setting::int), 0) FROM pg_settings WHERE name IN "
+                                            "('superuser_reserved_connections', 'reserved_connections')").fetchone()[0]
+                limits.update(max_connections=mc, refusal_line=mc - int(reserved))  # where it refuses new ones
+            except Exception:  # busy or down: the page still shows the workers
+                pass
         workers = publish.read_all(app.config["TPDB_STATS_DIR"])
+        # every worker counts the same server: the freshest history is the one to show
+        history = max((w.get("server_history") or [] for w in workers), key=lambda h: h[-1]["t"] if h else 0,
+                      default=[])  # fmt: skip
+        latest = history[-1] if history else {}
+        server = {**limits, "per_request": latest.get("per_request", 0), "pooled": latest.get("pooled", 0),
+                  "total": latest.get("total", 0)}  # fmt: skip
         leaks = [dict(rec, worker=w["pid"]) for w in workers for rec in w.get("leaks", [])]
-        return jsonify({"workers": workers, "server": server, "leaks": leaks})
+        return jsonify({"now": time.time(), "workers": workers, "server": server, "server_history": history,
+                        "leaks": leaks})  # fmt: skip
 
     @app.get("/metrics")
     def metrics() -> Any:

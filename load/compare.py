@@ -144,18 +144,16 @@ def run_locust(bases: list[str], mode: str, args: argparse.Namespace, out: Path,
         last_cpu = cpu.snapshot()
         try:
             limit = args.duration + 60
+            shown: object = None  # what the last printed line said (its figures, not its time)
             while proc.poll() is None:
                 last_cpu = cpu.snapshot()
                 elapsed = time.monotonic() - t0
                 if elapsed > limit:
                     raise RuntimeError(f"locust did not finish within {limit} s")
-                hist = _history(prefix)
-                last = hist[-1] if hist else {"rps": 0.0, "fps": 0.0}
-                errors = _num(_aggregated(Path(f"{prefix}_stats_history.csv")), "Total Failure Count")
-                conns = sampler.samples[-1]["all_conns"] if sampler.samples else 0
-                _progress(f"[{tag:>11}] {min(elapsed, args.duration):4.0f}/{args.duration} s"
-                          f"  {last['rps'] - last['fps']:7.1f} ok req/s  errors {errors:6.0f}  "
-                          f"server conns {conns:3.0f}")  # fmt: skip
+                line, says = _progress_line(tag, prefix, sampler, elapsed, args.duration, args.users)
+                if says != shown:  # only figures that changed (Locust refreshes its CSV every few s)
+                    _progress(line)
+                    shown = says
                 time.sleep(1.0)
         finally:
             if proc.poll() is None:
@@ -167,6 +165,25 @@ def run_locust(bases: list[str], mode: str, args: argparse.Namespace, out: Path,
                     proc.wait(5)
             _progress("", end="\n")
     return last_cpu
+
+
+def _progress_line(tag: str, prefix: Path, sampler: Sampler, elapsed: float, duration: int,
+                   users: int) -> tuple[str, object]:  # fmt: skip
+    """The progress line now, and what it says apart from the clock: "warming up" until Locust
+    has written a first non-zero figure, "stopping" past the phase's length, else the figures."""
+    head = f"[{tag:>11}]"
+    if elapsed >= duration:
+        return f"{head} {duration} s done: Locust is stopping its users", "stopping"
+    hist = _history(prefix)
+    last = hist[-1] if hist else None
+    if last is None or last["rps"] <= 0:
+        return f"{head} warming up: {users} users starting, no figures yet", "warming"
+    ok = round(last["rps"] - last["fps"], 1)
+    errors = _num(_aggregated(Path(f"{prefix}_stats_history.csv")), "Total Failure Count")
+    conns = sampler.samples[-1]["all_conns"] if sampler.samples else 0
+    figures = (ok, errors)
+    return (f"{head} {elapsed:4.0f}/{duration} s  {ok:7.1f} ok req/s  errors {errors:6.0f}  "
+            f"server conns {conns:3.0f}"), figures
 
 
 _tty = sys.stdout.isatty()

@@ -44,24 +44,55 @@ def ratio_line(phases: list[Phase]) -> str:
     return ""
 
 
-def recommended_line(phases: list[Phase]) -> str:
-    """Did the advisor's size do as well as the default? Said plainly either way."""
+def _pool_wait_p99(p: Phase) -> float | None:
+    """The worst worker's p99 wait for a connection at the end of a pooled phase (ms)."""
+    waits = [float(s.get("wait_p99_ms") or 0.0) for s in p.pool_stats]
+    return max(waits) if waits else None
+
+
+def recommended_line(phases: list[Phase], meta: dict[str, Any] | None = None) -> str:
+    """Did the advisor's size do as well as the default? Every clause comes from what was
+    measured in this run: the sizes, the goodput and p99 of both phases, the pool's own wait,
+    the machine's cores and how busy they were, and the phases' lengths."""
     by = {p.mode: p for p in phases}
     if "pooled" not in by or "recommended" not in by:
         return ""
+    meta = meta or {}
     d, r = by["pooled"], by["recommended"]
     verdict = (f"recommended max_size {r.max_size} vs default {d.max_size}: {r.ok_rps:.1f} vs {d.ok_rps:.1f} "
                f"ok req/s, p99 {r.p99:.1f} vs {d.p99:.1f} ms")  # fmt: skip
+    if r.max_size == d.max_size:
+        size_words = "the same size"
+    else:
+        fewer = "fewer" if r.max_size < d.max_size else "more"
+        size_words = f"{fewer} connections ({r.max_size} vs {d.max_size} per worker)"
     worse_goodput = r.ok_rps < 0.95 * d.ok_rps
     worse_p99 = r.p99 > 1.10 * d.p99
     if not (worse_goodput or worse_p99):
-        return verdict + ": as good as the default (within 5% on goodput and 10% on p99), with fewer connections" \
-            if r.max_size < d.max_size else verdict + ": as good as the default"
+        return f"{verdict}: as good as the default (within 5% on goodput and 10% on p99), with {size_words}"
     what = " and ".join(x for x, bad in (("goodput", worse_goodput), ("p99", worse_p99)) if bad)
-    return (verdict + f": WORSE on {what}. The advice sizes for the measured demand with 2x headroom; on this "
-            "2-core machine the pooled phase is CPU-bound (see the CPU shares), so fewer connections mean the "
-            "requests queue in the pool instead of in the CPU, which shows in the tail latency; the shorter "
-            "phase also has less time to warm up.")  # fmt: skip
+    why = [f"WORSE on {what}, with {size_words}"]
+    cores = meta.get("cores")
+    idle = r.cpu.get("idle") if r.cpu else None
+    if idle is not None and cores:
+        busy = 100.0 - idle
+        why.append(f"the machine's {cores} cores were {busy:.0f}% busy during it"
+                   + (" (CPU-bound: app, Locust and PostgreSQL share them)" if busy >= 90 else ""))  # fmt: skip
+    rw, dw = _pool_wait_p99(r), _pool_wait_p99(d)
+    if rw is not None and dw is not None:
+        if r.max_size < d.max_size and rw > dw:
+            why.append(f"with fewer connections the requests waited longer in the pool (p99 wait {rw:.1f} vs "
+                       f"{dw:.1f} ms)")  # fmt: skip
+        elif r.max_size > d.max_size and rw <= dw:
+            why.append(f"the extra connections did not shorten the pool wait (p99 {rw:.1f} vs {dw:.1f} ms): the "
+                       "time went to the server or the CPU, not to waiting for a connection")  # fmt: skip
+        else:
+            why.append(f"pool wait p99 {rw:.1f} vs {dw:.1f} ms")
+    dur = meta.get("args", {})
+    if dur.get("recommended_duration") and dur.get("duration") and dur["recommended_duration"] < dur["duration"]:
+        why.append(f"the check ran {dur['recommended_duration']} s against the default's {dur['duration']} s, so "
+                   "warm-up weighs more in it")  # fmt: skip
+    return f"{verdict}: " + "; ".join(why) + "."
 
 
 def refusal_rows(phases: list[Phase]) -> list[list[str]]:
@@ -89,11 +120,16 @@ def charts(out: Path, phases: list[Phase], meta: dict[str, Any]) -> list[tuple[s
 
     made: list[tuple[str, str]] = []
 
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     def save(fig: Any, name: str, title: str) -> None:
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=100)
+        # legends stand outside the plot area (right of it), never over the data
+        fig.savefig(out / name, dpi=100, bbox_inches="tight")
         plt.close(fig)
         made.append((name, title))
+
+    def legend_outside(ax: Any) -> None:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
     def color(p: Phase) -> str:
         return COLORS.get(p.mode, "#333333")
@@ -104,7 +140,7 @@ def charts(out: Path, phases: list[Phase], meta: dict[str, Any]) -> list[tuple[s
         ax.plot(t, [h["rps"] - h["fps"] for h in p.history], color=color(p), label=f"{p.label} ok")
         ax.plot(t, [h["fps"] for h in p.history], ":", color=color(p), label=f"{p.label} errors")
     ax.set(xlabel="seconds", ylabel="requests/s", title="Successful requests/s (solid) and errors/s (dotted)")
-    ax.legend(fontsize=8, ncol=2)
+    legend_outside(ax)
     save(fig, "rps.png", "Successful requests/s, errors apart")
 
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -113,7 +149,11 @@ def charts(out: Path, phases: list[Phase], meta: dict[str, Any]) -> list[tuple[s
         for key, style in (("p50", ":"), ("p95", "--"), ("p99", "-")):
             ax.plot([h["t"] for h in pts], [h[key] for h in pts], style, color=color(p), label=f"{p.label} {key}")
     ax.set(xlabel="seconds", ylabel="ms", title="Latency percentiles (log scale)", yscale="log")
-    ax.legend(ncol=2, fontsize=8)
+    # plain milliseconds on the log axis (1, 2, 5, 10, 20, 50 ...), no 4x10^3 notation
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    legend_outside(ax)
     save(fig, "latency.png", "Latency p50 / p95 / p99 over time")
 
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -121,7 +161,7 @@ def charts(out: Path, phases: list[Phase], meta: dict[str, Any]) -> list[tuple[s
         ax.plot([h["t"] for h in p.history], [100.0 * h["fps"] / h["rps"] if h["rps"] else 0.0 for h in p.history],
                 label=p.label, color=color(p))  # fmt: skip
     ax.set(xlabel="seconds", ylabel="% of requests", title="Error rate")
-    ax.legend()
+    legend_outside(ax)
     save(fig, "errors.png", "Error rate over time")
 
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -130,8 +170,12 @@ def charts(out: Path, phases: list[Phase], meta: dict[str, Any]) -> list[tuple[s
         ax.plot(secs, peaks, color=color(p), label=f"{p.label}: every client backend (max each second)")
     line = meta.get("refusal_line")
     if line:
-        ax.axhline(line, color="black", linestyle="--", label=f"PostgreSQL refuses ordinary roles above {line} "
-                   f"(max_connections {meta.get('max_connections')} - {meta.get('reserved')} reserved)")  # fmt: skip
+        # An ordinary role's connect is refused once `line` connections exist. The count can go
+        # above it: a refused connection is a backend (seen in pg_stat_activity) until the
+        # server has told it so, and superusers may use the reserved slots.
+        limits = f"max_connections {meta.get('max_connections')} - {meta.get('reserved')} reserved"
+        ax.axhline(line, color="black", linestyle="--", label=f"refusals start at {line} connections\n({limits});"
+                   "\nabove it: backends being refused,\nand superusers")  # fmt: skip
     if any(p.mode == "pgbouncer" for p in phases):
         bps = meta.get("args", {}).get("bouncer_pool_size")
         ax.axhline(bps, color=COLORS["pgbouncer"], linestyle="-.", label=f"PgBouncer default_pool_size = {bps}")
@@ -139,7 +183,7 @@ def charts(out: Path, phases: list[Phase], meta: dict[str, Any]) -> list[tuple[s
     if cap:
         ax.axhline(cap, color=COLORS["pooled"], linestyle=":", label=f"workers x max_size = {cap}")
     ax.set(xlabel="seconds", ylabel="connections", title="Server connections (pg_stat_activity, sampled at 10 Hz)")
-    ax.legend(fontsize=7)
+    legend_outside(ax)
     save(fig, "server_conns.png", "Server connections over time")
     return made
 
@@ -166,7 +210,7 @@ HOW_TO_READ = [
 def sections(phases: list[Phase], meta: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]] | None]]:
     """(title, lines, table rows or None): the report's content, for both formats."""
     out: list[tuple[str, list[str], list[list[str]] | None]] = []
-    headline = [x for x in (ratio_line(phases), recommended_line(phases)) if x]
+    headline = [x for x in (ratio_line(phases), recommended_line(phases, meta)) if x]
     out.append(("Summary", headline, None))
     out.append(("How to read it", HOW_TO_READ, None))
     refusals = refusal_rows(phases)

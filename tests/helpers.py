@@ -169,3 +169,36 @@ def times_out(timeout: float, exc: type[BaseException] | None = None, match: str
         yield info
     elapsed = time.monotonic() - t0
     assert 0.9 * timeout <= elapsed < timeout + TIMEOUT_SLACK, f"timed out after {elapsed:.2f} s, timeout={timeout} s"
+
+
+RUN_TAG = "TPDB_TEST_RUN"
+
+
+def started_by_this_test() -> dict[str, str]:
+    """An environment entry to give the processes a test starts: every descendant inherits
+    it, so still_running() finds exactly those (never another clone's demo or test run)."""
+    import uuid
+
+    return {RUN_TAG: uuid.uuid4().hex}
+
+
+def still_running(tag: dict[str, str]) -> list[str]:
+    """The live processes that carry ``tag`` in their environment (read from /proc)."""
+    marker = f"{RUN_TAG}={tag[RUN_TAG]}".encode()
+    found = []
+    for d in os.scandir("/proc"):
+        if not d.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d.name}/environ", "rb") as f:
+                if marker not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{d.name}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{d.name}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    continue  # a zombie is gone already; only its parent has not reaped it
+        except OSError:
+            continue  # ended meanwhile, or not ours to read
+        found.append(f"{d.name}: {cmd[:120]}")
+    return found

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from .helpers import started_by_this_test, still_running
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _ours_running() -> list[str]:
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if "demo_app:create_app()" in cmd or "load/locustfile.py" in cmd:
-                found.append(f"{d.name}: {cmd[:120]}")
-    return found
-
-
 def test_comparison_smoke_run_writes_the_report_and_stops_everything(pg, tmp_path):
-    assert _ours_running() == []
-    env = {**os.environ, "DATABASE_URL": pg.url}
+    tag = started_by_this_test()
+    env = {**os.environ, "DATABASE_URL": pg.url, **tag}
     workers, max_size = 2, 2
     proc = subprocess.run(
         [sys.executable, "-m", "load.compare", "--duration", "4", "--users", "12", "--spawn-rate", "12",
@@ -40,6 +30,14 @@ def test_comparison_smoke_run_writes_the_report_and_stops_everything(pg, tmp_pat
                  "server_conns.png", "pooled_stats.csv", "per-request_stats.csv",
                  "pooled_stats_history.csv"):  # fmt: skip
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    progress = [line for line in proc.stdout.splitlines() if line.startswith("[")]
+    for phase in ("per-request", "pooled"):
+        mine = [line.split("]", 1)[1] for line in progress if line.startswith(f"[{phase:>11}]")]
+        assert mine, proc.stdout
+        assert sum("warming up" in line for line in mine) <= 1 and sum("stopping" in line for line in mine) <= 1
+        figures = [line.split(" s ", 1)[1] for line in mine if "ok req/s" in line]
+        assert all(a != b for a, b in itertools.pairwise(figures)), mine  # only what changed
+        assert not any(" 0.0 ok req/s" in line for line in mine), mine  # "warming up" says it instead
     table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| phase | ok req/s | p50 ms | p95 ms | p99 ms | errors % | peak server conns")
     assert any(line.startswith("| per-request |") for line in table)
@@ -57,7 +55,7 @@ def test_comparison_smoke_run_writes_the_report_and_stops_everything(pg, tmp_pat
     for heading in ("How to read it", "Failures by cause", "Sizing advisor", "recommended max_size"):
         assert heading in page, heading  # the page has what report.md has
     assert per_request["conns_opened"] > pooled["conns_opened"]
-    assert _ours_running() == []
+    assert still_running(tag) == []  # gunicorn, its workers, locust: all gone
 
 
 def test_comparison_via_pgbouncer_keeps_backends_at_the_bouncers_pool_size(tmp_path):
@@ -66,7 +64,8 @@ def test_comparison_via_pgbouncer_keeps_backends_at_the_bouncers_pool_size(tmp_p
     from .helpers import require
 
     require("pgbouncer", find_pgbouncer() is not None, "apt-get install pgbouncer")
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # it starts its own server
+    tag = started_by_this_test()
+    env = {**{k: v for k, v in os.environ.items() if k != "DATABASE_URL"}, **tag}  # it starts its own server
     proc = subprocess.run(
         [sys.executable, "-m", "load.compare", "--modes", "pooled", "--via-pgbouncer", "--duration", "4",
          "--users", "18", "--spawn-rate", "18", "--workers", "1", "--threads", "6", "--max-size", "3",
@@ -81,13 +80,14 @@ def test_comparison_via_pgbouncer_keeps_backends_at_the_bouncers_pool_size(tmp_p
     assert 1 <= bounced["peak_app_conns"] <= 2  # PostgreSQL sees the bouncer's pool, not the clients
     assert bounced["clients"] > bounced["peak_app_conns"]  # while 3 hosts x 1 worker x up to 3 clients
     assert "Via PgBouncer" in (out / "report.md").read_text()
-    assert _ours_running() == []
+    assert still_running(tag) == []
 
 
 def test_refusals_are_counted_by_sqlstate_and_the_true_peak_reaches_the_limit(own_pg, tmp_path):
     """A server that must refuse: per-request mode against max_connections 10 (3 reserved)."""
     pg = own_pg(max_connections=10, superuser_reserved_connections=3)
-    env = {**os.environ, "DATABASE_URL": pg.admin_url}  # the sampler needs a superuser's reserved slot
+    tag = started_by_this_test()
+    env = {**os.environ, "DATABASE_URL": pg.admin_url, **tag}  # the sampler needs a superuser's reserved slot
     proc = subprocess.run(
         [sys.executable, "-m", "load.compare", "--modes", "per-request", "--duration", "5", "--users", "30",
          "--spawn-rate", "30", "--workers", "1", "--threads", "16", "--out", str(tmp_path)],
@@ -103,4 +103,4 @@ def test_refusals_are_counted_by_sqlstate_and_the_true_peak_reaches_the_limit(ow
     assert sum(causes.values()) == per["failures"]
     assert per["peak_conns"] >= res["meta"]["refusal_line"] == 7  # the server was full, and the chart shows it
     assert "refused 53300" in (out / "report.md").read_text()
-    assert _ours_running() == []
+    assert still_running(tag) == []

@@ -1,20 +1,21 @@
 // A tiny polling dashboard: no charting library, a canvas line chart is all it needs.
+// The history is the server's (each worker keeps per-second points), so the page shows the
+// last minutes as soon as it opens; each poll redraws the window ending at the server's now.
 "use strict";
 const POLL_MS = 1000, WINDOW_S = 120;
 // Colour says what a line means: warm for trouble (waiting, timeouts, refusals ahead), blue for
-// work being done, neutral grey for spare capacity.
+// work being done, neutral grey for spare capacity. Dashed: the per-second peak; solid: the mean.
 const MEANING = {
-  "in use": "#1f77b4", "idle": "#9aa5b1", "waiting": "#e8590c", "timeouts/s": "#c92a2a",
-  "pooled": "#1f77b4", "per-request": "#e8590c", "all clients": "#343a40",
+  "in use, peak": "#1f77b4", "in use, mean": "#1f77b4", "waiting, peak": "#e8590c", "waiting, mean": "#e8590c",
+  "timeouts/s": "#c92a2a", "pooled": "#1f77b4", "per-request": "#e8590c", "all clients": "#343a40",
 };
-const history = { server: {}, workers: {}, t0: Date.now() };  // series name -> [[time ms, value]]
+const DASHED = new Set(["in use, peak", "waiting, peak"]);
 const workerIndex = {};
 let polls = 0;
 
-function push(group, name, value, now) {
-  const s = (group[name] = group[name] || []);
-  s.push([now, value]);
-  while (s.length && s[0][0] < now - WINDOW_S * 1000) s.shift();
+// [[time ms, value]] of one field of per-second points ({t: epoch seconds, ...}).
+function series(points, key) {
+  return points.map(p => [p.t * 1000, p[key]]);
 }
 
 function niceStep(max) {
@@ -29,7 +30,7 @@ function draw(canvasId, series, legendId, refs, now) {
   if (!c) return;
   const g = c.getContext("2d"), w = c.width, h = c.height, left = 56, bottom = 34, top = 10, right = 10;
   g.clearRect(0, 0, w, h);
-  const t1 = Math.max(now, history.t0 + WINDOW_S * 1000), t0 = t1 - WINDOW_S * 1000;
+  const t1 = now, t0 = t1 - WINDOW_S * 1000;  // the window ends now: the right edge is the present
   const names = Object.keys(series);
   let max = 1;
   for (const n of names) for (const [, v] of series[n]) if (v > max) max = v;
@@ -42,9 +43,9 @@ function draw(canvasId, series, legendId, refs, now) {
     g.strokeStyle = "#eee"; g.beginPath(); g.moveTo(left, Y(v)); g.lineTo(w - right, Y(v)); g.stroke();
     g.fillStyle = "#555"; g.textAlign = "right"; g.fillText(String(Math.round(v * 10) / 10), left - 6, Y(v) + 5);
   }
-  g.textAlign = "center";
-  for (let k = 0; k <= 4; k++) {  // time labels
+  for (let k = 0; k <= 4; k++) {  // time labels; the outer two aligned inwards, so none is cut off
     const t = t0 + (k / 4) * (t1 - t0);
+    g.textAlign = k === 0 ? "left" : k === 4 ? "right" : "center";
     g.fillText(new Date(t).toLocaleTimeString([], { hour12: false }), X(t), h - 10);
   }
   g.strokeStyle = "#999"; g.beginPath(); g.moveTo(left, top); g.lineTo(left, h - bottom); g.lineTo(w - right, h - bottom); g.stroke();
@@ -56,9 +57,10 @@ function draw(canvasId, series, legendId, refs, now) {
   }
   c.dataset.refs = refs.map(r => `${r.label}=${r.value}`).join(";");
   names.forEach(n => {
-    g.strokeStyle = MEANING[n] || "#666"; g.lineWidth = 2.5; g.beginPath();
-    series[n].forEach(([t, v], k) => (k ? g.lineTo(X(t), Y(v)) : g.moveTo(X(t), Y(v))));
-    g.stroke();
+    g.strokeStyle = MEANING[n] || "#666"; g.lineWidth = 2.5; g.setLineDash(DASHED.has(n) ? [6, 4] : []);
+    g.beginPath();
+    series[n].filter(([t]) => t >= t0).forEach(([t, v], k) => (k ? g.lineTo(X(t), Y(v)) : g.moveTo(X(t), Y(v))));
+    g.stroke(); g.setLineDash([]);
   });
   if (legendId) {
     document.getElementById(legendId).innerHTML = names.map(n =>
@@ -83,29 +85,24 @@ function escapeHtml(s) {
   return String(s).replace(/[&<>"]/g, ch => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[ch]));
 }
 
-const lastTimeouts = {};
-
 async function poll() {
   try {
     const r = await fetch("/api/dashboard", { cache: "no-store" });
     const d = await r.json();
-    const now = Date.now();
+    const now = (d.now || Date.now() / 1000) * 1000;  // the server's clock, as its points
     polls += 1;
-    const sv = d.server || {};
-    push(history.server, "pooled", sv.pooled || 0, now);
-    push(history.server, "per-request", sv.per_request || 0, now);
-    push(history.server, "all clients", sv.total || 0, now);
+    const sv = d.server || {}, sh = d.server_history || [];
+    const server = { "pooled": series(sh, "pooled"), "per-request": series(sh, "per_request"),
+                     "all clients": series(sh, "total") };
     const serverRefs = sv.refusal_line ? [{ label: "server refuses above", value: sv.refusal_line, color: "#c92a2a" }] : [];
-    draw("server", history.server, "server-legend", serverRefs, now);
+    draw("server", server, "server-legend", serverRefs, now);
     for (const w of d.workers) {
-      const s = w.stats, pid = w.pid;
+      const s = w.stats, pid = w.pid, h = w.history || [];
       workerCard(pid);
-      const hs = (history.workers[pid] = history.workers[pid] || {});
-      push(hs, "in use", s.in_use, now); push(hs, "idle", s.idle, now); push(hs, "waiting", s.waiting, now);
-      const prev = lastTimeouts[pid] ?? s.timeouts;
-      lastTimeouts[pid] = s.timeouts;
-      push(hs, "timeouts/s", Math.max(0, s.timeouts - prev), now);
-      draw("wc-" + pid, hs, "wl-" + pid, [{ label: "max_size", value: s.max_size, color: "#1f77b4" }], now);
+      const lines = { "in use, peak": series(h, "in_use_peak"), "in use, mean": series(h, "in_use_mean"),
+                      "waiting, peak": series(h, "waiting_peak"), "waiting, mean": series(h, "waiting_mean"),
+                      "timeouts/s": series(h, "timeouts") };
+      draw("wc-" + pid, lines, "wl-" + pid, [{ label: "max_size", value: s.max_size, color: "#1f77b4" }], now);
     }
     // A report whose connection came back says so, instead of sitting there as if still leaked;
     // the user's own frames first, framework frames collapsed (the server formats them so).
