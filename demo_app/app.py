@@ -21,14 +21,14 @@ import time
 from typing import Any
 
 import psycopg
-from flask import Flask, jsonify, send_from_directory
+from flask import Flask, g, jsonify, request, send_from_directory
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from threadpool_db import PoolError
 from threadpool_db.flask import FlaskPool
 from threadpool_db.metrics import PoolMetrics
 
-from . import ops, publish
+from . import latency, ops, publish
 from .schema import ensure_schema, plain_url
 
 PER_REQUEST_APP = "tpdb-demo-per-request"
@@ -89,6 +89,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     app.register_blueprint(db.stats_blueprint())  # the demo binds to 127.0.0.1 only
     state = app.extensions["threadpool_db"]
+    # where requests' time goes, in this worker: inside the app, and waiting for the pool
+    times = {"app": latency.Histogram(), "pool_wait": latency.Histogram()}
     publisher_started: list[int] = []
     publisher_lock = threading.Lock()
 
@@ -100,12 +102,20 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                 if pid not in publisher_started:
                     PoolMetrics(state.pool)  # this worker's pool, made here (lazily, in the worker)
                     publish.start_publisher(app.config["TPDB_STATS_DIR"], lambda: state.pool if state.started else None,
-                                            {"pooled": POOLED_APP, "per_request": PER_REQUEST_APP})  # fmt: skip
+                                            {"pooled": POOLED_APP, "per_request": PER_REQUEST_APP},
+                                            lambda: {"request_times": {k: v.snapshot() for k, v in times.items()}})
                     publisher_started.append(pid)  # last: other threads wait on the lock until now
 
     @app.before_request
     def _publisher() -> None:
         ensure_publisher()
+        g.tpdb_t0 = time.perf_counter()
+
+    @app.teardown_request
+    def _time_in_app(exc: BaseException | None) -> None:
+        t0 = g.get("tpdb_t0")
+        if t0 is not None and request.path.startswith(("/pooled/", "/per-request/", "/leaky")):
+            times["app"].record((time.perf_counter() - t0) * 1000.0)
 
     @app.get("/ping")
     def ping() -> Any:
@@ -129,7 +139,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     def pooled(op: str) -> Any:
         if op not in ops.OPS:
             return jsonify({"error": f"unknown op {op!r}"}), 404
-        return jsonify(ops.run(op, db.connection()))
+        t0 = time.perf_counter()
+        conn = db.connection()
+        times["pool_wait"].record((time.perf_counter() - t0) * 1000.0)
+        return jsonify(ops.run(op, conn))
 
     leaked: list[Any] = []
 

@@ -19,6 +19,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,11 @@ def _server_counts(pool: ConnectionPool, apps: dict[str, str]) -> dict[str, int]
     return out
 
 
-def start_publisher(stats_dir: str, get_pool: Any, apps: dict[str, str] | None = None) -> None:
+def start_publisher(stats_dir: str, get_pool: Any, apps: dict[str, str] | None = None,
+                    extra: Callable[[], dict[str, Any]] | None = None) -> None:  # fmt: skip
     """Start (once per process) the thread that samples this worker's pool and writes its
-    stats and history. ``apps``: the server's connections to count, label -> application_name."""
+    stats and history. ``apps``: the server's connections to count, label -> application_name;
+    ``extra()``: more fields for the worker's document."""
     Path(stats_dir).mkdir(parents=True, exist_ok=True)
 
     def loop() -> None:
@@ -91,7 +94,7 @@ def start_publisher(stats_dir: str, get_pool: Any, apps: dict[str, str] | None =
             if now >= next_write:
                 doc = {"pid": pid, "ts": now, "stats": pool.stats(), "leaks": pool.leak_reports()[-5:],
                        "backend_pids": pool.backend_pids(), "history": list(history),
-                       "server_history": list(server)}  # fmt: skip
+                       "server_history": list(server), **(extra() if extra is not None else {})}  # fmt: skip
                 tmp.write_text(json.dumps(doc))
                 os.replace(tmp, target)
                 next_write = now + INTERVAL

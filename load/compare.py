@@ -27,6 +27,7 @@ from typing import Any
 
 import psycopg
 
+from demo_app import latency
 from demo_app.app import PER_REQUEST_APP, POOLED_APP
 from demo_app.serve import run_gunicorn
 from threadpool_db.testing import PgBouncer, Stopped, database, stop_on_signals
@@ -60,6 +61,10 @@ class Phase:
     samples: list[dict[str, float]] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
     pool_stats: list[dict[str, Any]] = field(default_factory=list)
+    max_ms: float = 0.0  # Locust's slowest response
+    # where the time went, as the app measured it (all its workers): "app" (inside the app) and
+    # "pool_wait" (waiting for a pooled connection), each {"n", "p50", "p99", "max"} in ms
+    request_times: dict[str, dict[str, float]] = field(default_factory=dict)
     advice: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -228,12 +233,13 @@ def _server_limits(admin_url: str) -> dict[str, int]:
     return {"max_connections": mc, "reserved": reserved, "refusal_line": mc - reserved}
 
 
-def _pool_stats(base: str, workers: int) -> list[dict[str, Any]]:
+def _workers_now(base: str) -> list[dict[str, Any]]:
+    """Every worker's published document (stats, request times) from the dashboard feed."""
     import urllib.request
 
     try:
         with urllib.request.urlopen(base + "/api/dashboard", timeout=5) as r:
-            return [w["stats"] for w in json.loads(r.read())["workers"]]
+            return list(json.loads(r.read())["workers"])
     except Exception:
         return []
 
@@ -289,8 +295,13 @@ def run_phase(mode: str, url: str, admin_url: str, dbname: str, args: argparse.N
         before = cpu.snapshot()
         try:
             phase.cpu = cpu.shares(before, run_locust(bases, mode, args, out, sampler, tag))
+            docs = [d for b in bases for d in _workers_now(b)]
+            for key in ("app", "pool_wait"):
+                merged = latency.summary([d.get("request_times", {}).get(key, {}) for d in docs])
+                if merged:
+                    phase.request_times[key] = merged
             if mode != "per-request":
-                stats = [s for b in bases for s in _pool_stats(b, args.workers)]
+                stats = [d["stats"] for d in docs]
                 phase.pool_stats = stats
                 phase.clients = sum(int(s.get("size", 0)) for s in stats)
                 phase.advice = _advice(bases[0], args.workers * hosts)
@@ -299,6 +310,7 @@ def run_phase(mode: str, url: str, admin_url: str, dbname: str, args: argparse.N
     agg = _aggregated(out / f"{tag}_stats.csv")
     phase.rps = round(_num(agg, "Requests/s"), 1)
     phase.p50, phase.p95, phase.p99 = (_num(agg, k) for k in ("50%", "95%", "99%"))
+    phase.max_ms = _num(agg, "Max Response Time")
     phase.requests, phase.failures = int(_num(agg, "Request Count")), int(_num(agg, "Failure Count"))
     if phase.requests:
         phase.ok_rps = round(phase.rps * (phase.requests - phase.failures) / phase.requests, 1)

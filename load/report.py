@@ -95,6 +95,28 @@ def recommended_line(phases: list[Phase], meta: dict[str, Any] | None = None) ->
     return f"{verdict}: " + "; ".join(why) + "."
 
 
+def time_split_line(p: Phase, meta: dict[str, Any]) -> str:
+    """A phase's response times split three ways: what clients saw (Locust), the app's own time
+    (all its workers), and, of that, the wait for a pooled connection (bounded by the pool
+    timeout). The rest was spent before the app: in the accept backlog and gunicorn's gthread
+    queue, waiting for a free thread, which no pool timeout bounds."""
+    app = p.request_times.get("app")
+    if not app or not p.requests:
+        return ""
+    line = (f"{p.label}: clients saw p99 {p.p99:.1f} ms, max {p.max_ms:.1f} ms; inside the app p99 {app['p99']:.1f} "
+            f"ms, max {app['max']:.1f} ms")  # fmt: skip
+    wait = p.request_times.get("pool_wait")
+    if wait and p.mode != "per-request":
+        timeout = meta.get("args", {}).get("pool_timeout")
+        bound = f" (the pool timeout, {timeout:g} s, bounds it)" if timeout else ""
+        line += f", of which waiting for a connection p99 {wait['p99']:.1f} ms, max {wait['max']:.1f} ms{bound}"
+    before = p.max_ms - app["max"]
+    if before > 0:
+        line += (f"; the slowest request spent about {before:.0f} ms before the app (accept backlog and gunicorn's "
+                 "gthread queue, waiting for a free thread), which no pool timeout bounds")  # fmt: skip
+    return line + "."
+
+
 def refusal_rows(phases: list[Phase]) -> list[list[str]]:
     out = []
     for p in phases:
@@ -214,7 +236,7 @@ def sections(phases: list[Phase], meta: dict[str, Any]) -> list[tuple[str, list[
     out.append(("Summary", headline, None))
     out.append(("How to read it", HOW_TO_READ, None))
     refusals = refusal_rows(phases)
-    out.append(("Failures by cause (SQLSTATE and the server's message, or the pool's 503)",
+    out.append(("Failures by cause (a refused connection's SQLSTATE, or the pool's 503)",
                 [] if refusals else ["none"], refusals or None))  # fmt: skip
     for p in phases:
         if p.mode == "pgbouncer":
@@ -228,6 +250,9 @@ def sections(phases: list[Phase], meta: dict[str, Any]) -> list[tuple[str, list[
     if advice:
         out.append(("Sizing advisor (one pooled worker's view, pool.advise())",
                     advice["reasoning"] + [f"warning: {w}" for w in advice.get("warnings", [])], None))  # fmt: skip
+    timing = [line for p in phases if (line := time_split_line(p, meta))]
+    if timing:
+        out.append(("Where the time went: before the app, inside it, waiting for the pool", timing, None))
     pool_lines = []
     for p in phases:
         for i, s in enumerate(p.pool_stats):

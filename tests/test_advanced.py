@@ -287,30 +287,37 @@ def test_advisor_applies_littles_law_with_headroom():
     assert "Little's law" in a.reasoning[0]
 
 
-def test_advisor_recommends_no_more_than_the_servers_cores_can_use_and_says_whose_cores():
-    a = recommend(arrival_rate=1000.0, mean_hold_s=0.050, current_max_size=8, server_cores=4, spindles=1, workers=3,
-                  cores_of="this machine's: the server is on loopback")  # fmt: skip
-    assert a.rule_of_thumb_total == 9 and a.per_worker_cap == 3
-    # 1000/s x 50 ms x 2 = 100 by demand, but 3 workers share what 4 cores can work on: 9 / 3
-    assert a.recommended_max_size == 3
-    assert any("capped at 3" in r and "(this machine's: the server is on loopback)" in r for r in a.reasoning)
-    # the warnings speak of the current size only, so they cannot contradict the advice
-    assert any("current max_size 8 = 24 connections exceeds the 9" in w for w in a.warnings)
-    assert not any(f"max_size {a.recommended_max_size} " in w for w in a.warnings)
+def test_advisor_does_not_grow_past_what_the_servers_cores_can_run_and_says_whose_cores():
+    kw = {"arrival_rate": 1000.0, "mean_hold_s": 0.050, "server_cores": 4, "spindles": 1, "workers": 3,
+          "cores_of": "this machine's: the server is on loopback"}  # fmt: skip
+    small = recommend(current_max_size=2, **kw)
+    assert small.rule_of_thumb_total == 9 and small.per_worker_cap == 3
+    # 1000/s x 50 ms x 2 = 100 by demand, but 3 workers share what 4 cores can run: 9 // 3
+    assert small.recommended_max_size == 3
+    assert any("not growing past 3" in r for r in small.reasoning)
+    assert any("(this machine's: the server is on loopback)" in r for r in small.reasoning)
+    # a pool already above its share is not grown further, nor shrunk for it; nothing warns
+    big = recommend(current_max_size=8, **kw)
+    assert big.recommended_max_size == 8 and big.warnings == []
+    assert any("not growing past 8" in r for r in big.reasoning)
+    moderate = recommend(current_max_size=8, **{**kw, "arrival_rate": 60.0})  # 60/s x 50 ms x 2 = 6
+    assert moderate.recommended_max_size == 6 and moderate.warnings == []
+    assert any("kept, not shrunk" in r for r in moderate.reasoning)
 
 
 def test_the_advice_and_its_warnings_agree_for_every_size():
-    """Whatever the demand, the recommendation times the workers fits both server bounds, and
-    a warning names only a size the advice moves away from."""
+    """Whatever the demand, the recommendation fits the server's hard limit, never grows past
+    the cores' share, and a warning names only a size the advice moves away from."""
     for rate in (1.0, 50.0, 400.0, 5000.0):
         for workers in (1, 2, 8):
             for current in (1, 4, 8, 32):
                 a = recommend(arrival_rate=rate, mean_hold_s=0.02, current_max_size=current, workers=workers,
                               server_cores=2, spindles=1, max_connections=50, reserved=3, wait_p99_ms=50.0)  # fmt: skip
                 rec = a.recommended_max_size
-                assert rec * workers <= max(5, workers) and rec * workers <= max(47, workers), (rate, workers, a)
-                if a.warnings:  # the advice moves away from the size warned about, unless it is 1 already
-                    assert current * workers > 5 and (rec < current or rec == 1), (rate, workers, current, a)
+                assert rec * workers <= max(47, workers), (rate, workers, current, a)
+                assert rec <= max(a.per_worker_cap, current), (rate, workers, current, a)
+                for w in a.warnings:  # only the hard limit warns, about a size the advice leaves
+                    assert "max_connections" in w and current * workers > 47 and rec < current, (a, w)
 
 
 def test_with_too_little_traffic_the_advice_says_so_and_keeps_the_size():

@@ -7,12 +7,15 @@ and what the database server can take.
   twice that (HEADROOM), rounded up, at least 1.
 - The wait distribution decides whether shrinking is safe: while borrowers wait (p99 wait over
   WAIT_OK_MS) or time out, the advice does not go below the current size.
-- Then the server bounds it, shared by ``workers`` pools: ``(cores x 2) + spindles``
-  connections are what the database server can work on at once (past that, more connections
-  add contention on the server, not throughput: the requests had better queue in the pool,
-  where the wait is bounded and visible), and ``max_connections`` minus the reserved slots is
-  where it refuses. The recommendation never exceeds either, so the advice and its warnings
-  cannot disagree; the warnings are about the *current* size.
+- Then the server bounds it, shared by ``workers`` pools. ``max_connections`` minus the reserved
+  slots is where the server refuses: a hard limit, never exceeded (a warning says when the
+  current size does). ``(cores x 2) + spindles`` is how many connections the server can *run*
+  at once: the advice does not grow a pool past its share of that, since more connections
+  would wait on the server's CPU rather than in the pool. It does not shrink a pool below its
+  current size for it either: a connection is also held while the app works between queries,
+  so a pool above that share can be what the measurements show is used (on a 2-core machine
+  running app and server, shrinking to the share lost a third of the throughput). So there is
+  one recommendation, and no warning contradicts it.
 - With too little traffic measured (under MIN_ATTEMPTS borrow attempts) it says so, and keeps
   the current size rather than size from noise.
 """
@@ -86,7 +89,6 @@ def recommend(
         why.append(f"server side: (cores x 2) + spindles = ({server_cores} x 2) + {spindles} = {total} connections "
                    f"the database can work on at once, from {whose}; over {workers} worker(s): "
                    f"{a.per_worker_cap} each")  # fmt: skip
-        caps.append((a.per_worker_cap, f"what {whose} can work on at once, shared by {workers} worker(s)"))
     if max_connections is not None:
         limit = max_connections - reserved
         a.server_limit = limit
@@ -97,11 +99,6 @@ def recommend(
                               f"{workers * current_max_size} exceeds the server's {max_connections} "
                               f"max_connections minus {reserved} reserved = {limit}: connects will be refused "
                               "with 'too many clients'")  # fmt: skip
-    if server_cores and workers * current_max_size > (a.rule_of_thumb_total or 0):
-        a.warnings.append(f"{workers} workers x current max_size {current_max_size} = {workers * current_max_size} "
-                          f"connections exceeds the {a.rule_of_thumb_total} that the database server's "
-                          f"{server_cores} cores can work on at once: past that, more connections add contention "
-                          "on the server, not throughput")  # fmt: skip
     if attempts is not None and attempts < MIN_ATTEMPTS:
         a.enough_data = False
         why.insert(0, f"too little traffic measured to size the pool: {attempts} borrow attempt(s), at least "
@@ -123,10 +120,21 @@ def recommend(
                    f"not shrinking below the current {current_max_size}")  # fmt: skip
     elif waiting:
         why.append(f"borrowers wait now (p99 wait {wait_p99_ms:.1f} ms, {timeout_rate:.1f} timeouts/s)")
+    cores_cap = a.per_worker_cap
+    if cores_cap is not None and rec > cores_cap:
+        keep = max(cores_cap, min(rec, current_max_size))
+        if keep < rec:
+            why.append(f"not growing past {keep}: more connections than the server's cores can run "
+                       f"({a.rule_of_thumb_total} in all, {cores_cap} per worker) would wait on its CPU, not in the "
+                       "pool, where the wait is bounded and visible")  # fmt: skip
+        else:
+            why.append(f"{rec} is above this worker's share of what the server's cores can run at once "
+                       f"({cores_cap}); kept, not shrunk for it: the measured holds include the app's own time "
+                       "between queries, so the pool uses more connections than the server runs at once")  # fmt: skip
+        rec = keep
     for cap, what in caps:
         if rec > cap:
-            why.append(f"capped at {cap}: {what}. More connections would not make the server faster; the "
-                       "requests wait in the pool instead, where the wait is bounded and visible")  # fmt: skip
+            why.append(f"capped at {cap}: {what}")
             rec = cap
     if wait_p99_ms > 100 and by_load <= current_max_size:  # enough connections, yet long waits
         why.append(f"p99 wait is {wait_p99_ms:.0f} ms although the size looks enough: "
