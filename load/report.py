@@ -68,6 +68,10 @@ def recommended_line(phases: list[Phase], meta: dict[str, Any] | None = None) ->
         size_words = f"{fewer} connections ({r.max_size} vs {d.max_size} per worker)"
     worse_goodput = r.ok_rps < 0.95 * d.ok_rps
     worse_p99 = r.p99 > 1.10 * d.p99
+    if r.max_size == d.max_size:  # the advice keeps the size: two runs of one configuration
+        diff = 100.0 * (r.ok_rps - d.ok_rps) / d.ok_rps if d.ok_rps else 0.0
+        return (f"{verdict}: the advice keeps the default size, so this phase re-runs the same configuration; "
+                f"its {diff:+.1f}% goodput is the run-to-run spread on this machine")  # fmt: skip
     if not (worse_goodput or worse_p99):
         return f"{verdict}: as good as the default (within 5% on goodput and 10% on p99), with {size_words}"
     what = " and ".join(x for x, bad in (("goodput", worse_goodput), ("p99", worse_p99)) if bad)

@@ -36,3 +36,10 @@ def test_an_equally_good_recommendation_says_so():
                              _phase("recommended", 4, 1190.0, 205.0, 6.0, 3.0)], META)  # fmt: skip
     assert line.endswith("as good as the default (within 5% on goodput and 10% on p99), with fewer connections "
                          "(4 vs 8 per worker)")  # fmt: skip
+
+
+def test_a_recommendation_of_the_same_size_is_read_as_the_run_to_run_spread():
+    line = recommended_line([_phase("pooled", 8, 1459.5, 180.0, 109.2, 10.0),
+                             _phase("recommended", 8, 1382.0, 170.0, 85.0, 11.0)], META)  # fmt: skip
+    assert "keeps the default size" in line and "-5.3% goodput is the run-to-run spread" in line
+    assert "WORSE" not in line
