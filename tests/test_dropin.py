@@ -10,16 +10,18 @@ import threading
 import time
 import warnings
 import weakref
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 
 from threadpool_db import (
     ConnectionPool,
     NullConnectionPool,
     PoolClosed,
+    PooledConnection,
     PoolError,
     PoolTimeout,
     TooManyRequests,
@@ -396,3 +398,104 @@ def test_generic_subscription_like_psycopg_pool_works(make_pool):
     alias = ConnectionPool[psycopg.Connection[DictRow]]
     assert alias is ConnectionPool
     assert NullConnectionPool[psycopg.Connection[DictRow]] is NullConnectionPool
+
+
+# -- the handle is a psycopg.Connection for psycopg's own type checks -------------------------
+Row = TypeVar("Row", covariant=True)
+
+
+class _MyConnection(psycopg.Connection[Row]):
+    """A generic connection_class, as psycopg's typing docs write one."""
+
+
+@pytest.mark.parametrize("cls", ["default", "subclass", "generic alias"])
+def test_the_handle_passes_isinstance_for_psycopg_and_the_connection_class(make_pool, cls):
+    connection_class = {"default": None, "subclass": _MyConnection, "generic alias": _MyConnection[DictRow]}[cls]
+    pool = make_pool(min_size=1, max_size=1, connection_class=connection_class)
+    conn = pool.getconn()
+    assert isinstance(conn, psycopg.Connection) and isinstance(conn, PooledConnection)
+    assert isinstance(conn, _MyConnection) == (cls != "default")
+    assert type(conn) is PooledConnection  # still the handle: it dies on return
+    pool.putconn(conn)
+    assert not isinstance(conn, psycopg.Connection)  # a returned handle is a connection no more
+    with pytest.raises(PoolError, match="already returned"):
+        conn.execute("SELECT 1")
+
+
+def test_enum_registration_through_the_handle(make_pool, app_name):
+    import enum
+
+    from psycopg.types.enum import EnumInfo, register_enum
+
+    name = f"mood_{app_name.replace('-', '_')}"
+    pool = make_pool(min_size=1, max_size=1)
+    with pool.connection() as conn:
+        conn.execute(f"CREATE TYPE {name} AS ENUM ('sad', 'ok', 'happy')")
+    Mood = enum.Enum("Mood", ["sad", "ok", "happy"])
+    with pool.connection() as conn:
+        info = EnumInfo.fetch(conn, name)  # TypeError before: "expected Connection, got PooledConnection"
+        assert info is not None and info.labels == ["sad", "ok", "happy"]
+        register_enum(info, conn, Mood)
+        assert conn.execute(f"SELECT 'happy'::{name}").fetchone() == (Mood.happy,)
+        assert conn.execute(f"SELECT %s::{name}", [Mood.sad]).fetchone() == (Mood.sad,)
+        conn.execute(f"DROP TYPE {name}")
+
+
+def test_composite_registration_through_the_handle(make_pool, app_name):
+    from psycopg.types.composite import CompositeInfo, register_composite
+
+    name = f"card_{app_name.replace('-', '_')}"
+    pool = make_pool(min_size=1, max_size=1)
+    with pool.connection() as conn:
+        conn.execute(f"CREATE TYPE {name} AS (value int, suit text)")
+    with pool.connection() as conn:
+        info = CompositeInfo.fetch(conn, name)
+        assert info is not None and list(info.field_names) == ["value", "suit"]
+        register_composite(info, conn)
+        (card,) = conn.execute(f"SELECT (8, 'hearts')::{name}").fetchone()
+        assert (card.value, card.suit) == (8, "hearts") and type(card).__name__ == name
+        conn.execute(f"DROP TYPE {name}")
+
+
+def test_hstore_registration_through_the_handle(make_pool, app_name):
+    """TypeInfo.fetch and register_hstore on the handle. The embedded server has no contrib
+    modules: where the hstore extension is missing, a domain named hstore stands in, which is
+    enough for the type check, the catalog lookup and the dumper (the server reports a domain's
+    values as its base type, so only the real extension round-trips a dict)."""
+    from psycopg.types import TypeInfo
+    from psycopg.types.hstore import register_hstore
+
+    schema = f"s_{app_name.replace('-', '_')}"
+    pool = make_pool(min_size=1, max_size=1, kwargs={"options": f"-c search_path={schema},public"})
+    with pool.connection() as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        try:
+            with conn.transaction():
+                conn.execute(f"CREATE EXTENSION hstore SCHEMA {schema}")
+            real = True
+        except psycopg.errors.FeatureNotSupported:  # not installed on this server
+            conn.execute(f"CREATE DOMAIN {schema}.hstore AS text")
+            real = False
+    try:
+        with pool.connection() as conn:
+            info = TypeInfo.fetch(conn, "hstore")  # what SQLAlchemy's psycopg dialect does on connect
+            assert info is not None and info.name == "hstore"
+            register_hstore(info, conn)
+            got = conn.execute("SELECT %t::hstore", [{"a": "1", "b": None}]).fetchone()[0]  # text format
+            assert got == ({"a": "1", "b": None} if real else '"a"=>"1","b"=>NULL')  # psycopg's dumper wrote it
+    finally:
+        sql(pool.conninfo, f"DROP SCHEMA {schema} CASCADE")  # type: ignore[arg-type]
+
+
+def test_sqlalchemy_psycopg_dialect_connects_through_the_handle(make_pool):
+    """psycopg's recipe (creator=pool.getconn): SQLAlchemy's dialect fetches the hstore type
+    on first connect, which type-checks the connection."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    pool = make_pool(min_size=1, max_size=2)
+    engine = sqlalchemy.create_engine("postgresql+psycopg://", creator=pool.getconn, poolclass=NullPool)
+    with engine.connect() as c:
+        assert c.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
+    engine.dispose()
+    wait_until(lambda: pool.stats()["in_use"] == 0, what="the connection to come back")

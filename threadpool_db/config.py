@@ -143,10 +143,15 @@ class PoolConfig:
         if kwargs is not None and not (isinstance(kwargs, dict) or callable(kwargs)):
             raise ValueError(f"kwargs must be a dict or a callable returning one, got {type(kwargs).__name__}")
         if connection_class is not None:
+            import typing
+
             import psycopg
 
-            if not (isinstance(connection_class, type) and issubclass(connection_class, psycopg.Connection)):
-                raise ValueError(f"connection_class must be a psycopg.Connection subclass, got {connection_class!r}")
+            # a generic alias (MyConnection[DictRow]) stands for its class: psycopg's own typing
+            origin = typing.get_origin(connection_class) or connection_class
+            if not (isinstance(origin, type) and issubclass(origin, psycopg.Connection)):
+                raise ValueError(f"connection_class must be a psycopg.Connection subclass (or a generic alias of "
+                                 f"one, such as MyConnection[DictRow]), got {connection_class!r}")  # fmt: skip
             if connect is not None:
                 raise ValueError("connection_class applies to conninfo, not to a connect factory")
         for cb_name, cb in (("configure", configure), ("reset", reset), ("reconnect_failed", reconnect_failed)):

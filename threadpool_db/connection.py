@@ -95,6 +95,18 @@ class PooledConnection:
     _borrowed_at: Any
     _returned_at: Any
 
+    # -- what it passes for ----------------------------------------------------------------------
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        """While borrowed, the driver connection's class (psycopg.Connection, the pool's
+        connection_class): ``isinstance(conn, psycopg.Connection)`` holds, so psycopg's own
+        functions (TypeInfo.fetch, register_hstore, register_enum, register_composite) and
+        adapter libraries that check the type accept the handle. ``type(conn)`` is still
+        PooledConnection, and ``isinstance(conn, PooledConnection)`` holds too. Once returned
+        the handle is only a PooledConnection."""
+        raw = self._raw
+        return PooledConnection if raw is None else type(raw)
+
     # -- liveness -----------------------------------------------------------------------------
     def _retire(self, reason: PoolError | None) -> None:
         """The pool takes the connection back (return, reclaim, fork). Called by the pool with
