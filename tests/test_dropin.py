@@ -499,3 +499,43 @@ def test_sqlalchemy_psycopg_dialect_connects_through_the_handle(make_pool):
         assert c.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
     engine.dispose()
     wait_until(lambda: pool.stats()["in_use"] == 0, what="the connection to come back")
+
+
+# -- close() as psycopg_pool users write it ------------------------------------------------------
+def test_close_then_putconn_is_accepted_once_and_closed_reads_true(make_pool):
+    pool = make_pool(min_size=1, max_size=1)
+    conn = pool.getconn()
+    assert conn.closed is False
+    conn.close()  # gives it back
+    assert conn.closed is True  # reading it does not raise
+    pool.putconn(conn)  # psycopg_pool's documented pattern: accepted quietly
+    assert pool.stats()["idle"] == 1 and pool.stats()["borrows"] == 1
+    with pytest.raises(PoolError, match="already returned"):
+        pool.putconn(conn)  # a second return is still a double return
+    other = pool.getconn()
+    pool.putconn(other)
+    with pytest.raises(PoolError, match="already returned"):
+        pool.putconn(other)  # never closed: no forgiveness
+
+
+def test_a_connection_class_whose_close_gives_it_back_works(make_pool, dsn, app_name):
+    """psycopg's "close returns" recipe: a connection_class whose close() returns the connection
+    to the pool it came from, and closes it for real when it is not out."""
+
+    class ReturningConnection(psycopg.Connection):
+        def close(self) -> None:
+            pool = getattr(self, "_pool", None)
+            if pool is not None:
+                pool.putconn(self)
+            else:
+                super().close()
+
+    pool = make_pool(min_size=1, max_size=1, connection_class=ReturningConnection, close_returns=True)
+    for _ in range(3):
+        conn = pool.getconn()
+        pid = conn.info.backend_pid
+        conn.close()  # back to the pool, not closed
+        assert pool.stats()["idle"] == 1
+    assert backends(dsn, app_name) == [pid]  # the same backend served all three
+    pool.close()  # the pool closes it for real (the class's close, with no pool attached)
+    wait_until(lambda: not backends(dsn, app_name), what="the backend to go")

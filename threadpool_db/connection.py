@@ -79,7 +79,7 @@ class PooledConnection:
     """Made only by the pool (ConnectionPool._finish_borrow_locked, which sets ``_pool``,
     ``_slot`` and ``_raw`` with no __init__ call: it is on every borrow)."""
 
-    __slots__ = ("_raw", "_slot", "_pool", "_borrowed_at", "_returned_at", "_died")
+    __slots__ = ("_raw", "_slot", "_pool", "_borrowed_at", "_returned_at", "_died", "_close_pending")
     # While alive: the pool. Once retired: a weak reference to it, so a handle kept after its
     # return does not keep a dropped pool (and its connections) alive.
     _pool: ConnectionPool | weakref.ReferenceType[ConnectionPool]
@@ -94,6 +94,9 @@ class PooledConnection:
     _died: PoolError | None
     _borrowed_at: Any
     _returned_at: Any
+    # Set by close(): the pool accepts one putconn of this handle afterwards, quietly (the
+    # psycopg_pool pattern conn.close(); pool.putconn(conn)). Read and cleared under the pool lock.
+    _close_pending: bool
 
     # -- what it passes for ----------------------------------------------------------------------
     @property  # type: ignore[misc]
@@ -218,9 +221,28 @@ class PooledConnection:
         raw.rollback()
 
     def close(self) -> None:
-        """Give the connection back to its pool (it is not closed). A second call is a no-op."""
+        """Give the connection back to its pool (it is not closed). A second call is a no-op,
+        ``closed`` reads True after it, and one ``pool.putconn()`` of this handle afterwards is
+        accepted quietly, as psycopg_pool code writes it (a second one raises)."""
         if self._raw is not None:
+            self._close_pending = True
             self._pool.putconn(self)  # type: ignore[union-attr]  # alive: _pool is the pool
+
+    @property
+    def closed(self) -> bool:
+        """The connection's ``closed`` while borrowed; True once the handle went back."""
+        raw = self._raw
+        return True if raw is None else bool(raw.closed)
+
+    def _take_close_pending(self) -> bool:
+        """Was this handle given back by close(), with no putconn of it since? Clears it (the
+        pool calls this under its lock, so two racing putconns cannot both be forgiven)."""
+        try:  # read the slot itself: an unset one must not fall through to __getattr__
+            pending = PooledConnection._close_pending.__get__(self)  # type: ignore[attr-defined]
+        except AttributeError:
+            return False
+        self._close_pending = False
+        return bool(pending)
 
     # -- everything else ----------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:

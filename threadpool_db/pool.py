@@ -798,6 +798,10 @@ class ConnectionPool:
         """
         slot = conn._slot if type(conn) is PooledConnection and conn._pool is self else None
         if type(slot) is not Slot:  # foreign, already returned, or reclaimed meanwhile
+            if type(conn) is PooledConnection and self._owns_retired(conn):
+                with self._lock:
+                    if conn._take_close_pending():
+                        return  # conn.close() gave it back already: psycopg_pool's close-then-putconn
             self._check_handle(conn)  # raises the error that says what is wrong
         back = self._sight_return()  # where the caller gives it back (None when detection is off)
         raw = slot.raw  # type: ignore[union-attr]
@@ -918,6 +922,11 @@ class ConnectionPool:
             except Exception as e:  # a broken connection: the reset below decides its fate
                 logger.debug("pool %r: closing a named cursor on return: %s", self.name, self.redact(str(e)))
         cursors.clear()
+
+    def _owns_retired(self, conn: PooledConnection) -> bool:
+        """Did this handle come from this pool (alive or retired)?"""
+        owner = conn._pool
+        return (owner() if isinstance(owner, weakref.ref) else owner) is self
 
     def _check_handle(self, conn: Any) -> None:
         owner = getattr(conn, "_pool", None) if type(conn) is PooledConnection else None
