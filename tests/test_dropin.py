@@ -240,12 +240,26 @@ def test_kwargs_may_be_a_callable_called_per_connection(make_pool, dsn, app_name
         pool.close()
 
 
-def test_reconnect_failed_is_called_when_reconnecting_gives_up():
-    called = threading.Event()
+def test_reconnect_failed_is_called_on_time_and_each_attempt_is_logged(caplog):
+    """With reconnect_timeout=1.0, reconnect_failed comes within 10% of 1 s (psycopg_pool's
+    precision: the last attempt is made at the deadline, not after the next backoff step), and
+    each failed attempt logs a WARNING with its cause before the final ERROR."""
+    called: list[float] = []
+    caplog.set_level(logging.DEBUG, logger="threadpool_db")
+    t0 = time.monotonic()
     pool = ConnectionPool(f"host=127.0.0.1 port={_closed_port()} dbname=x user=x", min_size=1,
-                          reconnect_timeout=0.5, reconnect_failed=lambda p: called.set(), name="gives-up")  # fmt: skip
+                          reconnect_timeout=1.0, reconnect_failed=lambda p: called.append(time.monotonic()),
+                          name="gives-up")  # fmt: skip
     try:
-        assert called.wait(SETTLE)
+        wait_until(lambda: called, what="reconnect_failed")
+        assert 0.9 <= called[0] - t0 <= 1.1 + 0.1, f"reconnect_failed after {called[0] - t0:.2f} s"  # +0.1: start-up
+        warnings_ = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+                     and "'gives-up': cannot connect" in r.getMessage()]  # fmt: skip
+        assert len(warnings_) >= 3, warnings_  # attempts at about 0, 0.1, 0.3, 0.7 s, then the last at 1.0 s
+        assert all("connection refused" in w.lower() for w in warnings_), warnings_
+        errors = [r.getMessage() for r in caplog.records
+                  if r.levelno == logging.ERROR and "giving up" in r.getMessage()]  # fmt: skip
+        assert len(errors) == 1
     finally:
         pool.close()
 
@@ -539,3 +553,79 @@ def test_a_connection_class_whose_close_gives_it_back_works(make_pool, dsn, app_
     assert backends(dsn, app_name) == [pid]  # the same backend served all three
     pool.close()  # the pool closes it for real (the class's close, with no pool attached)
     wait_until(lambda: not backends(dsn, app_name), what="the backend to go")
+
+
+# -- sizes, the null pool, stats, reconnecting, reopening -----------------------------------------
+def test_min_size_zero_needs_a_max_size_as_in_psycopg_pool(dsn):
+    with pytest.raises(ValueError, match="max_size must be given when min_size is 0"):
+        ConnectionPool(dsn, min_size=0, max_size=None, open=False)
+    assert ConnectionPool(dsn, min_size=3, open=False).max_size == 3  # None means min_size
+    null = NullConnectionPool(dsn, open=False)
+    assert null.min_size == 0 and null.max_size == 0  # 0: no cap, as psycopg_pool reads it
+    assert null.get_stats()["pool_max"] == 0
+    assert NullConnectionPool(dsn, max_size=3, open=False).max_size == 3
+
+
+def test_null_pool_wait_makes_one_connection_or_raises(dsn, app_name):
+    configured = []
+    with NullConnectionPool(dsn, max_size=2, kwargs={"application_name": app_name},
+                            configure=lambda c: configured.append(1)) as pool:  # fmt: skip
+        pool.wait(SETTLE)
+        assert configured == [1]  # one connection was made, and configured
+        wait_until(lambda: not backends(dsn, app_name), what="the probe connection to close")
+    down = NullConnectionPool(f"host=127.0.0.1 port={_closed_port()} dbname=x user=x", name="null-down")
+    with times_out(1.0, match="'null-down'"):
+        down.wait(1.0)
+    assert down.closed
+
+    def bad_configure(conn):
+        raise RuntimeError("configure says no")
+
+    broken = NullConnectionPool(dsn, configure=bad_configure, name="null-badconf")
+    with times_out(1.0, match="configure says no"):
+        broken.wait(1.0)
+    assert broken.closed
+
+
+def test_null_pool_reset_runs_once_per_return(dsn):
+    resets: list[int] = []
+    with NullConnectionPool(dsn, max_size=1, reset=lambda c: resets.append(1)) as pool:
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+        assert len(resets) == 1
+        held = pool.getconn()
+        waiter = threading.Thread(target=lambda: pool.putconn(pool.getconn(timeout=JOIN)), daemon=True)
+        waiter.start()
+        wait_until(lambda: pool.stats()["waiting"] == 1, what="a waiter")
+        pool.putconn(held)  # handed to the waiter: reset once
+        waiter.join(JOIN)
+        assert not waiter.is_alive()
+        assert len(resets) == 3  # one per return, the handed-over one included
+
+
+def test_get_stats_has_psycopg_pools_connection_counters(make_pool, dsn, app_name):
+    pool = make_pool(min_size=2, max_size=2, check="always")
+    s = pool.get_stats()
+    assert s["connections_num"] == 2
+    assert s["connections_ms"] >= 1  # each connect (TCP, a backend, scram) takes more than a millisecond
+    assert "connections_errors" not in s and "connections_lost" not in s  # zero: left out, as psycopg_pool
+    pids = pool.backend_pids()
+    sql(dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,))
+    wait_until(lambda: not set(pids) & set(backends(dsn, app_name)), what="the backends to go")
+    with pool.connection(timeout=SETTLE) as conn:  # both fail their check, a new one serves
+        conn.execute("SELECT 1")
+    s = pool.get_stats()
+    assert s["connections_lost"] >= 1 and s["connections_num"] >= 3
+    bad = ConnectionPool(f"host=127.0.0.1 port={_closed_port()} dbname=x user=x", min_size=1, name="errs")
+    try:
+        wait_until(lambda: bad.get_stats().get("connections_errors", 0) >= 1, what="a failed connect")
+        assert bad.get_stats()["connections_num"] >= 1
+    finally:
+        bad.close()
+
+
+def test_reopening_a_closed_pool_says_it_is_already_closed(dsn):
+    pool = ConnectionPool(dsn, min_size=1, name="reopen")
+    pool.close()
+    with pytest.raises(PoolClosed, match="pool 'reopen' is already closed"):  # psycopg_pool's words
+        pool.open()

@@ -123,7 +123,7 @@ def test_dead_replica_is_taken_out_reads_fall_back_and_it_rejoins(cluster):
 
 def test_bad_routing_parameters_are_refused(cluster):
     primary, _ = cluster
-    p = ConnectionPool(primary.url(), min_size=0, open=False)
+    p = ConnectionPool(primary.url(), min_size=0, max_size=1, open=False)
     with pytest.raises(ValueError, match="strategy"):
         RoutingPool(p, [], strategy="random")
     with pytest.raises(ValueError, match="fallback"):

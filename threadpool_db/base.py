@@ -115,8 +115,9 @@ UNLIMITED = 1 << 30  # a null pool's "max_size=0": no limit of ours
 
 
 def check_sizes(min_size: Any, max_size: Any, *, null: bool = False) -> tuple[int, int]:
-    """Validate a (min_size, max_size) pair as psycopg_pool does: max_size None means min_size
-    (at least 1). A null pool has min_size 0, and max_size 0 (or None) means no limit."""
+    """Validate a (min_size, max_size) pair as psycopg_pool does: max_size None means min_size,
+    so ``min_size=0`` needs a max_size. A null pool has min_size 0, and max_size 0 (or None)
+    means no limit (returned as UNLIMITED)."""
     if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
         raise ValueError(f"min_size must be an int >= 0, got {min_size!r}")
     if null:
@@ -125,7 +126,10 @@ def check_sizes(min_size: Any, max_size: Any, *, null: bool = False) -> tuple[in
         if max_size is None or max_size == 0:
             return 0, UNLIMITED
     if max_size is None:
-        max_size = max(min_size, 1)
+        if min_size == 0:
+            raise ValueError("max_size must be given when min_size is 0 (max_size None means min_size, and a pool "
+                             "of 0 connections could never lend one)")  # fmt: skip
+        max_size = min_size
     if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
         raise ValueError(f"max_size must be an int >= 1, got {max_size!r}")
     if max_size < min_size:

@@ -82,9 +82,14 @@ class Connector:
         return scrub(text, self._secrets)
 
     # -- connecting ---------------------------------------------------------------------------
-    def wait_turn(self, stop: threading.Event) -> bool:
-        """Sleep until the backoff allows an attempt; False when ``stop`` was set meanwhile."""
-        pause = self._retry_at - self._clock()  # one float read
+    def wait_turn(self, stop: threading.Event, until: float | None = None) -> bool:
+        """Sleep until the backoff allows an attempt, or until ``until`` (the caller's last
+        chance: its reconnect_timeout), whichever comes first; False when ``stop`` was set
+        meanwhile."""
+        at = self._retry_at  # one float read
+        if until is not None and until < at:
+            at = until
+        pause = at - self._clock()
         return not (pause > 0 and stop.wait(pause))
 
     def open_slot(self, gen: int, max_lifetime: float) -> Slot:
@@ -121,6 +126,11 @@ class Connector:
             first = key not in self._causes
             self._causes.add(key)
         return Failure(msg, cause, delay, first)
+
+    @property
+    def streak(self) -> int:
+        """Failed connects in a row, for messages (one int read)."""
+        return self._streak
 
     def succeeded(self) -> int:
         """Record a successful connect; returns how many failed in a row before it (0 when

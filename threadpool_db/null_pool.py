@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import PoolConfigError, PoolTimeout
 from .pool import ConnectionPool
 
 
@@ -22,3 +23,18 @@ class NullConnectionPool(ConnectionPool):
     def __init__(self, conninfo: Any = "", *, min_size: int = 0, max_size: int | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("check", "never")  # every connection is brand new
         super().__init__(conninfo, min_size=min_size, max_size=max_size, **kwargs)
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """As psycopg_pool's: make one connection (connect, and ``configure``) to prove the
+        database answers; it is not kept. When none can be made within ``timeout`` the pool is
+        closed and ``PoolTimeout`` says why (``PoolConfigError`` at once when the database
+        refuses the configuration, as ``ConnectionPool.wait``)."""
+        try:
+            conn = self.getconn(timeout)
+        except PoolTimeout as e:
+            self.close()
+            raise PoolTimeout(f"pool {self.name!r}: no connection could be made within {timeout:g} s: {e}") from e
+        except PoolConfigError:
+            self.close()  # as ConnectionPool.wait: a pool that cannot open is closed
+            raise
+        self.putconn(conn)

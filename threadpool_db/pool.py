@@ -32,6 +32,7 @@ from .base import (
     AUTO_CHECK_IDLE,
     BAD_RETURN_LOG_INTERVAL,
     BURST_WINDOW,
+    UNLIMITED,
     Slot,
     Waiter,
     check_sizes,
@@ -164,7 +165,7 @@ class ConnectionPool:
         self.burst_lifetime = cfg.burst.lifetime
         self.name = cfg.connection.name or f"pool-{next(_pool_ids)}"
         self.min_size = cfg.sizing.min_size
-        self.max_size = cfg.sizing.max_size
+        self._max_size = cfg.sizing.max_size  # UNLIMITED in a null pool without a cap (max_size reads 0)
         self.timeout = cfg.sizing.timeout
         self.max_waiting = cfg.sizing.max_waiting
         self.num_workers = cfg.sizing.num_workers
@@ -207,7 +208,7 @@ class ConnectionPool:
         learner.append(self._connector.learn)
         self._driver: Driver = driver
         # The housekeeper: lifetime, idle and burst decisions (its own state, see housekeeper.py).
-        self._housekeeper = Housekeeper(self.max_idle, self.max_size, self.burst_size, self.burst_wait_threshold)
+        self._housekeeper = Housekeeper(self.max_idle, self._max_size, self.burst_size, self.burst_wait_threshold)
 
         lk = cfg.leaks
         self._leaks = (LeakDetector(lk.threshold, lk.capture_stacks, lk.stack_sample_rate, lk.reclaim,
@@ -239,7 +240,7 @@ class ConnectionPool:
         # A plain pool serves strictly FIFO on the fast path; tenants or priorities switch it
         # (for good) to the scheduler in sched.py.
         self._plain = not self._tenants.active
-        self._cap = self.max_size  # growth ceiling: max_size, or burst_size while bursting
+        self._cap = self._max_size  # growth ceiling: max_size, or burst_size while bursting
         self._rate: deque[tuple[float, int, int]] = deque(maxlen=600)  # (when, attempts, unserved) per tick
         self._futures: Any = None  # the future-borrow notifier, made on first use
         self._pid = os.getpid()
@@ -278,7 +279,7 @@ class ConnectionPool:
         positive("timeout", timeout)
         with self._lock:
             if self._closed:
-                raise PoolClosed(f"pool {self.name!r} is closed and cannot be reopened")
+                raise PoolClosed(f"pool {self.name!r} is already closed: a closed pool cannot be reopened")
             start = not self._opened
             self._opened = True
             self._opened_at = self._opened_at or self._clock()
@@ -359,6 +360,12 @@ class ConnectionPool:
             if t is not me:
                 t.join(max(0.0, deadline - self._clock()))
         logger.info("pool %r: closed (%d idle closed, %d still borrowed)", self.name, len(idle), out)
+
+    @property
+    def max_size(self) -> int:
+        """The most connections at once; 0 in a NullConnectionPool made without a cap (0 or
+        None: no limit of ours), as psycopg_pool reads it."""
+        return 0 if self._max_size >= UNLIMITED else self._max_size
 
     @property
     def closed(self) -> bool:
@@ -1094,15 +1101,17 @@ class ConnectionPool:
 
     def _create_one(self) -> None:
         """Make one connection for the pool (a creator thread), retrying while it is still
-        needed. The connector paces the attempts (one backoff for the whole pool) and says
-        whether a failure is permanent: then, while the pool holds no connection, the waiters
-        fail at once with PoolConfigError. Each distinct cause is logged once (ERROR when
-        permanent, WARNING when not); repeats go to DEBUG."""
+        needed. The connector paces the attempts (one backoff for the whole pool), and the last
+        one is made at ``reconnect_timeout`` exactly, so reconnect_failed is called on time. It
+        also says whether a failure is permanent: then, while the pool holds no connection, the
+        waiters fail at once with PoolConfigError, and the cause is logged at ERROR once (it will
+        not change until someone fixes it; repeats go to DEBUG). Every failed attempt for any
+        other reason is logged at WARNING with its cause and the next delay, as psycopg_pool does."""
         start = self._clock()
         gen = self._gen
         connector = self._connector
         while True:
-            if not connector.wait_turn(self._stop):
+            if not connector.wait_turn(self._stop, start + self.reconnect_timeout):
                 with self._lock:
                     if gen == self._gen:
                         self._growing -= 1
@@ -1131,14 +1140,17 @@ class ConnectionPool:
                     give_up = self._closed or gen != self._gen or not needed or elapsed >= self.reconnect_timeout
                     if give_up and gen == self._gen:
                         self._growing -= 1
-                if f.first:
-                    logger.log(logging.ERROR if f.cause else logging.WARNING,
-                               "pool %r: cannot connect to %s%s: %s (retrying with backoff; logged once per cause)",
-                               self.name, self._target, f" ({f.cause}: fix the configuration)" if f.cause else "",
-                               f.message)  # fmt: skip
-                else:
+                nxt = min(f.delay, max(0.0, start + self.reconnect_timeout - self._clock()))
+                if f.cause and f.first:
+                    logger.error("pool %r: cannot connect to %s (%s: fix the configuration): %s (retrying "
+                                 "with backoff; logged once per cause)", self.name, self._target, f.cause,
+                                 f.message)  # fmt: skip
+                elif f.cause:
                     logger.debug("pool %r: connection to %s failed again, next attempt in %.2f s: %s",
-                                 self.name, self._target, f.delay, f.message)  # fmt: skip
+                                 self.name, self._target, nxt, f.message)  # fmt: skip
+                elif not give_up:
+                    logger.warning("pool %r: cannot connect to %s (attempt %d; next in %.2f s): %s",
+                                   self.name, self._target, connector.streak, nxt, f.message)  # fmt: skip
                 if give_up:
                     if not self._closed and gen == self._gen and needed:
                         logger.error("pool %r: giving up connecting to %s after %.1f s: %s",
@@ -1146,8 +1158,9 @@ class ConnectionPool:
                         self._call_reconnect_failed()
                     return
                 continue
-            self._on_connect(self._clock() - attempt)
-            self._add_slot(slot, gen)
+            took = self._clock() - attempt  # connect and configure
+            self._on_connect(took)
+            self._add_slot(slot, gen, took)
             return
 
     def _call_reconnect_failed(self) -> None:
@@ -1158,7 +1171,7 @@ class ConnectionPool:
             except Exception:
                 logger.exception("pool %r: the reconnect_failed callback raised", self.name)
 
-    def _add_slot(self, slot: Slot, gen: int) -> None:
+    def _add_slot(self, slot: Slot, gen: int, took: float) -> None:
         recovered = self._connector.succeeded()
         with self._lock:
             stale = gen != self._gen
@@ -1168,13 +1181,13 @@ class ConnectionPool:
                 keep = False
             else:
                 keep = True
-                if self._nconns >= self.max_size:  # above max_size: a burst connection
+                if self._nconns >= self._max_size:  # above max_size: a burst connection
                     slot.burst = True
                     slot.expires = min(slot.expires, slot.created + self.burst_lifetime)
                 self._all[slot.id] = slot
                 self._nconns += 1
                 self._created += 1
-                self._connect_sum += self._clock() - slot.created
+                self._connect_sum += took  # psycopg_pool's connections_ms: the whole attempt
                 self._last_error = None
                 self._give_locked(slot)
                 # notified: open(wait=True) and wait(), which wait for min_size
@@ -1247,7 +1260,7 @@ class ConnectionPool:
         victims: list[Slot] = []
         self._housekeeper.max_size = hi
         with self._lock:
-            self.min_size, self.max_size = lo, hi
+            self.min_size, self._max_size = lo, hi
             self._cap = self._housekeeper.ceiling()
             excess = self._nconns - self._cap
             while excess > 0 and self._pool:
@@ -1266,7 +1279,7 @@ class ConnectionPool:
             self._grow_locked()
         for slot in victims:
             self._close_raw(slot)
-        logger.info("pool %r: resized to min_size=%d, max_size=%d", self.name, lo, hi)
+        logger.info("pool %r: resized to min_size=%d, max_size=%d", self.name, lo, self.max_size)
 
     def check(self) -> None:
         """Validate every idle connection now (psycopg_pool's ``check()``): the ones that
