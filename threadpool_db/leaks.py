@@ -231,7 +231,7 @@ class LeakDetector:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._reports: deque[dict[str, Any]] = deque(maxlen=REPORTS_KEPT)
-        self._nested_warned: set[tuple[str, str]] = set()
+        self._nested_warned: set[str] = set()  # call sites warned about (a nested borrow that waits)
         self.detected = self.reclaimed = self.returned_late = self.thread_died = self.nested = 0
 
     # -- the borrow path (called by the pool before it takes its lock) -------------------------
@@ -260,25 +260,28 @@ class LeakDetector:
                     record["borrow_site"], held, record["connection_id"], record["pool"],
                     record["thread_name"])  # fmt: skip
 
-    def saw_nested(self, pool_name: str, earlier: Lease, site_now: Site | None, thread: threading.Thread) -> None:
-        """The pool saw this thread take the last idle connection (or wait) while holding
-        ``earlier``: a real nested borrow, if the frame that borrowed ``earlier`` is still
-        running on this thread; otherwise that one escaped (the watchdog reports it)."""
+    def saw_nested(self, pool_name: str, earlier: Lease, site_now: Site | None, thread: threading.Thread,
+                   waits: bool) -> None:  # fmt: skip
+        """The pool saw this thread take the last idle connection, or wait, while holding
+        ``earlier``: a real nested borrow if the frame that borrowed ``earlier`` is still running
+        on this thread (otherwise that one escaped: the watchdog reports it). Every one counts in
+        ``nested_borrows``; only one that ``waits`` can deadlock, and only that one is logged,
+        at WARNING, once per call site (code that nests on purpose in a pool with room says
+        nothing)."""
         live = live_stack(thread.ident or 0)
         if not still_running(earlier.site, live):
             return
-        first = where(earlier.site[0], earlier.site[1]) if earlier.site else "<unknown>"
         second = where(site_now[0], site_now[1]) if site_now else "<unknown>"
         with self._lock:
             self.nested += 1
-            key = (first, second)
-            if key in self._nested_warned or len(self._nested_warned) > 1000:
+            if not waits or second in self._nested_warned or len(self._nested_warned) > 1000:
                 return
-            self._nested_warned.add(key)
+            self._nested_warned.add(second)
+        first = where(earlier.site[0], earlier.site[1]) if earlier.site else "<unknown>"
         logger.warning(
-            "%s: thread %r borrows a connection of pool %r while already holding connection %d (borrowed at "
-            "%s, still running): a thread that waits for a second connection can deadlock the pool",
-            second, thread.name, pool_name, earlier.id, first,
+            "%s: thread %r waits for a connection of pool %r while already holding connection %d (borrowed at "
+            "%s, still running): if every connection is held by such a thread, none is ever returned (a "
+            "deadlock until the timeout)", second, thread.name, pool_name, earlier.id, first,
         )  # fmt: skip
 
     # -- the watchdog -------------------------------------------------------------------------

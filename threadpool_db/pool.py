@@ -494,7 +494,7 @@ class ConnectionPool:
             if handle is not None:
                 self._on_acquire(0.0)
                 if earlier is not None:
-                    self._leaks.saw_nested(self.name, earlier, site, threading.current_thread())  # type: ignore[union-attr]
+                    self._leaks.saw_nested(self.name, earlier, site, threading.current_thread(), False)  # type: ignore[union-attr]
                 return handle
             if slot is None:
                 if deadline is None:  # the first wait: the deadline, once
@@ -570,7 +570,7 @@ class ConnectionPool:
         if isinstance(got, Slot):
             return got, None
         if earlier is not None:
-            self._leaks.saw_nested(self.name, earlier, site, threading.current_thread())  # type: ignore[union-attr]
+            self._leaks.saw_nested(self.name, earlier, site, threading.current_thread(), True)  # type: ignore[union-attr]
         w = got
         try:
             # Our own condition (Waiter.signal), released by whoever serves us: _give_locked or
@@ -591,7 +591,7 @@ class ConnectionPool:
                     self._waiting.remove(w)
                     self._timeouts += 1
                     self._tenants.count(tenant, "timeouts")
-                    raise self._timeout_error_locked(timeout)
+                    raise self._timeout_error_locked(timeout, earlier)
         if w.error is not None:
             raise w.error
         return w.slot, w.handle  # type: ignore[return-value]  # counted in _borrows by whoever granted it
@@ -784,8 +784,15 @@ class ConnectionPool:
         err.__cause__ = self._connector.config_exc  # the driver's exception, password-free
         return err
 
-    def _timeout_error_locked(self, timeout: float) -> PoolTimeout:
-        err = PoolTimeout(self._timeout_message_locked(timeout))
+    def _timeout_error_locked(self, timeout: float, held: Slot | None = None) -> PoolTimeout:
+        """The timeout, saying why it may never have been served: ``held``, a connection this
+        waiting thread holds itself (a nested borrow that can deadlock)."""
+        msg = self._timeout_message_locked(timeout)
+        if held is not None and held.handle is not None:
+            at = where(held.site[0], held.site[1]) if held.site else "<unknown>"
+            msg += (f"; this thread already holds connection {held.id} of this pool, borrowed at {at}: a thread "
+                    "that waits for a second connection while holding one can deadlock the pool")  # fmt: skip
+        err = PoolTimeout(msg)
         if self._nconns == 0 and self._last_error:
             err.cause = self._last_error  # unreachable, not busy: say why
             err.__cause__ = self._connector.last_exc
