@@ -208,15 +208,14 @@ def test_pool_timeout_names_the_top_holders(make_pool):
 
 
 @pytest.mark.usefixtures("recorder")
-def test_second_borrow_by_the_same_thread_warns(make_pool, caplog):
+def test_second_borrow_by_the_same_thread_is_counted(make_pool, caplog):
     caplog.set_level(logging.WARNING, logger="threadpool_db.leaks")
     pool = make_pool(min_size=2, max_size=2, leak_threshold=30.0, capture_stacks="full")
     a = pool.getconn()
-    b = pool.getconn()
+    b = pool.getconn()  # the last idle one, taken without waiting: counted, not logged
     pool.putconn(b)
     pool.putconn(a)
-    msgs = [r.getMessage() for r in caplog.records if "already holding" in r.getMessage()]
-    assert len(msgs) == 1 and "deadlock" in msgs[0]
+    assert not [r.getMessage() for r in caplog.records if "already holding" in r.getMessage()]
     assert pool.stats()["nested_borrows"] == 1
     c = pool.getconn()  # one at a time: no warning
     pool.putconn(c)
