@@ -51,6 +51,10 @@ class Peer:
     def statement(self) -> None:
         raise NotImplementedError
 
+    def idiom(self) -> None:
+        """A borrow and return the way users write them with this pool (no query)."""
+        self.give_back(self.borrow())
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -82,6 +86,10 @@ class _GetconnPeer(Peer):
     def statement(self) -> None:
         with self.pool.connection() as conn:
             conn.execute("SELECT 1").fetchall()
+
+    def idiom(self) -> None:
+        with self.pool.connection():
+            pass
 
     def close(self) -> None:
         self.pool.close()
@@ -241,6 +249,21 @@ def cycle(peers: dict[str, Peer], n: int, repeats: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in runs.items()}
 
 
+def idiom_cycle(peers: dict[str, Peer], n: int, repeats: int) -> dict[str, float]:
+    """The borrow as users write it: ``with pool.connection():`` for ours and psycopg_pool,
+    ``connect().close()`` for QueuePool, ``connection().close()`` for DBUtils; and ours by
+    getconn/putconn in the same rounds, for the idiom's own cost."""
+    runs: dict[str, list[float]] = {name: [] for name in peers}
+    runs["threadpool_db getconn/putconn"] = []
+    ours = peers["threadpool_db"]
+    for _ in range(repeats):
+        for name, p in peers.items():
+            runs[name].append(_timed(p.idiom, n))
+        b, g = ours.borrow, ours.give_back
+        runs["threadpool_db getconn/putconn"].append(_timed(lambda b=b, g=g: g(b()), n))
+    return {k: statistics.median(v) for k, v in runs.items()}
+
+
 def statement_cycle(peers: dict[str, Peer], n: int, repeats: int) -> dict[str, float]:
     runs: dict[str, list[float]] = {name: [] for name in peers}
     for _ in range(repeats):
@@ -367,6 +390,7 @@ def run(url: str, quick: bool) -> dict[str, Any]:
     try:
         res["cycle_us"] = cycle(peers, n, repeats)
         _close({OursPlain.name: peers.pop(OursPlain.name)})
+        res["idiom_us"] = idiom_cycle({k: v for k, v in peers.items() if v.can_wait}, n, repeats)
         res["statement_us"] = statement_cycle(peers, sn, repeats)
     finally:
         _close(peers)
@@ -427,6 +451,19 @@ def render(res: dict[str, Any]) -> str:
         base = res[key][ours]
         for name, v in res[key].items():
             out.append(f"  {name:<32} {v:9.2f} {ratio(v, base):>10}")
+    idiom = res.get("idiom_us")
+    if idiom:
+        out.append("\nThe idiom: `with pool.connection():` (QueuePool: connect().close(), DBUtils: "
+                   "connection().close()), one thread, no query, defaults (us)")  # fmt: skip
+        for name, v in idiom.items():
+            out.append(f"  {name:<32} {v:9.2f}")
+        mine, plain = idiom[ours], idiom["threadpool_db getconn/putconn"]
+        line = f"  ours: the idiom {mine / plain:.2f}x getconn/putconn"
+        if "DBUtils PooledDB" in idiom:
+            line += f", {mine / idiom['DBUtils PooledDB']:.2f}x DBUtils"
+        if "psycopg_pool" in idiom:
+            line += f", {mine / idiom['psycopg_pool']:.2f}x psycopg_pool"
+        out.append(line)
     c = res["cycle_us"]
     waiting_peers = [k for k in ("psycopg_pool", "sqlalchemy QueuePool", "DBUtils PooledDB") if k in c]
     fastest = min(waiting_peers, key=lambda k: c[k]) if waiting_peers else None

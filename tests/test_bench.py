@@ -23,6 +23,8 @@ def test_bench_pools_quick_run_has_every_peer(pg, tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     res = json.loads(out.read_text())
     assert set(res["cycle_us"]) == PEERS | {"lock+deque floor", "threadpool_db, leak detection off"}
+    assert set(res["idiom_us"]) == WAITING | {"threadpool_db getconn/putconn"}
+    assert "the idiom" in proc.stdout
     assert set(res["statement_us"]) == PEERS
     assert set(res["statement_autocommit_us"]) == PEERS
     assert set(res["contention"]) == WAITING | {"Semaphore(8) ceiling"}
