@@ -226,6 +226,24 @@ def test_future_borrow_resolves_in_the_fair_queue(make_pool):
     assert order == ["future", "sync"]
 
 
+def test_a_future_borrow_counts_its_wait_like_any_other(make_pool):
+    """One path finishes every borrow: a future that waited adds its wait to the totals, as
+    getconn does (it once counted as queued but never added its wait)."""
+    pool = make_pool(min_size=1, max_size=1)
+    held = pool.getconn()
+    before = pool.get_stats()
+    f = pool.getconn_future(timeout=SETTLE)
+    wait_until(lambda: pool.stats()["waiting"] == 1, what="the future to queue")
+    time.sleep(0.3)  # it waits at least this long
+    pool.putconn(held)
+    conn = f.result(SETTLE)
+    pool.putconn(conn)
+    after = pool.get_stats()
+    assert after["requests_queued"] - before.get("requests_queued", 0) == 1
+    assert after["requests_wait_ms"] - before.get("requests_wait_ms", 0) >= 300
+    assert pool.stats()["borrows"] == 2  # the held one and the future's, each counted once
+
+
 def test_future_cancel_before_grant_gives_its_place_back(make_pool):
     pool = make_pool(min_size=1, max_size=1)
     held = pool.getconn()

@@ -62,7 +62,7 @@ def test_connect_factory_returning_psycopg_connections_gets_the_psycopg_reset(ma
     with pool.connection() as conn:
         assert conn.read_only is None and conn.isolation_level is None
         assert conn.execute("SHOW transaction_read_only").fetchone() == ("off",)
-    assert pool._driver.name == "psycopg"
+    assert pool._connector.driver.name == "psycopg"
 
 
 def test_a_check_that_always_fails_does_not_storm_the_server(make_pool):

@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 
 from threadpool_db import ConnectionPool, PoolConfigError, PoolError
-from threadpool_db.base import AUTO_CHECK_IDLE
+from threadpool_db.config import AUTO_CHECK_IDLE
 from threadpool_db.drivers import permanent_cause
 from threadpool_db.flask import FlaskPool
 

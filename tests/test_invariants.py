@@ -132,7 +132,7 @@ class PoolMachine(RuleBasedStateMachine):
         self._return(conn)
         COUNTS["putconn"] += 1
         COUNTS["killed_returned"] += 1
-        assert all(s.raw is not raw for s in list(self.pool._pool))
+        assert all(s.raw is not raw for s in list(self.pool._idle))
 
     def fail_next_connect(self) -> None:
         _ran("fail_next_connect")
@@ -212,9 +212,9 @@ class PoolMachine(RuleBasedStateMachine):
         live = [c for c in self.out + self.leaked if not c.returned]
         raws = [id(c.raw) for c in live]
         assert len(raws) == len(set(raws))
-        idle = {id(s.raw) for s in list(self.pool._pool)}
+        idle = {id(s.raw) for s in list(self.pool._idle)}
         assert not idle & set(raws)
-        assert all(not s.raw.closed for s in list(self.pool._pool))  # a broken one never idles
+        assert all(not s.raw.closed for s in list(self.pool._idle))  # a broken one never idles
 
 
 # Floors: each rule, and each path an invariant guards, must actually have been exercised.

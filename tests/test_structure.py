@@ -37,7 +37,7 @@ def _touches(path: Path, private: set[str]) -> list[str]:
 
 def test_the_check_finds_what_it_looks_for():
     private = _pool_privates()
-    assert {"_lock", "_pool", "_waiting", "_all", "_nconns", "_give_locked", "_create_one"} <= private
+    assert {"_lock", "_idle", "_waiting", "_all", "_nconns", "_hand_over_locked", "_create_one"} <= private
 
 
 def test_no_module_but_pool_py_touches_the_pools_private_state():
@@ -131,3 +131,54 @@ def test_the_lock_check_finds_an_update_outside_the_lock():
 def test_every_counter_update_in_the_pool_holds_the_pool_lock():
     offenders = _unguarded_updates((PKG / "pool.py").read_text())
     assert offenders == [], "read-modify-write of the pool's fields outside its lock:\n" + "\n".join(offenders)
+
+
+def _imports_of_package() -> dict[str, set[str]]:
+    """Module -> the threadpool_db modules it imports, at any depth of its code: type-only
+    (TYPE_CHECKING) and function-level imports included."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(PKG.glob("*.py")):
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("threadpool_db."):
+                deps.add(node.module.split(".")[1])  # type: ignore[union-attr]
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith("threadpool_db.")}
+        graph[path.stem] = {d for d in deps if (PKG / f"{d}.py").is_file() and d != path.stem}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import ring, each once (a depth-first search that reports the back edges' rings)."""
+    found: list[list[str]] = []
+    seen: set[frozenset[str]] = set()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(mod: str, path: list[str]) -> None:
+        state[mod] = 1
+        for dep in sorted(graph.get(mod, ())):
+            if state.get(dep) == 1:
+                ring = [*path[path.index(dep):], dep]
+                if frozenset(ring) not in seen:
+                    seen.add(frozenset(ring))
+                    found.append(ring)
+            elif dep not in state:
+                visit(dep, [*path, dep])
+        state[mod] = 2
+
+    for mod in sorted(graph):
+        if mod not in state:
+            visit(mod, [mod])
+    return found
+
+
+def test_the_cycle_check_finds_a_ring():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_in_the_package_type_only_imports_included():
+    rings = _cycles(_imports_of_package())
+    assert rings == [], "import cycles in threadpool_db:\n" + "\n".join(" -> ".join(r) for r in rings)

@@ -1,36 +1,44 @@
 """threadpool_db: a blocking, fair connection pool for threaded WSGI apps, with leak detection.
 
-A map of the package: what each module owns, and how a borrow flows through it.
+A map of the package: what each module owns, and how a borrow flows through it. An arrow
+only points down this list (a module uses the ones below it), and no two modules import each
+other, directly or in a ring, type-only imports included (tests/test_structure.py checks it).
 
-Core
-  pool.py        ConnectionPool: the only owner of the pool's state (the lock, the idle deque,
-                 the waiters, the counters) and of the borrow/return hot path, open/close/fork.
-  connection.py  PooledConnection, the handle a borrower gets; dies on return.
-Records and configuration
-  base.py        Slot (one connection; each field says who guards it), Waiter, size rules.
-  config.py      PoolConfig: every parameter validated once, frozen, grouped.
-Services (own their state; reach the pool only through a narrow seam)
-  connector.py   makes connections, runs borrow-time checks, paces reconnects, knows when the
-                 database refuses the configuration.
-  housekeeper.py retires idle/expired connections, decides bursts (seam: view/evict/set_ceiling).
-  leaks.py       leak reports and reclaim (seam LeaseTable: leased/mark_reported/reclaim/now).
-  _sight.c       the borrow-site recorder in C (optional; leaks.py has the same in Python).
-  future.py      resolves getconn_future() borrows (seam: hand_out/expire_waiter).
-  workers.py     the creator and housekeeper threads; forking.py the fork hooks.
+Faces (what users import)
+  __init__.py    ConnectionPool, NullConnectionPool, the errors.
+  flask.py       FlaskPool; routing.py RoutingPool; null_pool.py NullConnectionPool;
   metrics.py     Prometheus export, through pool.add_observer().
-  guard.py       cursors and friends that die with their handle.
-Leaves: drivers.py (psycopg / DB-API adapters, connect-error classes), sched.py (tenants,
-priorities), stats.py, redact.py, errors.py, advisor.py, pgbouncer.py.
-Faces: flask.py (FlaskPool), routing.py (RoutingPool), null_pool.py, devdb.py.
-Test bed: testing.py (embedded PostgreSQL, PgBouncer). The library never imports it.
+Core
+  pool.py        ConnectionPool: the lock, the idle deque, the waiters, the counters, and the
+                 paths that change them, in flow order: admit, wait, grant, finish, return, undo;
+                 its lifecycle (open, close, fork) and the seams the services call.
+Handle
+  connection.py  PooledConnection, the handle a borrower gets (dies on return), and the guarded
+                 cursors and friends that die with it. It reaches its pool through ``Owner``.
+Services (own their state; each declares the Protocol it needs of the pool)
+  connector.py   makes, checks, resets and closes one connection and says whether it is broken
+                 (the seam for kinds of connection); the reconnect backoff; configuration errors.
+  housekeeper.py retires idle/expired connections, decides bursts (``Sweepable``).
+  leaks.py       leak reports and reclaim (``LeaseTable``); _sight.c the borrow-site recorder in C.
+  future.py      resolves getconn_future() borrows (``Granter``).
+  workers.py     the creator and housekeeper threads; forking.py the fork hooks.
+Records
+  records.py     Slot (one connection), Waiter and ``Queued`` (a borrower in the queue).
+Leaves
+  config.py (every parameter validated once; the size rule), drivers.py (psycopg / DB-API
+  adapters, connect-error classes), sched.py (tenants, priorities), stats.py (windows and the
+  formatting of stats), advisor.py (sizing from a snapshot), redact.py, errors.py, pgbouncer.py.
+Test bed: testing.py (embedded PostgreSQL, PgBouncer) and devdb.py. The library never imports it.
 
 A borrow: getconn() asks the leak detector where it is called from (one frame walk), takes the
-lock, pops an idle connection and, unless it must be validated first, makes it the caller's
-(_finish_borrow_locked: owner, site, handle) before releasing the lock. Otherwise it queues a
-Waiter (its own condition) and asks the creators to grow; putconn() or a new connection hands
-the slot straight to the oldest waiter. putconn() resets the connection (rollback, settings)
-outside the lock, then, under it, retires the handle and gives the slot to the next waiter, to
-the idle deque, or away.
+lock, pops an idle connection and, unless it must be validated first, finishes the borrow
+(_finish_borrow_locked: counted, owner, site, handle) before releasing the lock. Otherwise it
+queues a Waiter (its own condition) and asks the creators to grow; putconn() or a new
+connection hands the slot straight to the oldest waiter (_hand_over_locked), finishing its
+borrow for it. putconn() asks the connector to reset the connection (rollback, settings)
+outside the lock, then, under it, retires the handle and hands the slot on, to the next
+waiter, to the idle deque, or away. A ``with`` block's end is one call: the handle's __exit__
+calls putconn(conn, exc, commit).
 """
 
 from .connection import PooledConnection

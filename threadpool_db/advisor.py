@@ -23,6 +23,7 @@ and what the database server can take.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -143,3 +144,55 @@ def recommend(
     a.recommended_max_size = rec
     a.reasoning = why
     return a
+
+
+# -- what the pool feeds it ------------------------------------------------------------------
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What a pool measured, taken under its lock in one go (see ConnectionPool.advise)."""
+
+    now: float
+    samples: list[tuple[float, int, int]]  # (when, attempts so far, unserved so far), the last minute
+    attempts: int  # borrow attempts since open, timeouts and refusals included
+    timeouts: int  # of those, not served
+    opened_at: float
+    mean_hold_s: float
+    wait_p99_ms: float
+    max_size: int
+    target: str  # host:port/dbname: a loopback host means this machine's cores are the server's
+
+
+def ask_server(conn: Any) -> dict[str, int]:
+    """The server's ``max_connections`` and its reserved slots, through a borrowed connection."""
+    mc = int(conn.execute("SHOW max_connections").fetchone()[0])
+    row = conn.execute(
+        "SELECT coalesce(sum(setting::int), 0) FROM pg_settings "
+        "WHERE name IN ('superuser_reserved_connections', 'reserved_connections')"
+    ).fetchone()
+    return {"max_connections": mc, "reserved": int(row[0])}
+
+
+def advise(m: Measured, *, workers: int, server_cores: int | None, spindles: int,
+           facts: dict[str, int]) -> Advice:  # fmt: skip
+    """The demand rates from the pool's samples (the last minute, else since open), the
+    server's cores (this machine's when the server is on loopback), then ``recommend``."""
+    s = m.samples
+    if len(s) >= 2 and s[-1][0] > s[0][0]:
+        span = m.now - s[0][0]
+        measured = m.attempts - s[0][1]
+        rate, timeout_rate = measured / span, (m.timeouts - s[0][2]) / span
+    elif m.opened_at:
+        span = max(m.now - m.opened_at, 1e-3)
+        measured, rate, timeout_rate = m.attempts, m.attempts / span, m.timeouts / span
+    else:
+        measured, rate, timeout_rate = 0, 0.0, 0.0
+    cores_of = "given" if server_cores is not None else None
+    if server_cores is None and m.target.split(":")[0] in LOOPBACK:
+        server_cores, cores_of = os.cpu_count(), "this machine's: the server is on loopback"
+    return recommend(arrival_rate=rate, mean_hold_s=m.mean_hold_s, current_max_size=m.max_size, workers=workers,
+                     wait_p99_ms=m.wait_p99_ms, timeout_rate=timeout_rate, server_cores=server_cores,
+                     cores_of=cores_of, spindles=spindles, max_connections=facts.get("max_connections"),
+                     reserved=facts.get("reserved", 0), attempts=measured)  # fmt: skip

@@ -7,13 +7,70 @@ Every rule is here, and every error names the parameter it is about.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from .base import CHECKS, check_sizes, positive
+from .redact import redact_conninfo
 
+CHECKS = ("auto", "always", "never")
+AUTO_CHECK_IDLE = 0.5  # seconds idle after which check="auto" validates on borrow
 CAPTURES = ("off", "sampled", "full")
+
+
+# -- the size rule and the checks every module shares -------------------------------------------
+def positive(name: str, value: Any, *, allow_zero: bool = True, allow_none: bool = False) -> Any:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {type(value).__name__}")
+    if value < 0 or (value == 0 and not allow_zero) or value != value:
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return value
+
+
+UNLIMITED = 1 << 30  # a null pool's "max_size=0": no limit of ours
+
+
+def check_sizes(min_size: Any, max_size: Any, *, null: bool = False) -> tuple[int, int]:
+    """Validate a (min_size, max_size) pair as psycopg_pool does: max_size None means min_size,
+    so ``min_size=0`` needs a max_size. A null pool has min_size 0, and max_size 0 (or None)
+    means no limit (returned as UNLIMITED)."""
+    if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
+        raise ValueError(f"min_size must be an int >= 0, got {min_size!r}")
+    if null:
+        if min_size != 0:
+            raise ValueError(f"a null pool keeps no idle connections: min_size must be 0, got {min_size!r}")
+        if max_size is None or max_size == 0:
+            return 0, UNLIMITED
+    if max_size is None:
+        if min_size == 0:
+            raise ValueError("max_size must be given when min_size is 0 (max_size None means min_size, and a pool "
+                             "of 0 connections could never lend one)")  # fmt: skip
+        max_size = min_size
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
+        raise ValueError(f"max_size must be an int >= 1, got {max_size!r}")
+    if max_size < min_size:
+        raise ValueError(f"max_size ({max_size}) must be >= min_size ({min_size})")
+    return min_size, max_size
+
+
+def describe_target(conninfo: Any, kwargs: dict[str, Any] | None) -> str:
+    """host:port/dbname for messages, never the password."""
+    if callable(conninfo) or conninfo is None:
+        return "(callable conninfo)" if callable(conninfo) else "(connect factory)"
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        d = conninfo_to_dict(conninfo, **(kwargs or {}))
+        host = d.get("host") or d.get("hostaddr") or "localhost"
+        # A field may itself hold a DSN pasted in the wrong place (host="postgresql://u:pw@h"):
+        # the description goes through redaction too.
+        return redact_conninfo(f"{host}:{d.get('port') or 5432}/{d.get('dbname') or d.get('user') or ''}")
+    except Exception:
+        return redact_conninfo(str(conninfo))
+
 
 
 def _int_at_least(name: str, value: Any, low: int, also: str = "") -> None:
@@ -90,6 +147,7 @@ class PoolConfig:
     leaks: Leaks
     tenants: Tenants
     burst: Burst
+    PARAMETERS: ClassVar[tuple[str, ...]]  # build()'s, set below: what a pool's constructor passes on
 
     @classmethod
     def build(
@@ -213,3 +271,7 @@ class PoolConfig:
             Tenants(dict(tenant_limits or {}), default_tenant_limit, bool(tenant_wait), float(priority_aging)),
             Burst(burst_size, float(burst_wait_threshold), float(burst_lifetime)),
         )
+
+
+# Every parameter build() takes from a pool's constructor (null is the pool's kind, not a parameter).
+PoolConfig.PARAMETERS = tuple(p for p in inspect.signature(PoolConfig.build).parameters if p != "null")

@@ -1,31 +1,54 @@
-"""The handle a borrower gets: a thin proxy that dies when the connection goes back.
+"""The handle a borrower gets, and what dies with it.
 
+The handle (``PooledConnection``) is a thin proxy that dies when the connection goes back.
 Everything the driver's connection offers is reachable through it (``__getattr__``); the few
 calls on every request path (``execute``, ``cursor``, ``commit``, ``rollback``) are forwarded
 without that lookup. Setting ``autocommit``, ``isolation_level``, ``read_only`` or ``deferrable``
 marks the connection so the pool restores its defaults on return; touching ``.raw`` does too,
-since the pool can no longer see what is done with it.
+since the pool can no longer see what is done with it. Used as a context manager the handle
+commits on a clean exit, rolls back on an exception, and always goes back to its pool.
+``close()`` also gives it back, as in SQLAlchemy and DBUtils.
 
-Used as a context manager the handle commits on a clean exit, rolls back on an exception, and
-always goes back to its pool. ``close()`` also gives it back, as in SQLAlchemy and DBUtils.
+What a borrower takes through the handle dies with it too: a cursor (client-side or
+named/server-side), the cursor ``execute()`` returns, ``transaction()``, ``pipeline()``,
+``copy()`` and the ``notifies()``/``stream()`` generators come wrapped in a guard that checks,
+on every use, that the handle is still borrowed. After the connection goes back (or is
+reclaimed), any use raises ``PoolError`` naming the pool, where the object was taken and, when
+the leak detector recorded them, where the connection was borrowed and returned: a stale cursor
+can no longer write into the next borrower's transaction. A guard costs one attribute check
+per call; a borrow that takes no cursor pays nothing. ``conn.raw`` stays the unguarded escape
+hatch.
+
+The handle knows its pool only through ``Owner``, the two things it asks of it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import types
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import PoolError
-from .guard import Guarded, taken_at, wrap
-
-DIRTY = 1  # Slot.dirty flag: a session setting was changed through the handle
-BROKEN = 2  # Slot.dirty flag: a fatal error was seen, never reuse
+from .records import DIRTY
 
 if TYPE_CHECKING:
-    from .base import Slot
-    from .pool import ConnectionPool
+    from .records import Slot
+
+
+class Owner(Protocol):
+    """What a handle asks of the pool it came from (ConnectionPool is one)."""
+
+    name: str
+
+    def putconn(self, conn: Any, exc: BaseException | None = None, commit: bool | None = None) -> None:
+        """Give ``conn`` back; ``commit`` not None: the end of a ``with`` block (commit, or
+        roll back, an open transaction; ``exc``, the block's exception, may mark it broken)."""
+        ...
+
 
 _SETTINGS = ("autocommit", "isolation_level", "read_only", "deferrable")
 
@@ -40,6 +63,31 @@ def dead_handle_error(conn: PooledConnection, pool_name: str | None, prefix: str
         return PoolError(f"{prefix}connection was returned to a pool that no longer exists; it cannot be used again")
     return PoolError(f"{prefix}connection was already returned to pool {pool_name!r}{conn._sites()}; "
                      "it cannot be used or returned again")  # fmt: skip
+
+
+def bad_return_error(conn: Any, pool: Owner) -> PoolError:
+    """The error for a putconn that is not a return: a foreign connection, or a handle already
+    returned (or reclaimed); the message says which, and where."""
+    owner = conn._owner() if type(conn) is PooledConnection else None
+    if owner is not pool:
+        where = f"pool {owner.name!r}" if owner is not None else "outside any pool"
+        return PoolError(f"putconn: this connection does not belong to pool {pool.name!r} (it comes from {where})")
+    return dead_handle_error(conn, pool.name, "putconn: ")
+
+
+def check_connection(conn: Any) -> None:
+    """psycopg_pool's check, usable as ``check=ConnectionPool.check_connection``: raise if the
+    connection (a psycopg connection or our handle) cannot run an empty statement. It opens no
+    transaction."""
+    raw = conn.raw if type(conn) is PooledConnection else conn
+    if raw.autocommit:
+        raw.execute("")
+    else:
+        raw.autocommit = True
+        try:
+            raw.execute("")
+        finally:
+            raw.autocommit = False
 
 
 def _setting(name: str) -> property:
@@ -79,21 +127,21 @@ class PooledConnection:
     """Made only by the pool (ConnectionPool._finish_borrow_locked, which sets ``_pool``,
     ``_slot`` and ``_raw`` with no __init__ call: it is on every borrow)."""
 
-    __slots__ = ("_raw", "_slot", "_pool", "_borrowed_at", "_returned_at", "_died", "_close_pending")
+    __slots__ = ("_raw", "_slot", "_pool", "_borrowed_from", "_returned_from", "_died", "_close_pending")
     # While alive: the pool. Once retired: a weak reference to it, so a handle kept after its
     # return does not keep a dropped pool (and its connections) alive.
-    _pool: ConnectionPool | weakref.ReferenceType[ConnectionPool]
+    _pool: Owner | weakref.ReferenceType[Owner]
     # While alive: the pool's record of the connection, and the driver's connection; both None
     # once dead.
     _slot: Slot | None
     _raw: Any
     # Set only when the handle dies, never on a borrow. _died: why, when it did not simply go
-    # back (the error of a reclaim or a fork). _borrowed_at and _returned_at: the leaks.Site
+    # back (the error of a reclaim or a fork). _borrowed_from and _returned_from: the leaks.Site
     # of the borrow and of the return (None when leak detection is off), so what outlives the
     # handle can say where it was borrowed and where it went back.
     _died: PoolError | None
-    _borrowed_at: Any
-    _returned_at: Any
+    _borrowed_from: Any
+    _returned_from: Any
     # Set by close(): the pool accepts one putconn of this handle afterwards, quietly (the
     # psycopg_pool pattern conn.close(); pool.putconn(conn)). Read and cleared under the pool lock.
     _close_pending: bool
@@ -121,7 +169,7 @@ class PooledConnection:
         if not isinstance(pool, weakref.ref):
             self._pool = weakref.ref(pool)
 
-    def _owner(self) -> ConnectionPool | None:
+    def _owner(self) -> Owner | None:
         pool = self._pool
         return pool() if isinstance(pool, weakref.ref) else pool
 
@@ -139,11 +187,11 @@ class PooledConnection:
 
     @property
     def _borrow_site(self) -> str | None:
-        return self._site_of(PooledConnection._borrowed_at)  # type: ignore[attr-defined]
+        return self._site_of(PooledConnection._borrowed_from)  # type: ignore[attr-defined]
 
     @property
     def _return_site(self) -> str | None:
-        return self._site_of(PooledConnection._returned_at)  # type: ignore[attr-defined]
+        return self._site_of(PooledConnection._returned_from)  # type: ignore[attr-defined]
 
     def _site_of(self, field: Any) -> str | None:
         try:  # read the slot itself: an unset one must not fall through to __getattr__
@@ -267,10 +315,156 @@ class PooledConnection:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._raw is not None:  # else: given back inside the block, or reclaimed
-            self._pool.release(self, ev, commit=et is None)  # type: ignore[union-attr]
+            # one call: the pool commits or rolls back and takes it back in the same frame
+            self._pool.putconn(self, ev, et is None)  # type: ignore[union-attr]
 
     def __repr__(self) -> str:
         slot = self._slot
         state = f"conn={slot.id} pid={slot.pid}" if self._raw is not None else "returned"  # type: ignore[union-attr]
         pool = self._owner()
         return f"<PooledConnection pool={pool.name if pool is not None else '?'!r} {state}>"
+
+
+# -- what dies with the handle ---------------------------------------------------------------
+_TIED: tuple[type, ...] | None = None  # psycopg's objects bound to a connection, loaded lazily
+
+
+def _tied_types() -> tuple[type, ...]:
+    global _TIED
+    if _TIED is None:
+        try:
+            import psycopg
+
+            # cursor.copy() and connection.pipeline() are @contextmanager functions: what they
+            # return is contextlib's context manager, entered later
+            _TIED = (psycopg.Cursor, psycopg.ServerCursor, psycopg.Copy, psycopg.Transaction, psycopg.Pipeline,
+                     types.GeneratorType, contextlib._GeneratorContextManager)  # fmt: skip
+        except (ImportError, AttributeError):  # pragma: no cover - psycopg is a dependency
+            _TIED = (types.GeneratorType,)
+    return _TIED
+
+
+def taken_at(depth: int = 2) -> str:
+    """``file:line`` of the caller ``depth`` frames up (where a guarded object was taken)."""
+    try:
+        f = sys._getframe(depth)
+    except ValueError:
+        return "?"
+    return f"{f.f_code.co_filename}:{f.f_lineno}"
+
+
+def dead_use(handle: PooledConnection, what: str, where: str) -> PoolError:
+    """The error for using ``what`` (taken at ``where``) after its handle was returned."""
+    gone = handle.died  # the reason (reclaimed, forked) when the handle did not simply go back
+    pool = handle._owner()
+    name = pool.name if pool is not None else "?"
+    borrowed, returned = handle._borrow_site, handle._return_site
+    msg = (f"this {what} (taken at {where}) belongs to a connection that went back to pool {name!r}"
+           f"{f', borrowed at {borrowed}' if borrowed else ''}{f', returned at {returned}' if returned else ''}; "
+           "it cannot be used any more: take a new one from a new borrow")  # fmt: skip
+    if isinstance(gone, PoolError):
+        return type(gone)(f"{msg} ({gone})")
+    return PoolError(msg)
+
+
+def wrap(result: Any, handle: PooledConnection, where: str, inner: Any = None, outer: Any = None) -> Any:
+    """Guard ``result`` if it is bound to the connection (``inner`` returned as itself maps to
+    ``outer``, the guard that produced it: ``cur.execute()`` returns the cursor)."""
+    if inner is not None and result is inner:
+        return outer
+    if isinstance(result, _tied_types()):
+        if isinstance(result, types.GeneratorType):
+            return _guard_iter(result, handle, where)
+        return Guarded(result, handle, type(result).__name__.lower(), where)
+    return result
+
+
+def _guard_iter(gen: Iterator[Any], handle: PooledConnection, where: str) -> Iterator[Any]:
+    """Each item is pulled only while the handle is borrowed: pulling uses the connection."""
+    it = iter(gen)
+    while True:
+        if handle._raw is None:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+            raise dead_use(handle, "generator", where)
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        yield item
+
+
+class Guarded:
+    """A cursor, copy, transaction or pipeline that works only while its handle is borrowed."""
+
+    __slots__ = ("_obj", "_handle", "_what", "_where")
+
+    def __init__(self, obj: Any, handle: PooledConnection, what: str, where: str) -> None:
+        self._obj = obj
+        self._handle = handle
+        self._what = what
+        self._where = where
+
+    def _live(self) -> Any:
+        if self._handle._raw is None:
+            raise dead_use(self._handle, self._what, self._where)
+        return self._obj
+
+    # -- the calls a request makes, forwarded without a lookup ---------------------------------
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        obj = self._live()
+        return wrap(obj.execute(*args, **kwargs), self._handle, self._where, obj, self)
+
+    def executemany(self, *args: Any, **kwargs: Any) -> Any:
+        obj = self._live()
+        return wrap(obj.executemany(*args, **kwargs), self._handle, self._where, obj, self)
+
+    def fetchone(self) -> Any:
+        return self._live().fetchone()
+
+    def fetchmany(self, *args: Any, **kwargs: Any) -> Any:
+        return self._live().fetchmany(*args, **kwargs)
+
+    def fetchall(self) -> Any:
+        return self._live().fetchall()
+
+    def close(self) -> None:
+        if self._handle._raw is not None:  # after the return it is closed already (or dead)
+            self._obj.close()
+
+    def __iter__(self) -> Iterator[Any]:
+        obj = self._live()
+        return _guard_iter(iter(obj), self._handle, self._where)
+
+    def __enter__(self) -> Any:
+        return wrap(self._live().__enter__(), self._handle, self._where, self._obj, self)
+
+    def __exit__(self, *exc: Any) -> Any:
+        if self._handle._raw is None:
+            return None  # the connection went back inside the block: nothing left to close
+        return self._obj.__exit__(*exc)
+
+    @property
+    def connection(self) -> PooledConnection:
+        """The handle, never the driver's connection (that would bypass the guard)."""
+        self._live()
+        return self._handle
+
+    # -- everything else ----------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._live(), name)
+        if callable(value) and not isinstance(value, type):
+            return self._method(value)
+        return value
+
+    def _method(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            obj = self._live()
+            return wrap(fn(*args, **kwargs), self._handle, self._where, obj, self)
+
+        return call
+
+    def __repr__(self) -> str:
+        state = "live" if self._handle._raw is not None else "dead: its connection was returned"
+        return f"<guarded {self._what} ({state}) {self._obj!r}>"

@@ -1,7 +1,11 @@
-"""The connector: makes connections for a pool and decides when to try again.
+"""The connector: makes, checks, resets and closes one connection for a pool, says whether it
+is fit for reuse, and decides when to try connecting again.
 
-It owns the driver, the ``configure`` callback, the checks run at borrow time, the secrets to
-keep out of messages, and the reconnect backoff. The backoff is one per pool, shared by every
+It is the seam for *kinds* of connection: the pool holds Slots and asks the connector about
+what is in them (a psycopg connection, a DB-API one through its driver adapter); it never talks
+to a connection itself. It owns the driver, the ``configure`` and ``reset`` callbacks, the
+checks run at borrow time, the reset on return, the secrets to keep out of messages, and the
+reconnect backoff. The backoff is one per pool, shared by every
 creator thread (more threads must not mean more connects per second against a failing server)
 and pushed by failed connects and by brand-new connections that fail their check. It also
 keeps the *configuration error*: set while the last attempt failed for a reason retrying
@@ -18,9 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .base import LIFETIME_JITTER, Slot
-from .drivers import IDLE, Driver, permanent_cause
+from . import config
+from .drivers import ACTIVE, IDLE, INERROR, INTRANS, Driver, is_fatal_sqlstate, make_driver, permanent_cause
 from .errors import PoolError
+from .pgbouncer import guard_configure, take_flag
+from .records import BROKEN, Slot
 from .redact import find_secrets, scrub
 
 logger = logging.getLogger("threadpool_db")
@@ -29,6 +35,8 @@ BACKOFF_START = 0.1  # first retry after a failed connect (seconds, ±25% jitter
 BACKOFF_MAX = 1.0  # ceiling of the exponential backoff: recovery within ~1 s of the server
 BACKOFF_MAX_CONFIG = 10.0  # ceiling while the server refuses our configuration (bad password …)
 CAUSES_KEPT = 100  # distinct connect errors remembered for "logged once per cause"
+LIFETIME_JITTER = 0.05  # each connection lives up to 5% less than max_lifetime
+BAD_RETURN_LOG_INTERVAL = 10.0  # seconds between two warnings about a returned open transaction
 
 
 @dataclass(frozen=True)
@@ -43,23 +51,36 @@ class Failure:
     first: bool
 
 
+def _with_kwargs(kwargs: Any, **extra: Any) -> Any:
+    """``kwargs`` (a dict, a callable returning one, or None) with ``extra`` added."""
+    if callable(kwargs):
+        inner = kwargs
+        return lambda: {**inner(), **extra}
+    return {**(kwargs or {}), **extra}
+
+
 class Connector:
     def __init__(self, name: str, driver: Driver, target: str, secrets: set[str], *,
                  configure: Callable[[Any], Any] | None, check: Callable[[Any], Any] | None, check_timeout: float,
-                 clock: Callable[[], float]) -> None:  # fmt: skip
+                 clock: Callable[[], float], reset: Callable[[Any], Any] | None = None) -> None:  # fmt: skip
         self.name = name  # the pool's, for messages
         self.driver = driver
+        # The one read on every return: the connection's transaction state (IDLE: nothing to
+        # reset). The driver's own bound method, so asking through the connector costs nothing.
+        self.status = driver.status
+        self.reset_callback = reset  # the user's reset, run on each return after the built-in one
         self.target = target  # host:port/dbname, never the password
         self._secrets = secrets  # replaced, never mutated: readers see a whole set
         self._configure = configure
         self._check = check
         self.check_timeout = check_timeout
         self._clock = clock
-        self._lock = threading.Lock()  # guards the backoff state below
+        self._lock = threading.Lock()  # guards the backoff state and _bad_returns below
         self._streak = 0  # failed connects in a row
         self._check_streak = 0  # brand-new connections failing their check in a row
         self._retry_at = 0.0  # no attempt starts before this time (the pool's clock)
         self._causes: set[str] = set()  # messages logged already since the last success
+        self._bad_returns: dict[int, list[float]] = {}  # status -> [last logged at, suppressed]
         # Set while the last connect failed for a reason retrying cannot fix; read by the pool
         # without this lock (a single reference each). config_error is the password-free text,
         # config_exc the driver's exception re-made from that text (chained as __cause__).
@@ -67,6 +88,40 @@ class Connector:
         self.config_exc: BaseException | None = None
         # The last failed connect's exception, password-free likewise; cleared by a success.
         self.last_exc: BaseException | None = None
+
+    # What for_pool worked out from the pool's parameters (the pool shows them as its own).
+    conninfo: Any = ""  # the conninfo, without a ?pgbouncer flag
+    kwargs: Any = None  # the connect kwargs (behind PgBouncer: with prepare_threshold=None)
+    pgbouncer = False  # behind PgBouncer in transaction mode
+
+    @classmethod
+    def for_pool(cls, name: str, c: config.Connection, *, connect_timeout: float | None,
+                 check: Callable[[Any], Any] | None, check_timeout: float,
+                 clock: Callable[[], float]) -> Connector:  # fmt: skip
+        """The connector for a pool's connection parameters: the driver (psycopg for a
+        conninfo, else the ``connect`` factory's), PgBouncer's rules when it is behind one (no
+        prepared statements, no session SET in ``configure``), and the secrets to keep out of
+        every message, a callable conninfo's or kwargs' learned as each is called."""
+        conninfo, kwargs, configure, flagged = c.conninfo, c.kwargs, c.configure, False
+        if isinstance(conninfo, str):
+            conninfo, flagged = take_flag(conninfo)
+        pgbouncer = bool(c.pgbouncer) or (flagged and c.pgbouncer is None)
+        if pgbouncer:
+            kwargs = _with_kwargs(kwargs, prepare_threshold=None)
+            configure = guard_configure(configure)
+        static_kwargs = kwargs if isinstance(kwargs, dict) else None
+        target = config.describe_target(conninfo, static_kwargs)
+        secrets = find_secrets(conninfo if isinstance(conninfo, str) else None, static_kwargs)
+        # A callable conninfo/kwargs may rotate secrets: learned before anything can log them
+        # (through a holder, filled below: the driver is made before the connector).
+        learner: list[Callable[[str, dict[str, Any]], None]] = []
+        learn = (lambda ci, kw: learner[0](ci, kw)) if callable(conninfo) or callable(kwargs) else None
+        driver = make_driver(conninfo, c.connect, kwargs, connect_timeout, c.connection_class, learn=learn)
+        made = cls(name, driver, target, secrets, configure=configure, check=check, check_timeout=check_timeout,
+                   clock=clock, reset=c.reset)  # fmt: skip
+        learner.append(made.learn)
+        made.conninfo, made.kwargs, made.pgbouncer = conninfo, kwargs, pgbouncer
+        return made
 
     def after_fork(self) -> None:
         """In a forked child: a fresh lock (another thread may have held the parent's)."""
@@ -127,10 +182,19 @@ class Connector:
             self._causes.add(key)
         return Failure(msg, cause, delay, first)
 
-    @property
-    def streak(self) -> int:
-        """Failed connects in a row, for messages (one int read)."""
-        return self._streak
+    def log_failure(self, f: Failure, next_in: float, give_up: bool) -> None:
+        """Say why a connect failed: a permanent cause at ERROR once (it will not change until
+        someone fixes it; repeats at DEBUG), any other at WARNING on every attempt, with the
+        delay before the next one, as psycopg_pool does (the last one is the pool's ERROR)."""
+        if f.cause and f.first:
+            logger.error("pool %r: cannot connect to %s (%s: fix the configuration): %s (retrying with backoff; "
+                         "logged once per cause)", self.name, self.target, f.cause, f.message)  # fmt: skip
+        elif f.cause:
+            logger.debug("pool %r: connection to %s failed again, next attempt in %.2f s: %s",
+                         self.name, self.target, next_in, f.message)  # fmt: skip
+        elif not give_up:
+            logger.warning("pool %r: cannot connect to %s (attempt %d; next in %.2f s): %s",
+                           self.name, self.target, self._streak, next_in, f.message)  # fmt: skip
 
     def succeeded(self) -> int:
         """Record a successful connect; returns how many failed in a row before it (0 when
@@ -207,7 +271,88 @@ class Connector:
         if result[0] is not None:
             raise result[0]
 
+    # -- returning ----------------------------------------------------------------------------
+    def end_block(self, raw: Any, commit: bool, exc: BaseException | None, slot: Slot) -> None:
+        """The end of a ``with`` block: commit an open transaction when ``commit``, else roll
+        it back (on purpose: no warning); a failed one is rolled back. A fatal error ``exc``
+        marks the connection broken. A connection that is closed or broken is left alone (as
+        psycopg's own ``Connection.__exit__``): the return discards it."""
+        try:
+            status = self.driver.status(raw)
+            if status == INTRANS:
+                if commit:
+                    raw.commit()
+                else:
+                    self.driver.rollback(raw)
+            elif status == INERROR:
+                self.driver.rollback(raw)
+        finally:
+            if exc is not None and is_fatal_sqlstate(exc):
+                slot.dirty |= BROKEN
+
+    def reset(self, slot: Slot) -> str | None:
+        """Make a returned connection fit for the next borrower, or say why it must go:
+        None (fit), ``"broken"`` or ``"reset_failed"``. Its server-side cursors are closed
+        first (WITH HOLD ones would outlive the rollback)."""
+        raw, driver = slot.raw, self.driver
+        if slot.named:
+            self._close_named(slot.named)
+        if slot.dirty & BROKEN:
+            return "broken"
+        try:
+            status = driver.status(raw)
+            if status == INTRANS or status == INERROR:
+                if driver.knows_status:  # a generic driver always "is" in a transaction
+                    self._warn_bad_return(slot, status)
+                driver.rollback(raw)
+            elif status != IDLE:  # ACTIVE (a query in flight) or UNKNOWN (broken, closed)
+                if status == ACTIVE:
+                    self._warn_bad_return(slot, status)
+                return "broken"
+            if slot.dirty:
+                driver.restore(raw, slot.settings)
+                slot.dirty = 0
+            if self.reset_callback is not None:
+                self.reset_callback(raw)
+                if driver.knows_status and driver.status(raw) != IDLE:
+                    raise PoolError("reset callback left the connection in a transaction")
+            return None
+        except Exception as e:
+            logger.warning("pool %r: connection %d could not be reset, discarded: %s",
+                           self.name, slot.id, self.scrub(str(e)))  # fmt: skip
+            return "reset_failed"
+
+    def _close_named(self, cursors: list[Any]) -> None:
+        for cur in cursors:
+            try:
+                if not cur.closed:
+                    cur.close()
+            except Exception as e:  # a broken connection: the reset decides its fate
+                logger.debug("pool %r: closing a named cursor on return: %s", self.name, self.scrub(str(e)))
+        cursors.clear()
+
+    def _warn_bad_return(self, slot: Slot, status: int) -> None:
+        """A return in a transaction, in error or mid-query points at an application bug (a
+        missing commit, an unread error): say so, at most once per BAD_RETURN_LOG_INTERVAL per
+        state, with how many were not logged in between."""
+        now = self._clock()
+        with self._lock:
+            last = self._bad_returns.setdefault(status, [-1e9, 0])
+            if now - last[0] < BAD_RETURN_LOG_INTERVAL:
+                last[1] += 1
+                return
+            suppressed, last[0], last[1] = last[1], now, 0
+        what = {INTRANS: "inside an open transaction (rolled back)", INERROR: "in a failed transaction (rolled back)",
+                ACTIVE: "with a query still running (discarded)"}[status]  # fmt: skip
+        more = f"; {suppressed} more such return(s) since the last warning" if suppressed else ""
+        logger.warning("pool %r: connection %d was returned %s: commit or roll back before putconn%s",
+                       self.name, slot.id, what, more)  # fmt: skip
+
     # -- closing ------------------------------------------------------------------------------
+    def abort(self, raw: Any) -> None:
+        """Cancel and cut the connection from another thread (the owner may be inside it)."""
+        self.driver.abort(raw)
+
     def close_quietly(self, raw: Any) -> None:
         try:
             self.driver.close(raw)

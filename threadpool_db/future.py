@@ -19,13 +19,29 @@ import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import PoolError, PoolTimeout
 
 if TYPE_CHECKING:
-    from .base import Slot
-    from .pool import ConnectionPool
+    from .records import Slot
+
+
+class Granter(Protocol):
+    """The three things the notifier asks of its pool (ConnectionPool is one)."""
+
+    name: str
+
+    def hand_out(self, slot: Slot, since: float, thread: threading.Thread, site: Any) -> Any:
+        """Finish the borrow granted to a future waiter: its handle."""
+        ...
+
+    def expire_waiter(self, w: Any) -> str | None:
+        """Take a waiter whose deadline passed out of the queue: the timeout message, or None
+        when it was served meanwhile."""
+        ...
+
+    def putconn(self, conn: Any) -> None: ...
 
 _seq = itertools.count()
 
@@ -60,7 +76,7 @@ class FutureWaiter:
 class Notifier:
     """The thread that resolves futures and times them out."""
 
-    def __init__(self, pool: ConnectionPool, clock: Callable[[], float]) -> None:
+    def __init__(self, pool: Granter, clock: Callable[[], float]) -> None:
         self._clock = clock  # the pool's: deadlines are on it
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._ref = weakref.ref(pool)
@@ -96,7 +112,7 @@ class Notifier:
             self._expire(pool)
             del pool
 
-    def _resolve(self, pool: ConnectionPool, w: FutureWaiter) -> None:
+    def _resolve(self, pool: Granter, w: FutureWaiter) -> None:
         if w.error is not None:
             _set(w.future, exc=w.error)
             return
@@ -108,7 +124,7 @@ class Notifier:
             except PoolError:
                 pass
 
-    def _expire(self, pool: ConnectionPool) -> None:
+    def _expire(self, pool: Granter) -> None:
         now = self._clock()
         while self._deadlines and self._deadlines[0][0] <= now:
             _, _, w = heapq.heappop(self._deadlines)

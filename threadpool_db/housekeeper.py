@@ -15,7 +15,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from .base import BURST_WINDOW, Slot
+from .records import Slot
+
+BURST_WINDOW = 10.0  # seconds of recent borrows the burst decision looks at
 
 logger = logging.getLogger("threadpool_db")
 
@@ -49,10 +51,10 @@ class Sweepable(Protocol):
 class Housekeeper:
     def __init__(self, max_idle: float, max_size: int, burst_size: int | None, burst_wait_threshold: float) -> None:
         self.max_idle = max_idle
-        self.max_size = max_size  # kept in step by the pool's resize()
+        self.max_size = max_size  # guarded by _lock: the pool's resize() sets it (set_max_size)
         self.burst_size = burst_size
         self.burst_wait_threshold = burst_wait_threshold
-        self._lock = threading.Lock()  # guards bursting
+        self._lock = threading.Lock()  # guards bursting and max_size
         self.bursting = False
         # (when, seconds waited) of borrows that waited; appended by borrowers, lock-free
         self.slow_waits: deque[tuple[float, float]] = deque(maxlen=4096)
@@ -103,6 +105,10 @@ class Housekeeper:
         if cap is not None:
             pool.set_ceiling(cap)  # type: ignore[arg-type]
         return not bursting and any(s.burst for s in v.idle)
+
+    def set_max_size(self, max_size: int) -> None:
+        with self._lock:
+            self.max_size = max_size
 
     def ceiling(self) -> int:
         with self._lock:

@@ -168,9 +168,24 @@ def _site_python() -> Site | None:
     return None if f is None else (f.f_code, f.f_lasti, id(f), None)
 
 
+def holders_text(holders: list[Lease], now: float) -> str:
+    """The top holders of a pool, for its timeout message: thread, held for, borrow site."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return ", ".join(f"thread {names.get(s.owner) or (s.thread.name if s.thread else '?')!r} for "
+                     f"{now - s.borrowed_at:.1f} s at {where(s.site[0], s.site[1]) if s.site else '<unknown>'}"
+                     for s in holders)  # fmt: skip
+
+
+def held_text(held: Lease) -> str:
+    """A timeout's note on a connection the waiting thread holds itself: a nested borrow."""
+    at = where(held.site[0], held.site[1]) if held.site else "<unknown>"
+    return (f"this thread already holds connection {held.id} of this pool, borrowed at {at}: a thread that waits "
+            "for a second connection while holding one can deadlock the pool")
+
+
 # -- the seam ---------------------------------------------------------------------------------
 class Lease(Protocol):
-    """What the detector reads of one borrowed connection (a Slot: see base.py)."""
+    """What the detector reads of one borrowed connection (a Slot: see records.py)."""
 
     id: int
     pid: int | None

@@ -1,20 +1,23 @@
 """ConnectionPool: a blocking, fair (FIFO) pool of database connections for threads.
 
 One ``threading.Lock`` guards the idle deque, the counts and the queue of waiters. Each waiter
-has its own condition (a one-shot wake-up lock: base.Waiter), so a returned connection is
+has its own condition (a one-shot wake-up lock: records.Waiter), so a returned connection is
 handed straight to the oldest waiter: nobody barges in front of a thread that has been waiting
 longer. I/O (connect, query, close) never happens under the lock.
 
-This module owns the pool's state, its lifecycle (open, close, fork), the borrow/return paths
-and the reports on them. The services it uses own their own state (connector.py,
-housekeeper.py, leaks.py, future.py: the package map in __init__.py); the records are in
-base.py.
+This module holds that lock, the idle deque, the waiters, the counters, and the paths that
+change them, in the order a borrow takes them: admit, wait, grant, finish, return, undo. What
+needs none of that state lives with what it is about: the connector makes, checks, resets and
+closes one connection (connector.py), the housekeeper decides which idle ones retire, the leak
+detector reports and reclaims, the advisor sizes, stats.py formats (the package map is in
+__init__.py).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -24,31 +27,18 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from threading import current_thread, get_ident
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
-from . import forking, sched, workers
-from .advisor import recommend
-from .base import (
-    AUTO_CHECK_IDLE,
-    BAD_RETURN_LOG_INTERVAL,
-    BURST_WINDOW,
-    UNLIMITED,
-    Slot,
-    Waiter,
-    check_sizes,
-    describe_target,
-    positive,
-)
-from .config import PoolConfig
-from .connection import BROKEN, PooledConnection, dead_handle_error
+from . import advisor, forking, sched, stats, workers
+from .config import AUTO_CHECK_IDLE, UNLIMITED, PoolConfig, check_sizes, positive
+from .connection import PooledConnection, bad_return_error, check_connection, dead_handle_error
 from .connector import CheckTimedOut, Connector
-from .drivers import ACTIVE, IDLE, INERROR, INTRANS, Driver, is_fatal_sqlstate, make_driver
+from .drivers import IDLE
 from .errors import PoolClosed, PoolConfigError, PoolError, PoolTimeout, TenantQuotaExceeded, TooManyWaiters
 from .future import FutureWaiter, Notifier
-from .housekeeper import Housekeeper, View
-from .leaks import LeakDetector, describe, where
-from .pgbouncer import guard_configure, take_flag
-from .redact import find_secrets
+from .housekeeper import BURST_WINDOW, Housekeeper, View
+from .leaks import LeakDetector, describe, held_text, holders_text
+from .records import Queued, Slot, Waiter
 from .sched import TenantBook
 from .stats import Window
 
@@ -70,6 +60,11 @@ def _fan_out(first: Callable[[float], Any], rest: list[Callable[[float], Any]]) 
 
 
 _new_handle = object.__new__
+# The running thread's Thread object by ident: threading's own table (what current_thread()
+# reads, without its Python frame), or current_thread() where that table is not there.
+_thread_of: Callable[[int], threading.Thread | None] = (
+    getattr(threading, "_active", {}).get if hasattr(threading, "_active") else (lambda _ident: current_thread())
+)
 
 
 # What a borrow records when leak detection is off: nothing. A builtin that returns None
@@ -78,20 +73,12 @@ _new_handle = object.__new__
 _NO_SIGHT: Callable[[], None] = {}.clear
 
 
-def _with_kwargs(kwargs: Any, **extra: Any) -> Any:
-    """``kwargs`` (a dict, a callable returning one, or None) with ``extra`` added."""
-    if callable(kwargs):
-        inner = kwargs
-        return lambda: {**inner(), **extra}
-    return {**(kwargs or {}), **extra}
-
-
 class ConnectionPool:
     """A pool of ``min_size``..``max_size`` connections shared by threads.
 
-    See the README for every parameter. ``conninfo`` is a libpq string or URI, or a zero-argument
-    callable returning one; ``connect`` instead is any zero-argument callable returning a DB-API
-    2.0 connection.
+    See docs/api.md for every parameter. ``conninfo`` is a libpq string or URI, or a
+    zero-argument callable returning one; ``connect`` instead is any zero-argument callable
+    returning a DB-API 2.0 connection.
     """
 
     _keep_idle = True  # False in NullConnectionPool: a return with nobody waiting closes
@@ -105,58 +92,39 @@ class ConnectionPool:
         self,
         conninfo: str | Callable[[], str] = "",
         *,
+        # what to connect to (docs/api.md has every parameter)
         connect: Callable[[], Any] | None = None,
         kwargs: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
         connection_class: type | None = None,
-        min_size: int = 4,
-        max_size: int | None = None,
-        timeout: float = 30.0,
-        max_waiting: int = 0,
-        max_lifetime: float = 1800.0,
-        max_idle: float = 600.0,
-        check: str | Callable[[Any], Any] | None = "auto",
-        check_timeout: float = 5.0,
-        configure: Callable[[Any], Any] | None = None,
-        reset: Callable[[Any], Any] | None = None,
-        reconnect_timeout: float = 300.0,
-        reconnect_failed: Callable[[ConnectionPool], Any] | None = None,
-        connect_timeout: float | None = 10.0,
-        num_workers: int = 2,
-        name: str | None = None,
-        open: bool | None = True,
-        close_returns: bool = False,
-        leak_threshold: float | None = 60.0,
-        capture_stacks: str = "sampled",
-        stack_sample_rate: float = 0.05,
-        reclaim_leaked: bool = False,
-        reclaim_factor: float = 2.0,
-        tenant_limits: dict[str, int] | None = None,
-        default_tenant_limit: int | None = None,
-        tenant_wait: bool = True,
+        # how many, and how long a borrower waits
+        min_size: int = 4, max_size: int | None = None, timeout: float = 30.0, max_waiting: int = 0,
+        # the connections' lives, their checks and callbacks
+        max_lifetime: float = 1800.0, max_idle: float = 600.0,
+        check: str | Callable[[Any], Any] | None = "auto", check_timeout: float = 5.0,
+        configure: Callable[[Any], Any] | None = None, reset: Callable[[Any], Any] | None = None,
+        reconnect_timeout: float = 300.0, reconnect_failed: Callable[[ConnectionPool], Any] | None = None,
+        connect_timeout: float | None = 10.0, num_workers: int = 2,
+        name: str | None = None, open: bool | None = True, close_returns: bool = False,
+        # leak detection
+        leak_threshold: float | None = 60.0, capture_stacks: str = "sampled", stack_sample_rate: float = 0.05,
+        reclaim_leaked: bool = False, reclaim_factor: float = 2.0,
+        # tenants, priorities, bursts
+        tenant_limits: dict[str, int] | None = None, default_tenant_limit: int | None = None, tenant_wait: bool = True,
         priority_aging: float = 1.0,
-        burst_size: int | None = None,
-        burst_wait_threshold: float = 0.1,
-        burst_lifetime: float = 60.0,
+        burst_size: int | None = None, burst_wait_threshold: float = 0.1, burst_lifetime: float = 60.0,
         pgbouncer: bool | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         # One clock for every part of the pool (monotonic seconds; tests inject their own and
         # move it: lifetimes, idle limits, leak ages and waits all read this one).
         self._clock: Callable[[], float] = clock or time.monotonic
-        # -- validate everything before any thread or connection exists ----------------------
-        cfg = PoolConfig.build(
-            conninfo, connect=connect, kwargs=kwargs, connection_class=connection_class, min_size=min_size,
-            max_size=max_size, timeout=timeout, max_waiting=max_waiting, max_lifetime=max_lifetime,
-            max_idle=max_idle, check=check, check_timeout=check_timeout, configure=configure, reset=reset,
-            reconnect_timeout=reconnect_timeout, reconnect_failed=reconnect_failed, connect_timeout=connect_timeout,
-            num_workers=num_workers, name=name, leak_threshold=leak_threshold, capture_stacks=capture_stacks,
-            stack_sample_rate=stack_sample_rate, reclaim_leaked=reclaim_leaked, reclaim_factor=reclaim_factor,
-            tenant_limits=tenant_limits, default_tenant_limit=default_tenant_limit, tenant_wait=tenant_wait,
-            priority_aging=priority_aging, burst_size=burst_size, burst_wait_threshold=burst_wait_threshold,
-            burst_lifetime=burst_lifetime, pgbouncer=pgbouncer, null=not self._keep_idle,
-        )
+        # Validate everything before any thread or connection exists: every parameter but the
+        # few that are not configuration goes to PoolConfig (test_structure keeps the two
+        # signatures' defaults equal).
+        given = locals()
+        cfg = PoolConfig.build(**{k: given[k] for k in PoolConfig.PARAMETERS}, null=not self._keep_idle)
         self.config = cfg  # frozen: what the pool was made with (resize changes min/max_size only)
-        conninfo, kwargs, check, configure = cfg.connection.conninfo, cfg.connection.kwargs, cfg.checks.check, configure
+        check = cfg.checks.check
         self._tenants = TenantBook(cfg.tenants.limits, cfg.tenants.default_limit)
         self.tenant_wait = cfg.tenants.wait
         self.priority_aging = cfg.tenants.priority_aging
@@ -173,40 +141,23 @@ class ConnectionPool:
         self.max_idle = cfg.lifecycle.max_idle
         self.reconnect_timeout = cfg.lifecycle.reconnect_timeout
         self.check_timeout = cfg.checks.check_timeout
-        self._configure = configure
-        self._reset = reset
         self._ref = weakref.ref(self)  # what a retired handle keeps of its pool
-        self._check: Callable[[Any], Any] | None = check if callable(check) else None
-        # Borrow-time validation: after this many seconds idle (-1: always; None: never).
-        self._check_after: float | None = {"auto": AUTO_CHECK_IDLE, "always": -1.0, "never": None}.get(
+        # The check rule: a connection that rested longer than this is validated before a
+        # borrow (-1: always; inf: never). _rest_locked turns it into each slot's check_at.
+        self._check_after: float = {"auto": AUTO_CHECK_IDLE, "always": -1.0, "never": math.inf}[
             check if isinstance(check, str) else "always"
-        )
-        # Behind PgBouncer (transaction mode): no prepared statements, no session SET.
-        flagged = False
-        if isinstance(conninfo, str):
-            conninfo, flagged = take_flag(conninfo)
-        self.pgbouncer = bool(pgbouncer) or (flagged and pgbouncer is None)
-        if self.pgbouncer:
-            kwargs = _with_kwargs(kwargs, prepare_threshold=None)
-            self._configure = configure = guard_configure(configure)
-        self.conninfo = conninfo
-        self.kwargs = kwargs
+        ]
+        # The connector: one connection's making, checking, resetting and closing, and the
+        # reconnect backoff. The pool asks it about connections; it never talks to one itself.
+        self._connector = Connector.for_pool(self.name, cfg.connection, connect_timeout=cfg.lifecycle.connect_timeout,
+                                             check=check if callable(check) else None,
+                                             check_timeout=self.check_timeout, clock=self._clock)  # fmt: skip
+        self._target = self._connector.target  # host:port/dbname, for messages: never the password
+        self.conninfo, self.kwargs = self._connector.conninfo, self._connector.kwargs
+        self.pgbouncer = self._connector.pgbouncer
         self.connection_class = connection_class
         self.close_returns = close_returns  # accepted for psycopg_pool code: close() always returns
         self._reconnect_failed = reconnect_failed
-        static_kwargs = kwargs if isinstance(kwargs, dict) else None
-        self._target = describe_target(conninfo, static_kwargs)
-        secrets = find_secrets(conninfo if isinstance(conninfo, str) else None, static_kwargs)
-        # A callable conninfo/kwargs may rotate secrets: the connector learns each one before
-        # anything can log it (a holder, not a closure over the pool: no reference cycle).
-        learner: list[Callable[[str, dict[str, Any]], None]] = []
-        learn = (lambda c, k: learner[0](c, k)) if callable(conninfo) or callable(kwargs) else None
-        driver = make_driver(conninfo, connect, kwargs, cfg.lifecycle.connect_timeout, connection_class, learn=learn)
-        # The connector: driver, configure, checks, secrets, and the reconnect backoff.
-        self._connector = Connector(self.name, driver, self._target, secrets, configure=self._configure,
-                                    check=self._check, check_timeout=self.check_timeout, clock=self._clock)  # fmt: skip
-        learner.append(self._connector.learn)
-        self._driver: Driver = driver
         # The housekeeper: lifetime, idle and burst decisions (its own state, see housekeeper.py).
         self._housekeeper = Housekeeper(self.max_idle, self._max_size, self.burst_size, self.burst_wait_threshold)
 
@@ -218,21 +169,22 @@ class ConnectionPool:
         self._sight = self._leaks.sight if self._leaks is not None else _NO_SIGHT
         self._sight_return = self._leaks.sight_return if self._leaks is not None else _NO_SIGHT
         self._init_state()
-        self._opened = False
+        self._opened = False  # these three: written under the lock (open, close, __del__)
         self._opened_at = 0.0
         self._closed = False
-        self._server_facts: dict[str, int] = {}
+        self._server_facts: dict[str, int] = {}  # the advisor's, written under the lock
         forking.register(self, self._before_fork, self._after_fork_child, self._after_fork_parent)
         if open is None or open:  # psycopg_pool's None means "open now" too
             self.open()
 
     def _init_state(self) -> None:
-        """Everything that a fork must rebuild: the lock, the queues, the counts, the threads."""
+        """Everything that a fork must rebuild: the lock, the queues, the counts, the threads.
+        Every field below is guarded by the lock unless its comment says otherwise."""
         self._lock = threading.Lock()
         # Notified by _add_slot whenever the pool gains a connection; open(wait=True) waits on it.
         self._filled = threading.Condition(self._lock)
-        self._pool: deque[Slot] = deque()  # idle connections, LIFO: pop() takes the warmest
-        self._waiting: deque[Waiter] = deque()  # borrowers in arrival order
+        self._idle: deque[Slot] = deque()  # idle connections, LIFO: pop() takes the warmest
+        self._waiting: deque[Queued] = deque()  # borrowers in arrival order
         self._all: dict[int, Slot] = {}  # every live connection, idle or out
         self._nconns = 0  # live connections (== len(self._all))
         self._growing = 0  # connections being created by the workers right now
@@ -242,7 +194,9 @@ class ConnectionPool:
         self._plain = not self._tenants.active
         self._cap = self._max_size  # growth ceiling: max_size, or burst_size while bursting
         self._rate: deque[tuple[float, int, int]] = deque(maxlen=600)  # (when, attempts, unserved) per tick
-        self._futures: Any = None  # the future-borrow notifier, made on first use
+        # The future-borrow notifier: set once, under the lock, on first use (_notifier); read
+        # without it, since a reference read is atomic and it never changes once set.
+        self._futures: Notifier | None = None
         self._pid = os.getpid()
         self._borrows = self._waits = self._timeouts = self._rejected = 0
         self._created = self._closed_count = self._create_errors = self._discarded_broken = 0
@@ -250,14 +204,13 @@ class ConnectionPool:
         self._last_error: str | None = None
         self._config_errors = 0  # borrows failed fast by the connector's config_error
         self._forked_parent = getattr(self, "_forked_parent", False)  # see _after_fork_parent
-        # psycopg_pool-style totals (get_stats/pop_stats), guarded by the lock like the counters
-        # above; pop_stats moves _stats_base.
+        # psycopg_pool-style totals (get_stats/pop_stats); pop_stats moves _stats_base.
         self._wait_sum = self._usage_sum = self._connect_sum = 0.0
         self._returns_bad = 0
         self._housekeeper_runs = 0  # ticks of the housekeeper (stats: is it alive?)
         self._stats_base: dict[str, float] = {}
-        self._bad_return_log: dict[int, list[float]] = {}  # status -> [last logged at, suppressed]
         self._connect_attempts: deque[float] = deque(maxlen=64)
+        # The windows take appends without the lock (one deque append is atomic).
         self._wait_window = Window()
         self._hold_window = Window()
         self._create_window = Window(256)  # seconds each successful connect took
@@ -265,6 +218,30 @@ class ConnectionPool:
         self._tasks = workers.TaskQueue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+
+    def add_observer(self, observer: Any) -> None:
+        """Be told of borrows, returns and connects: ``observer`` may have any of
+        ``acquired(seconds)``, ``released(seconds)``, ``connected(seconds)`` and
+        ``tenant_acquired(tenant_label, seconds)`` (the label is the tenant when it has a
+        configured quota, else ``"other"``: bounded). PoolMetrics is one. Called on the
+        borrowing thread, without the pool lock: keep them quick."""
+        with self._lock:
+            self._observers = [*self._observers, observer]
+            self._wire_observers()
+
+    def _wire_observers(self) -> None:
+        """The recorders the hot path calls: the stats windows' own append when nobody
+        observes (no extra call), else one that also tells each observer. Written under the
+        lock (or before any other thread exists), each replaced whole; the hot path reads them
+        without it: a reference read is atomic, and the old and the new recorder both work."""
+        observers = getattr(self, "_observers", [])
+        self._observers = observers
+        self._on_acquire = _fan_out(self._wait_window.append, [o.acquired for o in observers if hasattr(o, "acquired")])
+        self._on_release = _fan_out(self._hold_window.append, [o.released for o in observers if hasattr(o, "released")])
+        self._on_connect = _fan_out(self._create_window.append,
+                                    [o.connected for o in observers if hasattr(o, "connected")])  # fmt: skip
+        tenant = [o.tenant_acquired for o in observers if hasattr(o, "tenant_acquired")]
+        self._tenant_observer = (lambda t, x: [f(t, x) for f in tenant]) if tenant else None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
@@ -335,11 +312,7 @@ class ConnectionPool:
             if self._closed:
                 return
             self._closed = True
-            idle = list(self._pool)
-            self._pool.clear()
-            for slot in idle:
-                self._forget_locked(slot)
-            self._closed_count += len(idle)
+            idle = self._drain_idle_locked()
             waiters = list(self._waiting)
             self._waiting.clear()
             for w in waiters:
@@ -349,7 +322,7 @@ class ConnectionPool:
         self._stop.set()
         self._tasks.shutdown(len(self._threads))
         for slot in idle:
-            self._close_raw(slot)
+            self._close_slot(slot)
         if self._leaks is not None:
             self._leaks.stop()
         if self._futures is not None:
@@ -386,15 +359,20 @@ class ConnectionPool:
         # Dropped without close(): threads hold only weak references, so tell them to exit,
         # and close the idle connections ourselves rather than leave each to the garbage
         # collector (a ResourceWarning apiece). Borrowed handles keep the pool alive, so
-        # nothing is out here. Never raise from a finalizer.
+        # nothing is out here. A finalizer must never block or raise: the lock only if free.
         try:
             self._stop.set()
             self._tasks.shutdown(len(self._threads))
-            if self._pid == os.getpid() and not self._closed:
-                self._closed = True
-                for slot in list(self._pool):
-                    self._connector.close_quietly(slot.raw)
-                self._pool.clear()
+            idle: list[Slot] = []
+            if self._pid == os.getpid() and self._lock.acquire(blocking=False):
+                try:
+                    if not self._closed:
+                        self._closed = True
+                        idle = self._drain_idle_locked()
+                finally:
+                    self._lock.release()
+            for slot in idle:
+                self._close_slot(slot)
             if self._futures is not None:
                 self._futures.stop()
             if self._leaks is not None:
@@ -406,47 +384,7 @@ class ConnectionPool:
         """True while ``conn`` is a handle borrowed from this pool and not yet returned."""
         return type(conn) is PooledConnection and conn._pool is self and conn._raw is not None
 
-    def add_observer(self, observer: Any) -> None:
-        """Be told of borrows, returns and connects: ``observer`` may have any of
-        ``acquired(seconds)``, ``released(seconds)``, ``connected(seconds)`` and
-        ``tenant_acquired(tenant_label, seconds)`` (the label is the tenant when it has a
-        configured quota, else ``"other"``: bounded). PoolMetrics is one. Called on the
-        borrowing thread, without the pool lock: keep them quick."""
-        with self._lock:
-            self._observers = [*self._observers, observer]
-            self._wire_observers()
-
-    def _wire_observers(self) -> None:
-        """The recorders the hot path calls: the stats windows' own append when nobody
-        observes (no extra call), else one that also tells each observer."""
-        observers = getattr(self, "_observers", [])
-        self._observers = observers
-        self._on_acquire = _fan_out(self._wait_window.append, [o.acquired for o in observers if hasattr(o, "acquired")])
-        self._on_release = _fan_out(self._hold_window.append, [o.released for o in observers if hasattr(o, "released")])
-        self._on_connect = _fan_out(self._create_window.append,
-                                    [o.connected for o in observers if hasattr(o, "connected")])  # fmt: skip
-        tenant = [o.tenant_acquired for o in observers if hasattr(o, "tenant_acquired")]
-        self._tenant_observer = (lambda t, x: [f(t, x) for f in tenant]) if tenant else None
-
-    def tenant_label(self, tenant: str) -> str:
-        return tenant if tenant in self._tenants.limits else "other"
-
-    @staticmethod
-    def check_connection(conn: Any) -> None:
-        """psycopg_pool's check, usable as ``check=ConnectionPool.check_connection``: raise if
-        the connection (a psycopg connection or our handle) cannot run an empty statement.
-        It opens no transaction."""
-        raw = conn.raw if isinstance(conn, PooledConnection) else conn
-        if raw.autocommit:
-            raw.execute("")
-        else:
-            raw.autocommit = True
-            try:
-                raw.execute("")
-            finally:
-                raw.autocommit = False
-
-    # -- borrowing ----------------------------------------------------------------------------
+    # -- borrowing: admit, wait, grant, finish ------------------------------------------------
     def connection(
         self, timeout: float | None = None, *, tenant: str | None = None, priority: float | None = None
     ) -> PooledConnection:
@@ -463,157 +401,66 @@ class ConnectionPool:
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be >= 0, got {timeout!r}")
         deadline = None  # computed once, by the first wait: the fast path needs none
-        waited = 0.0  # of a wait the granter could not finish for us (counted under the lock)
         site = self._sight()  # for the leak detector: where the user borrows (None when off)
-        after = self._check_after
-        if site is None:
-            ident, me = get_ident(), None
-        else:  # the leak detector keeps the thread too: a report names it after it ended
-            me = current_thread()
-            ident = me.ident or 0
+        ident = get_ident()
+        # the leak detector keeps the thread too, so a report still names it after it ended
+        me = _thread_of(ident) if site is not None else None
         while True:
+            handle = earlier = None
             with self._lock:
                 # Critical section: fast path. An idle connection and nobody queued before us:
                 # take it, and unless it must be validated first, make it ours here, under the
                 # lock, so the watchdog and a fork never see it half borrowed.
-                if self._plain and self._pool and not self._waiting and not self._closed \
+                if self._plain and self._idle and not self._waiting and not self._closed \
                         and tenant is None and priority is None:  # fmt: skip
-                    slot = self._pool.pop()
-                    self._borrows += 1
-                    if after is None or now - slot.last_used <= after:
-                        handle = self._finish_borrow_locked(slot, now, ident, site, me)
+                    slot: Slot | None = self._idle.pop()
+                    if now <= slot.check_at:  # type: ignore[union-attr]
+                        handle = self._finish_borrow_locked(slot, now, ident, site, me, 0.0)  # type: ignore[arg-type]
                         # The last idle one, with others out: is this thread holding one of
                         # them? (A thread that waits for a second connection can deadlock the
                         # pool; the leak detector tells a real nested borrow from an escape.)
-                        earlier = (self._held_by_locked(ident, slot) if not self._pool and self._nconns > 1
-                                   and self._leaks is not None else None)  # fmt: skip
-                    else:
-                        handle = None
+                        if not self._idle and self._nconns > 1 and self._leaks is not None:
+                            earlier = self._held_by_locked(ident, slot)  # type: ignore[arg-type]
                 else:
-                    slot = handle = None
-            if handle is not None:
-                self._on_acquire(0.0)
-                if earlier is not None:
-                    self._leaks.saw_nested(self.name, earlier, site, threading.current_thread(), False)  # type: ignore[union-attr]
-                return handle
-            if slot is None:
-                if deadline is None:  # the first wait: the deadline, once
-                    timeout = self.timeout if timeout is None else timeout
-                    deadline = t0 + timeout
-                slot, handle = self._wait_for_slot(deadline, timeout, tenant, priority, ident, site, me)
-                now = self._clock()
-                if handle is None:
-                    waited = now - t0  # else the granter counted it (_prefinish_locked)
-                if self.burst_size is not None and now - t0 > 0.0005:
-                    self._housekeeper.slow_waits.append((now, now - t0))
-                if handle is not None:  # the granter finished the borrow for us
-                    try:
-                        self._on_acquire(now - t0)
-                        if tenant is not None and self._tenant_observer is not None:
-                            self._tenant_observer(self.tenant_label(tenant), now - t0)
-                        return handle
-                    except BaseException:
-                        self._give_back(slot)
-                        raise
-            # From here the slot is ours and no handle holds it yet: an exception (Ctrl-C
-            # included) must give it back, or the pool is one connection short for good.
-            try:
-                if after is not None and now - slot.last_used > after and not self._validate(slot):
+                    slot = None
+            if handle is None:
+                if slot is None:  # admitted to the queue: wait until granted one
+                    if deadline is None:
+                        timeout = self.timeout if timeout is None else timeout
+                        deadline = t0 + timeout
+                    slot, handle = self._wait_for_slot(deadline, timeout, tenant, priority, ident, site, me)
                     now = self._clock()
-                    continue  # discarded; try again within the same deadline
+                    if self.burst_size is not None and now - t0 > 0.0005:
+                        self._housekeeper.slow_waits.append((now, now - t0))
+                if handle is None:
+                    # The slot is ours and no handle holds it yet: an exception (Ctrl-C
+                    # included) must give it back, or the pool is one connection short.
+                    try:
+                        if now > slot.check_at and not self._validate(slot):
+                            now = self._clock()
+                            continue  # discarded; try again within the same deadline
+                        with self._lock:
+                            handle = self._finish_borrow_locked(slot, now, ident, site, me, now - t0)
+                    except BaseException:
+                        self._undo_take(slot)
+                        raise
+            # Every borrow ends here, however it was served.
+            try:
                 self._on_acquire(now - t0)
                 if tenant is not None and self._tenant_observer is not None:
                     self._tenant_observer(self.tenant_label(tenant), now - t0)
-                with self._lock:
-                    self._wait_sum += waited
-                    return self._finish_borrow_locked(slot, now, ident, site, me)
+                if earlier is not None:
+                    self._leaks.saw_nested(self.name, earlier, site, me or current_thread(), False)  # type: ignore[union-attr]
             except BaseException:
-                self._give_back(slot)
+                self._undo_take(slot)  # type: ignore[arg-type]
                 raise
+            return handle
 
-    def _finish_borrow_locked(self, slot: Slot, now: float, owner: int, site: Any,
-                              thread: threading.Thread | None) -> PooledConnection:  # fmt: skip
-        """The end of every borrow (getconn's two paths, a future's grant), under the lock, so
-        the watchdog, a reclaim or a fork never see a connection half borrowed."""
-        slot.borrowed_at = now
-        slot.owner = owner
-        slot.thread = thread
-        slot.site = site
-        # the handle (its fields: see PooledConnection), made without an __init__ frame
-        handle = _new_handle(PooledConnection)
-        handle._pool = self
-        handle._slot = slot
-        handle._raw = slot.raw
-        slot.handle = handle
-        return handle
-
-    def _held_by_locked(self, ident: int, but: Slot) -> Slot | None:
-        """Another connection that thread ``ident`` holds now, if any (O(size), under the
-        lock; only asked when a borrow takes the last idle connection or had to wait)."""
-        for s in self._all.values():
-            if s.owner == ident and s.handle is not None and s is not but:
-                return s
-        return None
-
-    def _wait_for_slot(
-        self, deadline: float, timeout: float, tenant: str | None, priority: float | None, owner: int, site: Any,
-        thread: threading.Thread | None,
-    ) -> tuple[Slot, PooledConnection | None]:
-        """Queue and wait. Returns the slot, and its handle when the granter could finish the
-        borrow already (no validation due): then this thread takes no pool lock again."""
-        earlier = None
-        with self._lock:
-            got = self._admit_locked(tenant, priority, lambda: Waiter(tenant, float(priority or 0.0), self._clock(),
-                                                                       owner, site, thread))  # fmt: skip
-            if not isinstance(got, Slot) and self._leaks is not None:
-                earlier = self._held_by_locked(owner, None)  # waiting while holding one: could deadlock
-        if isinstance(got, Slot):
-            return got, None
-        if earlier is not None:
-            self._leaks.saw_nested(self.name, earlier, site, threading.current_thread(), True)  # type: ignore[union-attr]
-        w = got
-        try:
-            # Our own condition (Waiter.signal), released by whoever serves us: _give_locked or
-            # _dispatch_locked (a connection), close() or _create_one (an error). Until the
-            # deadline on the pool's clock; the lock's timeout is on the real one.
-            while True:
-                remaining = deadline - self._clock()
-                if remaining <= 0 or w.signal.acquire(True, min(remaining, threading.TIMEOUT_MAX)):
-                    break
-        except BaseException:  # KeyboardInterrupt, a signal handler's exception: leave the queue
-            self._abandon(w)
-            raise
-        if w.slot is None and w.error is None:
-            with self._lock:
-                # Critical section: give up, unless a connection was handed over while the
-                # wait was timing out (it was assigned under this lock, so we see it here).
-                if w.slot is None and w.error is None:
-                    self._waiting.remove(w)
-                    self._timeouts += 1
-                    self._tenants.count(tenant, "timeouts")
-                    raise self._timeout_error_locked(timeout, earlier)
-        if w.error is not None:
-            raise w.error
-        return w.slot, w.handle  # type: ignore[return-value]  # counted in _borrows by whoever granted it
-
-    def _prefinish_locked(self, w: Any, slot: Slot) -> PooledConnection | None:
-        """The granter's half of a waiter's borrow: finish it here, under the lock the
-        granter holds anyway, unless the connection must be validated first (the waiter does
-        that, and finishes the borrow itself). Futures finish theirs in the notifier."""
-        if type(w) is not Waiter:
-            return None
-        now = self._clock()
-        after = self._check_after
-        if after is not None and now - slot.last_used > after:
-            return None
-        self._wait_sum += now - w.since  # a total of psycopg_pool's stats, guarded by the lock
-        return self._finish_borrow_locked(slot, now, w.owner, w.site, w.thread)
-
-    def _admit_locked(self, tenant: str | None, priority: float | None, make_waiter: Callable[[], Any]) -> Any:
-        """Critical section: decide here if there's a connection ready (return the slot) or
-        if the client needs to wait (queue ``make_waiter()`` and return it). A waiter is only
-        ever removed from _waiting under this lock, so a connection is never handed to a
-        waiter that has given up. Shared by getconn and getconn_future."""
+    def _admit_locked(self, tenant: str | None, priority: float | None, waiter: Queued) -> Slot | None:
+        """Critical section: decide here if there's a connection ready (return its slot) or
+        the borrower must wait (queue ``waiter``, return None). A waiter is only ever removed
+        from _waiting under this lock, so a connection is never handed to a waiter that has
+        given up. Shared by getconn and getconn_future."""
         if tenant is not None and not isinstance(tenant, str):
             raise ValueError(f"tenant must be a str or None, got {type(tenant).__name__}")
         if priority is not None and (isinstance(priority, bool) or not isinstance(priority, (int, float))):
@@ -625,15 +472,14 @@ class ConnectionPool:
         if tenant is not None or priority is not None:
             self._plain = False
         if self._plain:
-            if self._pool and not self._waiting:
-                self._borrows += 1
-                return self._pool.pop()
+            if self._idle and not self._waiting:
+                return self._idle.pop()
         elif self._tenants.under_quota(tenant):
             # While a connection is idle no queued waiter is eligible (see sched.py), so one
             # under its quota may take it.
-            if self._pool:
-                slot = self._pool.pop()
-                self._grant_locked(slot, tenant)
+            if self._idle:
+                slot = self._idle.pop()
+                self._take_quota_locked(slot, tenant)
                 return slot
         elif not self.tenant_wait:
             self._rejected += 1
@@ -656,13 +502,115 @@ class ConnectionPool:
                 f"pool {self.name!r}: {len(self._waiting)} borrowers already waiting "
                 f"(max_waiting={self.max_waiting})"
             )
-        w = make_waiter()
-        self._waiting.append(w)
+        self._waiting.append(waiter)
         self._waits += 1
         self._tenants.count(tenant, "waits")
         self._grow_locked()
-        return w
+        return None
 
+    def _wait_for_slot(
+        self, deadline: float, timeout: float, tenant: str | None, priority: float | None, owner: int, site: Any,
+        thread: threading.Thread | None,
+    ) -> tuple[Slot, PooledConnection | None]:
+        """Queue and wait. Returns the slot, and its handle when the granter could finish the
+        borrow already (no validation due): then this thread takes no pool lock again."""
+        w = Waiter(tenant, float(priority or 0.0), self._clock(), owner, site, thread)
+        earlier = None
+        with self._lock:
+            got = self._admit_locked(tenant, priority, w)
+            if got is None and self._leaks is not None:
+                earlier = self._held_by_locked(owner, None)  # waiting while holding one: could deadlock
+        if got is not None:
+            return got, None
+        if earlier is not None:
+            self._leaks.saw_nested(self.name, earlier, site, thread or current_thread(), True)  # type: ignore[union-attr]
+        try:
+            # Our own condition (Waiter.signal), released by whoever serves us:
+            # _hand_over_locked or _dispatch_locked (a connection), close() or _create_one (an
+            # error). Until the deadline on the pool's clock; the lock's timeout is on the real one.
+            while True:
+                remaining = deadline - self._clock()
+                if remaining <= 0 or w.signal.acquire(True, min(remaining, threading.TIMEOUT_MAX)):
+                    break
+        except BaseException:  # KeyboardInterrupt, a signal handler's exception: leave the queue
+            self._abandon(w)
+            raise
+        if w.slot is None and w.error is None:
+            with self._lock:
+                # Critical section: give up, unless a connection was handed over while the
+                # wait was timing out (it was assigned under this lock, so we see it here).
+                if w.slot is None and w.error is None:
+                    self._waiting.remove(w)
+                    self._timeouts += 1
+                    self._tenants.count(tenant, "timeouts")
+                    raise self._timeout_error_locked(timeout, earlier)
+        if w.error is not None:
+            raise w.error
+        return w.slot, w.handle  # type: ignore[return-value]
+
+    def _hand_over_locked(self, slot: Slot) -> None:
+        """The granter: hand ``slot`` to the next waiter (the oldest; or by priority and quota
+        once the scheduler is on), or make it idle. Called with the lock held by whoever
+        frees a connection (putconn, a new connection, an undone grant)."""
+        if self._plain:
+            if self._waiting:
+                w = self._waiting.popleft()
+                w.wake(slot, handle=self._prefinish_locked(w, slot))
+            else:
+                self._idle.append(slot)
+            return
+        self._idle.append(slot)
+        self._dispatch_locked()
+
+    def _dispatch_locked(self) -> None:
+        """Scheduler mode: serve eligible waiters while connections are idle."""
+        while self._idle and self._waiting:
+            w = sched.pick(self._waiting, self._tenants, self._clock(), self.priority_aging)
+            if w is None:
+                return
+            slot = self._idle.pop()
+            self._take_quota_locked(slot, w.tenant)
+            w.wake(slot, handle=self._prefinish_locked(w, slot))
+
+    def _prefinish_locked(self, w: Queued, slot: Slot) -> PooledConnection | None:
+        """The granter's half of a waiter's borrow: finish it here, under the lock the
+        granter holds anyway, unless the connection must be validated first (the waiter does
+        that, and finishes the borrow itself). Futures finish theirs in the notifier."""
+        if type(w) is not Waiter:
+            return None
+        now = self._clock()
+        if now > slot.check_at:
+            return None
+        return self._finish_borrow_locked(slot, now, w.owner, w.site, w.thread, now - w.since)
+
+    def _finish_borrow_locked(self, slot: Slot, now: float, owner: int, site: Any, thread: threading.Thread | None,
+                              waited: float) -> PooledConnection:  # fmt: skip
+        """The end of every borrow (getconn's paths, a waiter's grant, a future's), under the
+        lock, so the watchdog, a reclaim or a fork never see a connection half borrowed. The
+        one place a borrow is counted, with its wait."""
+        self._borrows += 1
+        self._wait_sum += waited
+        slot.borrowed_at = now
+        slot.owner = owner
+        slot.thread = thread
+        slot.site = site
+        # the handle (its fields: see PooledConnection), made without an __init__ frame
+        handle = _new_handle(PooledConnection)
+        handle._pool = self
+        handle._slot = slot
+        handle._raw = slot.raw
+        slot.handle = handle
+        return handle
+
+    def _held_by_locked(self, ident: int, but: Slot | None) -> Slot | None:
+        """Another connection that thread ``ident`` holds now, if any (O(size), under the
+        lock; only asked when a borrow takes the last idle connection or has to wait)."""
+        for s in self._all.values():
+            if s.owner == ident and s.handle is not None and s is not but:
+                return s
+        return None
+
+    # -- borrowing through a future (future.Granter) ------------------------------------------
     def getconn_future(
         self, timeout: float | None = None, *, tenant: str | None = None, priority: float | None = None
     ) -> Future[PooledConnection]:
@@ -680,20 +628,17 @@ class ConnectionPool:
         site = self._sight()  # in the requester's thread, where the user borrows
         fut: Future[PooledConnection] = Future()
         notifier = self._notifier()
+        w = FutureWaiter(fut, t0 + timeout, timeout, tenant, float(priority or 0.0), notifier.queue, site, t0)
         with self._lock:
-            got = self._admit_locked(
-                tenant, priority,
-                lambda: FutureWaiter(fut, t0 + timeout, timeout, tenant, float(priority or 0.0), notifier.queue,
-                                     site, t0),
-            )  # fmt: skip
-        if isinstance(got, Slot):
-            if self._check_after is not None and t0 - got.last_used > self._check_after and not self._validate(got):
+            got = self._admit_locked(tenant, priority, w)
+        if got is not None:
+            if self._clock() > got.check_at and not self._validate(got):
                 return self.getconn_future(max(0.0, timeout - (self._clock() - t0)), tenant=tenant, priority=priority)
             fut.set_running_or_notify_cancel()
             fut.set_result(self.hand_out(got, t0, threading.current_thread(), site))
             return fut
-        notifier.watch(got)
-        fut.add_done_callback(lambda f: self._cancel_waiter(got) if f.cancelled() else None)
+        notifier.watch(w)
+        fut.add_done_callback(lambda f: self._cancel_waiter(w) if f.cancelled() else None)
         return fut
 
     def _notifier(self) -> Notifier:
@@ -701,25 +646,25 @@ class ConnectionPool:
         lock (a thread start under it would hold up every borrower)."""
         notifier = self._futures
         if notifier is None:
-            made = Notifier(self, self._clock)  # starts its thread: no lock held
+            made: Notifier | None = Notifier(self, self._clock)  # starts its thread: no lock held
             with self._lock:
                 if self._futures is None:
-                    self._futures = made
-                    made = None  # type: ignore[assignment]
+                    self._futures, made = made, None
                 notifier = self._futures
             if made is not None:
                 made.stop()  # another thread won the race
-        return notifier
+        return notifier  # type: ignore[return-value]
 
-    def hand_out(self, slot: Slot, t0: float, thread: threading.Thread, site: Any) -> PooledConnection:
-        """The future notifier's seam: finish a borrow granted to a future waiter (the steps
-        getconn does inline on its hot path): stats, ownership and the handle, under the lock."""
+    def hand_out(self, slot: Slot, since: float, thread: threading.Thread, site: Any) -> PooledConnection:
+        """The future notifier's seam: finish a borrow granted to a future waiter (its wait
+        counted like any other), then tell the observers."""
         now = self._clock()
-        self._on_acquire(now - t0)
         with self._lock:
-            return self._finish_borrow_locked(slot, now, thread.ident or 0, site, thread)
+            handle = self._finish_borrow_locked(slot, now, thread.ident or 0, site, thread, now - since)
+        self._on_acquire(now - since)
+        return handle
 
-    def _cancel_waiter(self, w: Any) -> None:
+    def _cancel_waiter(self, w: Queued) -> None:
         with self._lock:
             if w.slot is None and w in self._waiting:
                 self._waiting.remove(w)
@@ -734,44 +679,192 @@ class ConnectionPool:
             self._tenants.count(w.tenant, "timeouts")
             return self._timeout_message_locked(w.timeout)
 
+    # -- returning ----------------------------------------------------------------------------
+    def putconn(self, conn: PooledConnection, exc: BaseException | None = None, commit: bool | None = None) -> None:
+        """Give a connection back. Any open transaction is rolled back, settings restored.
+
+        After ``close()`` the connection is closed instead, and ``PoolClosed`` says so. With
+        ``commit`` given, this is the end of a ``with`` block (the handle's ``__exit__``, in one
+        call): an open transaction is committed when ``commit`` is true, else rolled back, a
+        fatal ``exc`` marks the connection broken, and a closed pool takes it back quietly.
+        """
+        slot = conn._slot if type(conn) is PooledConnection and conn._pool is self else None
+        if type(slot) is not Slot:  # foreign, already returned, or reclaimed meanwhile
+            if type(conn) is PooledConnection and self._owns_retired(conn):
+                with self._lock:
+                    if conn._take_close_pending():
+                        return  # conn.close() gave it back already: psycopg_pool's close-then-putconn
+            self._raise_bad_return(conn)
+        back = self._sight_return()  # where the caller gives it back (None when detection is off)
+        raw, connector = slot.raw, self._connector  # type: ignore[union-attr]
+        status = connector.status(raw)
+        if commit is not None and (status != IDLE or exc is not None):
+            try:
+                connector.end_block(raw, commit, exc, slot)  # type: ignore[arg-type]
+            except BaseException:
+                self.putconn(conn)  # a failed commit: the connection still goes back
+                raise
+            status = connector.status(raw)
+        now = self._clock()
+        held = now - slot.borrowed_at  # type: ignore[union-attr]
+        self._on_release(held)
+        # Why it cannot be reused: None (it can), "broken" or "reset_failed". The common case,
+        # an idle connection with nothing to restore, costs the one status read above.
+        if status == IDLE and not slot.dirty and not slot.named and connector.reset_callback is None:  # type: ignore[union-attr]
+            unfit = None
+        else:
+            unfit = connector.reset(slot)  # type: ignore[arg-type]
+        close = unfit is not None
+        with self._lock:
+            # Critical section: the handle is retired and the connection goes to the oldest
+            # waiter, or to the idle deque, or away. The check on slot.handle makes a
+            # concurrent second putconn (or a reclaim) of the same handle fail here rather
+            # than return it twice. slot.expires is read here because resize() and drain()
+            # write it under this lock.
+            if slot.handle is not conn:  # type: ignore[union-attr]
+                raise dead_handle_error(conn, self.name, "putconn: ")
+            slot.handle = None  # type: ignore[union-attr]
+            self._usage_sum += held
+            # retire the handle (PooledConnection._retire, inlined: this is the hot path)
+            conn._raw = conn._slot = None
+            conn._pool = self._ref
+            conn._borrowed_from = slot.site  # type: ignore[union-attr]  # what outlives the handle names them
+            conn._returned_from = back
+            if slot.tenant is not None:  # type: ignore[union-attr]
+                self._release_quota_locked(slot)  # type: ignore[arg-type]
+            report = slot.report  # type: ignore[union-attr]
+            if report is not None:
+                slot.report = None  # type: ignore[union-attr]
+            if slot.gen != self._gen:  # type: ignore[union-attr]  # borrowed before a fork: not ours to close
+                return
+            pool_open = not self._closed
+            if not pool_open:
+                close = True
+                self._closed_count += 1
+                self._forget_locked(slot)  # type: ignore[arg-type]
+            elif close or now >= slot.expires or (not self._keep_idle and not self._waiting):  # type: ignore[union-attr]
+                if close:
+                    self._returns_bad += 1
+                    if unfit == "reset_failed":
+                        self._reset_failed += 1
+                    else:
+                        self._discarded_broken += 1
+                elif now >= slot.expires:  # type: ignore[union-attr]
+                    self._expired += 1
+                close = True
+                self._discard_locked(slot)  # type: ignore[arg-type]
+            else:
+                self._rest_locked(slot, now)  # type: ignore[arg-type]
+                # Hand it to the oldest waiter (woken on its own condition), or make it idle.
+                if self._waiting or not self._plain:
+                    self._hand_over_locked(slot)  # type: ignore[arg-type]
+                else:
+                    self._idle.append(slot)  # type: ignore[arg-type]
+        if report is not None:
+            self._leaks.on_return(report, held)  # type: ignore[union-attr]
+        if close:
+            self._close_slot(slot)  # type: ignore[arg-type]
+        if not pool_open and commit is None:  # a with block may outlive its pool, quietly
+            raise PoolClosed(f"pool {self.name!r} is closed: the connection was closed, not returned")
+
+    def release(self, conn: PooledConnection, exc: BaseException | None = None, commit: bool = False) -> None:
+        """Give a connection back as a ``with`` block ends (Flask's teardown): commit an open
+        transaction when ``commit``, else roll it back (on purpose, so no warning); a fatal
+        ``exc`` marks the connection so it is discarded. A connection that is closed or broken
+        is neither committed nor rolled back (as psycopg's own ``Connection.__exit__``)."""
+        self.putconn(conn, exc, commit)
+
+    def _rest_locked(self, slot: Slot, now: float) -> None:
+        """A connection comes to rest (returned, or new): from now on it ages, and a borrow
+        after ``check_at`` validates it first (the check rule, in one place)."""
+        slot.last_used = now
+        slot.check_at = now + self._check_after
+
+    def _owns_retired(self, conn: PooledConnection) -> bool:
+        """Did this handle come from this pool (alive or retired)?"""
+        owner = conn._pool
+        return (owner() if isinstance(owner, weakref.ref) else owner) is self
+
+    def _raise_bad_return(self, conn: Any) -> NoReturn:
+        raise bad_return_error(conn, self)
+
+    # -- undo: a borrow that did not happen, a connection that leaves ---------------------------
     def _abandon(self, w: Waiter) -> None:
         """A waiter leaves on an exception: give up its place, or the connection it was
         granted in the meantime."""
         with self._lock:
-            slot = w.slot
+            slot, w.slot, w.handle = w.slot, None, None
             if slot is None:
                 if w in self._waiting:
                     self._waiting.remove(w)
                 return
-            w.slot = w.handle = None
-            victim = self._ungrant_locked(slot)
-        if victim is not None:
-            self._close_raw(victim)
+        self._undo_take(slot)
 
-    def _give_back(self, slot: Slot) -> None:
-        """A slot taken for a borrow that failed before its handle existed goes back."""
+    def _undo_take(self, slot: Slot) -> None:
+        """A slot taken for a borrow that failed before its borrower got the handle goes back."""
         with self._lock:
             if self._all.get(slot.id) is not slot:
                 return  # discarded meanwhile (failed validation)
-            victim = self._ungrant_locked(slot)
+            victim = self._undo_grant_locked(slot)
         if victim is not None:
-            self._close_raw(victim)
+            self._close_slot(victim)
 
-    def _ungrant_locked(self, slot: Slot) -> Slot | None:
-        """Undo a grant that never became a borrow; returns the slot to close (after the
-        lock) when the pool closed meanwhile."""
-        self._borrows -= 1
-        slot.handle = None  # a handle the granter made for it never reached its borrower
-        if slot.tenant is not None:
-            self._tenants.release(slot.tenant)
-            slot.tenant = None
+    def _undo_grant_locked(self, slot: Slot) -> Slot | None:
+        """Undo a grant that never reached its borrower: retire the handle made for it (and
+        uncount the borrow it finished), release its quota, and hand it on. Returns the slot
+        to close (after the lock) when the pool closed meanwhile."""
+        handle = slot.handle
+        if handle is not None:
+            handle._retire(None)
+            slot.handle = None
+            self._borrows -= 1
+        self._release_quota_locked(slot)
         if self._closed:
             self._forget_locked(slot)
             self._closed_count += 1
             return slot
-        self._give_locked(slot)
+        self._hand_over_locked(slot)
         return None
 
+    def _take_quota_locked(self, slot: Slot, tenant: str | None) -> None:
+        if tenant is not None:
+            self._tenants.take(tenant)
+            slot.tenant = tenant
+
+    def _release_quota_locked(self, slot: Slot) -> None:
+        """The tenant's quota, back (the one place it is given back)."""
+        if slot.tenant is not None:
+            self._tenants.release(slot.tenant)
+            slot.tenant = None
+
+    def _forget_locked(self, slot: Slot) -> None:
+        if self._all.pop(slot.id, None) is not None:
+            self._nconns -= 1
+        if slot.tenant is not None:  # a lent connection went away: its quota frees up
+            self._release_quota_locked(slot)
+            self._dispatch_locked()
+
+    def _discard_locked(self, slot: Slot) -> None:
+        """A connection leaves the pool for good; replace it if somebody needs one."""
+        self._forget_locked(slot)
+        self._closed_count += 1
+        self._grow_locked()
+        self._fill_locked()
+
+    def _drain_idle_locked(self) -> list[Slot]:
+        """Take every idle connection out of the pool, counted as closed: the caller closes
+        them after the lock (close, drain, a fork's parent, a dropped pool)."""
+        idle = list(self._idle)
+        self._idle.clear()
+        for slot in idle:
+            self._forget_locked(slot)
+        self._closed_count += len(idle)
+        return idle
+
+    def _close_slot(self, slot: Slot) -> None:
+        self._connector.close_quietly(slot.raw)
+
+    # -- why a borrow failed ------------------------------------------------------------------
     def _config_failed_locked(self) -> bool:
         return self._connector.config_error is not None and self._nconns == 0
 
@@ -789,285 +882,31 @@ class ConnectionPool:
         waiting thread holds itself (a nested borrow that can deadlock)."""
         msg = self._timeout_message_locked(timeout)
         if held is not None and held.handle is not None:
-            at = where(held.site[0], held.site[1]) if held.site else "<unknown>"
-            msg += (f"; this thread already holds connection {held.id} of this pool, borrowed at {at}: a thread "
-                    "that waits for a second connection while holding one can deadlock the pool")  # fmt: skip
+            msg += "; " + held_text(held)
         err = PoolTimeout(msg)
         if self._nconns == 0 and self._last_error:
             err.cause = self._last_error  # unreachable, not busy: say why
             err.__cause__ = self._connector.last_exc
         return err
 
+    def _timeout_message_locked(self, timeout: float) -> str:
+        idle = len(self._idle)
+        msg = (
+            f"pool {self.name!r}: no connection available within {timeout:g} s "
+            f"(size={self._nconns}, in_use={self._nconns - idle}, idle={idle}, "
+            f"waiting={len(self._waiting)}, max_size={self.max_size}); "
+            f"last connection error: {self._last_error or 'none'}"
+        )
+        holders = sorted((s for s in self._all.values() if s.handle is not None), key=lambda s: s.borrowed_at)
+        if holders and self._leaks is not None:
+            msg += "; top holders: " + holders_text(holders[:3], self._clock())  # type: ignore[arg-type]
+        return msg
+
     def _probe_locked(self) -> None:
         """One background connect attempt, unless one is already under way."""
         if self._growing == 0 and self._opened and not self._closed:
             self._growing += 1
             self._tasks.put(workers.CREATE)
-
-    # -- returning ----------------------------------------------------------------------------
-    def putconn(self, conn: PooledConnection) -> None:
-        """Give a connection back. Any open transaction is rolled back, settings restored.
-
-        After ``close()`` the connection is closed instead, and ``PoolClosed`` says so.
-        """
-        slot = conn._slot if type(conn) is PooledConnection and conn._pool is self else None
-        if type(slot) is not Slot:  # foreign, already returned, or reclaimed meanwhile
-            if type(conn) is PooledConnection and self._owns_retired(conn):
-                with self._lock:
-                    if conn._take_close_pending():
-                        return  # conn.close() gave it back already: psycopg_pool's close-then-putconn
-            self._check_handle(conn)  # raises the error that says what is wrong
-        back = self._sight_return()  # where the caller gives it back (None when detection is off)
-        raw = slot.raw  # type: ignore[union-attr]
-        if slot.named:  # type: ignore[union-attr]  # server-side cursors taken through the handle
-            self._close_named(slot.named)  # type: ignore[union-attr]
-        now = self._clock()
-        held = now - slot.borrowed_at  # type: ignore[union-attr]
-        self._on_release(held)
-        # Why it cannot be reused: None (it can), "broken" or "reset_failed". The common case,
-        # an idle connection with nothing to restore, costs one read of the libpq status.
-        if not slot.dirty and self._reset is None and self._driver.status(raw) == IDLE:  # type: ignore[union-attr]
-            unfit = None
-        else:
-            unfit = self._reset_for_reuse(slot, raw)  # type: ignore[arg-type]
-        close = unfit is not None
-        with self._lock:
-            # Critical section: the handle is retired and the connection goes to the oldest
-            # waiter, or to the idle deque, or away. The check on slot.handle makes a
-            # concurrent second putconn (or a reclaim) of the same handle fail here rather
-            # than return it twice. slot.expires is read here because resize() and drain()
-            # write it under this lock.
-            if slot.handle is not conn:  # type: ignore[union-attr]
-                raise dead_handle_error(conn, self.name, "putconn: ")
-            slot.handle = None  # type: ignore[union-attr]
-            self._usage_sum += held  # a total of psycopg_pool's stats: read-modify-write, so here
-            # retire the handle (PooledConnection._retire, inlined: this is the hot path)
-            conn._raw = conn._slot = None
-            conn._pool = self._ref
-            if slot.tenant is not None:
-                self._tenants.release(slot.tenant)
-                slot.tenant = None
-            report = slot.report
-            if report is not None:
-                slot.report = None
-            conn._borrowed_at = slot.site  # for the messages of what outlives the handle
-            conn._returned_at = back
-            if slot.gen != self._gen:  # borrowed before a fork: never ours to close
-                return
-            pool_open = not self._closed
-            if not pool_open:
-                close = True
-                self._closed_count += 1
-                self._forget_locked(slot)
-            elif close or now >= slot.expires or (not self._keep_idle and not self._waiting):
-                if close:
-                    self._returns_bad += 1
-                    if unfit == "reset_failed":
-                        self._reset_failed += 1
-                    else:
-                        self._discarded_broken += 1
-                elif now >= slot.expires:
-                    self._expired += 1
-                close = True
-                self._discard_locked(slot)
-            else:
-                slot.last_used = now
-                # Hand it to the oldest waiter (woken on its own condition), or make it idle.
-                if self._waiting or not self._plain:
-                    self._give_locked(slot)
-                else:
-                    self._pool.append(slot)
-        if report is not None:
-            self._leaks.on_return(report, held)  # type: ignore[union-attr]
-        if close:
-            self._close_raw(slot)
-        if not pool_open:
-            raise PoolClosed(f"pool {self.name!r} is closed: the connection was closed, not returned")
-
-    # -- the leak detector's seam (leaks.LeaseTable) -------------------------------------------
-    def leased(self) -> list[Slot]:
-        """The connections out now (a snapshot taken under the lock)."""
-        with self._lock:
-            return [s for s in self._all.values() if s.handle is not None]
-
-    def mark_reported(self, slot: Slot, handle: Any, record: dict[str, Any]) -> bool:
-        """Attach a leak report to a borrow, unless it was returned meanwhile."""
-        with self._lock:
-            if slot.handle is not handle:
-                return False
-            slot.report = record
-            return True
-
-    def reclaim(self, slot: Slot, handle: Any, error: PoolError) -> bool:
-        """Take a leaked connection back: retire its handle (its next use raises ``error``),
-        free the slot for a waiter, and abort the connection from this thread: cancel and
-        shut the socket down, never close it under a thread that may be inside libpq."""
-        with self._lock:
-            # Critical section: only if it is still out under this very handle; a return that
-            # won the race leaves it alone.
-            if slot.handle is not handle or self._all.get(slot.id) is not slot:
-                return False
-            handle._retire(error)
-            slot.handle = None
-            slot.report = None
-            self._discarded_broken += 1
-            self._discard_locked(slot)
-        self._driver.abort(slot.raw)
-        owner_alive = any(t.ident == slot.owner for t in threading.enumerate())
-        if not owner_alive:  # nobody can be inside libpq on it: close it for real
-            self._close_raw(slot)
-        return True
-
-    def now(self) -> float:
-        return self._clock()
-
-    def backend_pids(self) -> list[int]:
-        """The server process ids of this pool's connections (idle and out)."""
-        with self._lock:
-            return sorted(s.pid for s in self._all.values() if s.pid)
-
-    def _close_named(self, cursors: list[Any]) -> None:
-        """Close the server-side cursors a borrower opened (WITH HOLD ones would outlive the
-        rollback), before the connection is reset: they must not leak on the server."""
-        for cur in cursors:
-            try:
-                if not cur.closed:
-                    cur.close()
-            except Exception as e:  # a broken connection: the reset below decides its fate
-                logger.debug("pool %r: closing a named cursor on return: %s", self.name, self.redact(str(e)))
-        cursors.clear()
-
-    def _owns_retired(self, conn: PooledConnection) -> bool:
-        """Did this handle come from this pool (alive or retired)?"""
-        owner = conn._pool
-        return (owner() if isinstance(owner, weakref.ref) else owner) is self
-
-    def _check_handle(self, conn: Any) -> None:
-        owner = getattr(conn, "_pool", None) if type(conn) is PooledConnection else None
-        if isinstance(owner, weakref.ref):  # a retired handle remembers its pool weakly
-            owner = owner()
-        if owner is not self:
-            where = f"pool {owner.name!r}" if isinstance(owner, ConnectionPool) else "outside any pool"
-            raise PoolError(
-                f"putconn: this connection does not belong to pool {self.name!r} (it comes from {where})"
-            )
-        raise dead_handle_error(conn, self.name, "putconn: ")
-
-    def release(self, conn: PooledConnection, exc: BaseException | None = None, commit: bool = False) -> None:
-        """Give a connection back as a ``with`` block ends (the handle's ``__exit__``, Flask's
-        teardown): commit an open transaction when ``commit``, else roll it back (on purpose,
-        so no warning); when ``exc`` is a fatal error, mark the connection so it is discarded.
-        A connection that is closed or broken is neither committed nor rolled back (as
-        psycopg's own ``Connection.__exit__``): it is discarded quietly."""
-        slot = conn._slot
-        try:
-            status = self._driver.status(conn._raw)
-            if status == INTRANS:
-                if commit:
-                    conn._raw.commit()
-                else:
-                    self._driver.rollback(conn._raw)  # expected: not an application bug
-            elif status == INERROR:
-                self._driver.rollback(conn._raw)
-        finally:
-            if exc is not None and is_fatal_sqlstate(exc) and type(slot) is Slot:
-                slot.dirty |= BROKEN
-            try:
-                self.putconn(conn)
-            except PoolClosed:
-                pass  # closed, not returned: a with block may outlive its pool, quietly
-
-    def _reset_for_reuse(self, slot: Slot, raw: Any) -> str | None:
-        """Make a returned connection fit for the next borrower, or say why it must go."""
-        driver = self._driver
-        if slot.dirty & BROKEN:
-            return "broken"
-        try:
-            status = driver.status(raw)
-            if status == INTRANS or status == INERROR:
-                if driver.knows_status:  # a generic driver always "is" in a transaction
-                    self._warn_bad_return(slot, status)
-                driver.rollback(raw)
-            elif status != IDLE:  # ACTIVE (a query in flight) or UNKNOWN (broken, closed)
-                if status == ACTIVE:
-                    self._warn_bad_return(slot, status)
-                return "broken"
-            if slot.dirty:
-                driver.restore(raw, slot.settings)
-                slot.dirty = 0
-            if self._reset is not None:
-                self._reset(raw)
-                if driver.knows_status and driver.status(raw) != IDLE:
-                    raise PoolError("reset callback left the connection in a transaction")
-            return None
-        except Exception as e:
-            logger.warning("pool %r: connection %d could not be reset, discarded: %s",
-                           self.name, slot.id, self.redact(str(e)))  # fmt: skip
-            return "reset_failed"
-
-    def _warn_bad_return(self, slot: Slot, status: int) -> None:
-        """putconn of a connection in a transaction, in error or mid-query points at an
-        application bug (a missing commit, an unread error): say so, at most once per
-        BAD_RETURN_LOG_INTERVAL per state, with how many were not logged in between."""
-        now = self._clock()
-        with self._lock:
-            last = self._bad_return_log.setdefault(status, [-1e9, 0])
-            if now - last[0] < BAD_RETURN_LOG_INTERVAL:
-                last[1] += 1
-                return
-            suppressed, last[0], last[1] = last[1], now, 0
-        what = {INTRANS: "inside an open transaction (rolled back)", INERROR: "in a failed transaction (rolled back)",
-                ACTIVE: "with a query still running (discarded)"}[status]  # fmt: skip
-        more = f"; {suppressed} more such return(s) since the last warning" if suppressed else ""
-        logger.warning("pool %r: connection %d was returned %s: commit or roll back before putconn%s",
-                       self.name, slot.id, what, more)  # fmt: skip
-
-    # -- bookkeeping under the lock -----------------------------------------------------------
-    def _give_locked(self, slot: Slot) -> None:
-        """Hand ``slot`` to the next waiter (the oldest; or by priority and quota once the
-        scheduler is on), or make it idle. Call with the lock held."""
-        if self._plain:
-            if self._waiting:
-                self._borrows += 1  # a grant is never taken back: count the borrow now
-                w = self._waiting.popleft()
-                w.wake(slot, handle=self._prefinish_locked(w, slot))
-            else:
-                self._pool.append(slot)
-            return
-        self._pool.append(slot)
-        self._dispatch_locked()
-
-    def _dispatch_locked(self) -> None:
-        """Scheduler mode: serve eligible waiters while connections are idle."""
-        while self._pool and self._waiting:
-            w = sched.pick(self._waiting, self._tenants, self._clock(), self.priority_aging)
-            if w is None:
-                return
-            slot = self._pool.pop()
-            self._grant_locked(slot, w.tenant)
-            w.wake(slot, handle=self._prefinish_locked(w, slot))
-
-    def _grant_locked(self, slot: Slot, tenant: str | None) -> None:
-        self._borrows += 1
-        if tenant is not None:
-            self._tenants.take(tenant)
-            slot.tenant = tenant
-
-    def _forget_locked(self, slot: Slot) -> None:
-        if self._all.pop(slot.id, None) is not None:
-            self._nconns -= 1
-        if slot.tenant is not None:  # a lent connection went away: its quota frees up
-            self._tenants.release(slot.tenant)
-            slot.tenant = None
-            self._dispatch_locked()
-
-    def _discard_locked(self, slot: Slot) -> None:
-        """A connection leaves the pool for good; replace it if somebody needs one."""
-        self._forget_locked(slot)
-        self._closed_count += 1
-        self._grow_locked()
-        self._fill_locked()
-
 
     # -- connection lifecycle: the connector makes them, the housekeeper retires them ---------
     def _validate(self, slot: Slot) -> bool:
@@ -1083,24 +922,20 @@ class ConnectionPool:
             self._discarded_broken += 1
             self._discard_locked(slot)
         if not isinstance(err, CheckTimedOut):  # else its check thread closes it, when done with it
-            self._close_raw(slot)
+            self._close_slot(slot)
         return False
 
     def _grow_locked(self) -> None:
         """Ask the workers for connections the waiters need, within the ceiling (max_size, or
         burst_size while bursting)."""
         waiting = len(self._waiting) if self._plain else sched.eligible(self._waiting, self._tenants)
-        need = waiting - self._growing
-        room = self._cap - self._nconns - self._growing
-        n = min(need, room)
-        if n > 0 and self._opened and not self._closed:
-            self._growing += n
-            for _ in range(n):
-                self._tasks.put(workers.CREATE)
+        self._create_locked(min(waiting - self._growing, self._cap - self._nconns - self._growing))
 
     def _fill_locked(self) -> None:
         """Ask the workers for connections up to min_size (none in a forked parent)."""
-        n = (0 if self._forked_parent else self.min_size) - self._nconns - self._growing
+        self._create_locked((0 if self._forked_parent else self.min_size) - self._nconns - self._growing)
+
+    def _create_locked(self, n: int) -> None:
         if n > 0 and self._opened and not self._closed:
             self._growing += n
             for _ in range(n):
@@ -1108,12 +943,10 @@ class ConnectionPool:
 
     def _create_one(self) -> None:
         """Make one connection for the pool (a creator thread), retrying while it is still
-        needed. The connector paces the attempts (one backoff for the whole pool), and the last
-        one is made at ``reconnect_timeout`` exactly, so reconnect_failed is called on time. It
-        also says whether a failure is permanent: then, while the pool holds no connection, the
-        waiters fail at once with PoolConfigError, and the cause is logged at ERROR once (it will
-        not change until someone fixes it; repeats go to DEBUG). Every failed attempt for any
-        other reason is logged at WARNING with its cause and the next delay, as psycopg_pool does."""
+        needed. The connector paces the attempts (one backoff for the whole pool; the last one
+        at ``reconnect_timeout`` exactly, so reconnect_failed comes on time), logs them, and says
+        whether a failure is permanent: then, while the pool holds no connection, the waiters
+        fail at once with PoolConfigError."""
         start = self._clock()
         gen = self._gen
         connector = self._connector
@@ -1147,17 +980,8 @@ class ConnectionPool:
                     give_up = self._closed or gen != self._gen or not needed or elapsed >= self.reconnect_timeout
                     if give_up and gen == self._gen:
                         self._growing -= 1
-                nxt = min(f.delay, max(0.0, start + self.reconnect_timeout - self._clock()))
-                if f.cause and f.first:
-                    logger.error("pool %r: cannot connect to %s (%s: fix the configuration): %s (retrying "
-                                 "with backoff; logged once per cause)", self.name, self._target, f.cause,
-                                 f.message)  # fmt: skip
-                elif f.cause:
-                    logger.debug("pool %r: connection to %s failed again, next attempt in %.2f s: %s",
-                                 self.name, self._target, nxt, f.message)  # fmt: skip
-                elif not give_up:
-                    logger.warning("pool %r: cannot connect to %s (attempt %d; next in %.2f s): %s",
-                                   self.name, self._target, connector.streak, nxt, f.message)  # fmt: skip
+                connector.log_failure(f, min(f.delay, max(0.0, start + self.reconnect_timeout - self._clock())),
+                                      give_up)  # fmt: skip
                 if give_up:
                     if not self._closed and gen == self._gen and needed:
                         logger.error("pool %r: giving up connecting to %s after %.1f s: %s",
@@ -1196,11 +1020,12 @@ class ConnectionPool:
                 self._created += 1
                 self._connect_sum += took  # psycopg_pool's connections_ms: the whole attempt
                 self._last_error = None
-                self._give_locked(slot)
+                self._rest_locked(slot, slot.last_used)
+                self._hand_over_locked(slot)
                 # notified: open(wait=True) and wait(), which wait for min_size
                 self._filled.notify_all()
         if not keep:
-            self._close_raw(slot)
+            self._close_slot(slot)
         elif recovered:
             logger.warning("pool %r: connected to %s again after %d failed attempt(s)",
                            self.name, self._target, recovered)  # fmt: skip
@@ -1209,6 +1034,48 @@ class ConnectionPool:
         """One housekeeping round (the housekeeper thread): the housekeeper decides from a
         view of the pool, and asks it to evict. Returns the delay until the next round."""
         return self._housekeeper.tick(self)
+
+    # -- the leak detector's seam (leaks.LeaseTable) -------------------------------------------
+    def leased(self) -> list[Slot]:
+        """The connections out now (a snapshot taken under the lock)."""
+        with self._lock:
+            return [s for s in self._all.values() if s.handle is not None]
+
+    def mark_reported(self, slot: Slot, handle: Any, record: dict[str, Any]) -> bool:
+        """Attach a leak report to a borrow, unless it was returned meanwhile."""
+        with self._lock:
+            if slot.handle is not handle:
+                return False
+            slot.report = record
+            return True
+
+    def reclaim(self, slot: Slot, handle: Any, error: PoolError) -> bool:
+        """Take a leaked connection back: retire its handle (its next use raises ``error``),
+        free the slot for a waiter, and abort the connection from this thread: cancel and
+        shut the socket down, never close it under a thread that may be inside libpq."""
+        with self._lock:
+            # Critical section: only if it is still out under this very handle; a return that
+            # won the race leaves it alone.
+            if slot.handle is not handle or self._all.get(slot.id) is not slot:
+                return False
+            handle._retire(error)
+            slot.handle = None
+            slot.report = None
+            self._discarded_broken += 1
+            self._discard_locked(slot)
+        self._connector.abort(slot.raw)
+        owner_alive = any(t.ident == slot.owner for t in threading.enumerate())
+        if not owner_alive:  # nobody can be inside libpq on it: close it for real
+            self._close_slot(slot)
+        return True
+
+    def now(self) -> float:
+        return self._clock()
+
+    def backend_pids(self) -> list[int]:
+        """The server process ids of this pool's connections (idle and out)."""
+        with self._lock:
+            return sorted(s.pid for s in self._all.values() if s.pid)
 
     # -- the housekeeper's seam (housekeeper.Sweepable) ----------------------------------------
     def view(self) -> View:
@@ -1222,7 +1089,7 @@ class ConnectionPool:
             attempts = self._borrows + timeouts
             since = now - BURST_WINDOW
             start = next((n for t, n, _ in self._rate if t >= since), attempts)
-            return View(now, list(self._pool), self._nconns, 0 if self._forked_parent else self.min_size,
+            return View(now, list(self._idle), self._nconns, 0 if self._forked_parent else self.min_size,
                         attempts, start, [w.since for w in self._waiting], nxt)  # fmt: skip
 
     def evict(self, victims: list[tuple[Slot, str]]) -> None:
@@ -1235,7 +1102,7 @@ class ConnectionPool:
             for slot, why in victims:
                 # Critical section: only what is idle right now may go.
                 try:
-                    self._pool.remove(slot)
+                    self._idle.remove(slot)
                 except ValueError:
                     continue
                 self._forget_locked(slot)
@@ -1249,7 +1116,7 @@ class ConnectionPool:
             self._grow_locked()
         for slot in gone:
             logger.debug("pool %r: closing connection %d (lifetime or idle limit)", self.name, slot.id)
-            self._close_raw(slot)
+            self._close_slot(slot)
 
     def set_ceiling(self, cap: int) -> None:
         """How far the pool may grow now: max_size, or burst_size while bursting."""
@@ -1265,13 +1132,13 @@ class ConnectionPool:
         if self.burst_size is not None and self.burst_size < hi:
             raise ValueError(f"max_size ({hi}) must be <= burst_size ({self.burst_size})")
         victims: list[Slot] = []
-        self._housekeeper.max_size = hi
+        self._housekeeper.set_max_size(hi)
         with self._lock:
             self.min_size, self._max_size = lo, hi
             self._cap = self._housekeeper.ceiling()
             excess = self._nconns - self._cap
-            while excess > 0 and self._pool:
-                slot = self._pool.popleft()  # the longest idle first
+            while excess > 0 and self._idle:
+                slot = self._idle.popleft()  # the longest idle first
                 self._forget_locked(slot)
                 self._closed_count += 1
                 victims.append(slot)
@@ -1285,7 +1152,7 @@ class ConnectionPool:
             self._fill_locked()
             self._grow_locked()
         for slot in victims:
-            self._close_raw(slot)
+            self._close_slot(slot)
         logger.info("pool %r: resized to min_size=%d, max_size=%d", self.name, lo, self.max_size)
 
     def check(self) -> None:
@@ -1293,14 +1160,14 @@ class ConnectionPool:
         fail are discarded and replaced, the others go back. Borrowers are not held up: the
         connections under test are out of the idle set meanwhile."""
         with self._lock:
-            batch = list(self._pool)
-            self._pool.clear()
+            batch = list(self._idle)
+            self._idle.clear()
         for slot in batch:
             if slot.expires <= self._clock():
                 with self._lock:
                     self._expired += 1
                     self._discard_locked(slot)
-                self._close_raw(slot)
+                self._close_slot(slot)
             elif self._validate(slot):
                 with self._lock:
                     gone = self._closed
@@ -1308,147 +1175,76 @@ class ConnectionPool:
                         self._forget_locked(slot)
                         self._closed_count += 1
                     else:
-                        self._give_locked(slot)
+                        self._hand_over_locked(slot)
                 if gone:
-                    self._close_raw(slot)
+                    self._close_slot(slot)
 
     def drain(self) -> None:
         """Replace every connection (psycopg_pool's ``drain()``), e.g. after a password or DNS
         change: idle ones close now, borrowed ones when they come back; new ones are opened
         up to min_size."""
         with self._lock:
-            idle = list(self._pool)
-            self._pool.clear()
-            for slot in idle:
-                self._forget_locked(slot)
-            self._closed_count += len(idle)
+            idle = self._drain_idle_locked()
             for slot in self._all.values():
                 slot.expires = 0.0  # read by putconn under this lock: closes on return
             self._fill_locked()
             self._grow_locked()
         for slot in idle:
-            self._close_raw(slot)
+            self._close_slot(slot)
         logger.info("pool %r: drained (%d idle closed, the rest close on return)", self.name, len(idle))
 
-    def _close_raw(self, slot: Slot) -> None:
-        self._connector.close_quietly(slot.raw)
-
     # -- reporting ------------------------------------------------------------------------------
-    def _timeout_message_locked(self, timeout: float) -> str:
-        idle = len(self._pool)
-        msg = (
-            f"pool {self.name!r}: no connection available within {timeout:g} s "
-            f"(size={self._nconns}, in_use={self._nconns - idle}, idle={idle}, "
-            f"waiting={len(self._waiting)}, max_size={self.max_size}); "
-            f"last connection error: {self._last_error or 'none'}"
-        )
-        holders = sorted((s for s in self._all.values() if s.handle is not None), key=lambda s: s.borrowed_at)
-        if holders and self._leaks is not None:
-            now = self._clock()
-            names = {t.ident: t.name for t in threading.enumerate()}
-            parts = [f"thread {names.get(s.owner) or (s.thread.name if s.thread else '?')!r} for "
-                     f"{now - s.borrowed_at:.1f} s at "
-                     f"{where(s.site[0], s.site[1]) if s.site else '<unknown>'}" for s in holders[:3]]  # fmt: skip
-            msg += "; top holders: " + ", ".join(parts)
-        return msg
+    def _counts_locked(self) -> dict[str, Any]:
+        """Everything the reports show, read in one go under the lock (stats.py formats it)."""
+        idle = len(self._idle)
+        c: dict[str, Any] = {
+            "size": self._nconns, "idle": idle, "in_use": self._nconns - idle, "waiting": len(self._waiting),
+            "growing": self._growing, "min_size": self.min_size, "max_size": self.max_size,
+            "borrows": self._borrows, "waits": self._waits, "timeouts": self._timeouts, "rejected": self._rejected,
+            "created": self._created, "closed": self._closed_count, "create_errors": self._create_errors,
+            "discarded_broken": self._discarded_broken, "check_failed": self._check_failed,
+            "reset_failed": self._reset_failed, "expired": self._expired, "idle_closed": self._idle_closed,
+            "housekeeper_runs": self._housekeeper_runs, "last_error": self._last_error,
+            "config_error": self._connector.config_error, "config_errors": self._config_errors,
+            "pool_closed": self._closed, "wait_sum": self._wait_sum, "usage_sum": self._usage_sum,
+            "connect_sum": self._connect_sum, "returns_bad": self._returns_bad,
+        }  # fmt: skip
+        if self.burst_size is not None:
+            c["burst_size"], c["bursting"] = self.burst_size, self._housekeeper.bursting
+        if not self._plain:
+            c["tenants"] = self._tenants.stats()
+        return c
 
     def stats(self) -> dict[str, Any]:
         """A flat dict of counts, counters and recent wait/hold percentiles (ms)."""
         with self._lock:
-            idle = len(self._pool)
-            d: dict[str, Any] = {
-                "name": self.name,
-                "pid": os.getpid(),
-                "size": self._nconns,
-                "idle": idle,
-                "in_use": self._nconns - idle,
-                "waiting": len(self._waiting),
-                "growing": self._growing,
-                "min_size": self.min_size,
-                "max_size": self.max_size,
-                "borrows": self._borrows,
-                "waits": self._waits,
-                "timeouts": self._timeouts,
-                "rejected": self._rejected,
-                "created": self._created,
-                "closed": self._closed_count,
-                "create_errors": self._create_errors,
-                "discarded_broken": self._discarded_broken,
-                "check_failed": self._check_failed,
-                "reset_failed": self._reset_failed,
-                "expired": self._expired,
-                "idle_closed": self._idle_closed,
-                "housekeeper_runs": self._housekeeper_runs,
-                "last_error": self._last_error,
-                "config_error": self._connector.config_error,
-                "config_errors": self._config_errors,
-                "pool_closed": self._closed,
-            }
-
-            if self.burst_size is not None:
-                d["burst_size"], d["bursting"] = self.burst_size, self._housekeeper.bursting
-            if not self._plain:
-                d["tenants"] = self._tenants.stats()
-            # resources the pool holds: its threads alive, and its sockets (one per connection)
-            d["sockets"] = self._nconns
+            c = self._counts_locked()
+        d = stats.pool_stats(self.name, os.getpid(), c, self._wait_window, self._hold_window)
+        futures, leaks = self._futures, self._leaks
         d["threads"] = sum(t.is_alive() for t in self._threads) + sum(
-            t is not None and t.is_alive() for t in (
-                self._leaks.thread if self._leaks is not None else None,
-                self._futures.thread if self._futures is not None else None,
-            )
-        )  # fmt: skip
-        if self._leaks is not None:
-            d.update(self._leaks.stats())  # the detector's own counters, under its own lock
-        d["wait_p50_ms"], d["wait_p99_ms"] = self._wait_window.percentiles_ms(50, 99)
-        d["wait_max_ms"] = self._wait_window.max_ms()
-        d["hold_p50_ms"], d["hold_p99_ms"] = self._hold_window.percentiles_ms(50, 99)
-        d["hold_max_ms"] = self._hold_window.max_ms()
+            t is not None and t.is_alive()
+            for t in (leaks.thread if leaks is not None else None, futures.thread if futures is not None else None)
+        )
+        if leaks is not None:
+            d.update(leaks.stats())  # the detector's own counters, under its own lock
         return d
 
     # psycopg_pool's names for the same facts: get_stats() and pop_stats().
     def get_stats(self) -> dict[str, int]:
         """psycopg_pool's stats: the counters since the last ``pop_stats()``, and the sizes now."""
         with self._lock:
-            counters = self._psycopg_counters_locked()
+            c = self._counts_locked()
             base = self._stats_base
-            d = {k: int(v - base.get(k, 0)) for k, v in counters.items()}
-            measures = self._psycopg_measures_locked()
-        # as psycopg_pool: counters still at zero are left out, measures are always there
-        return {**{k: v for k, v in d.items() if v}, **measures}
+        return stats.psycopg_view(stats.psycopg_counters(c), base, stats.psycopg_measures(c))
 
     def pop_stats(self) -> dict[str, int]:
         """As ``get_stats()``, and start the counters again from zero (``stats()`` and the
         Prometheus counters keep their totals)."""
         with self._lock:
-            counters = self._psycopg_counters_locked()
+            c = self._counts_locked()
+            counters = stats.psycopg_counters(c)
             base, self._stats_base = self._stats_base, counters
-            d = {k: int(v - base.get(k, 0)) for k, v in counters.items()}
-            measures = self._psycopg_measures_locked()
-        return {**{k: v for k, v in d.items() if v}, **measures}
-
-    def _psycopg_counters_locked(self) -> dict[str, float]:
-        errors = self._timeouts + self._rejected + self._config_errors
-        return {
-            "requests_num": self._borrows + errors,
-            "requests_queued": self._waits,
-            "requests_wait_ms": self._wait_sum * 1000.0,
-            "requests_errors": errors,
-            "usage_ms": self._usage_sum * 1000.0,
-            "returns_bad": self._returns_bad,
-            "connections_num": self._created + self._create_errors,
-            "connections_ms": self._connect_sum * 1000.0,
-            "connections_errors": self._create_errors,
-            "connections_lost": self._check_failed,
-        }
-
-    def _psycopg_measures_locked(self) -> dict[str, int]:
-        return {
-            "pool_min": self.min_size,
-            "pool_max": self.max_size,
-            "pool_size": self._nconns,
-            "pool_available": len(self._pool),
-            "requests_waiting": len(self._waiting),
-        }
+        return stats.psycopg_view(counters, base, stats.psycopg_measures(c))
 
     def advise(
         self, workers: int = 1, server_cores: int | None = None, spindles: int = 1, query_server: bool = True
@@ -1460,44 +1256,23 @@ class ConnectionPool:
         now = self._clock()
         with self._lock:
             # every borrow attempt, served or not: timeouts and refusals are demand too
-            samples = [(t, n, to) for t, n, to in self._rate if t >= now - 60.0]
             timeouts = self._timeouts + self._rejected + self._config_errors
-            attempts = self._borrows + timeouts
-        if len(samples) >= 2 and samples[-1][0] > samples[0][0]:
-            span = now - samples[0][0]
-            measured = attempts - samples[0][1]
-            rate = measured / span
-            timeout_rate = (timeouts - samples[0][2]) / span
-        elif self._opened_at:
-            span = max(now - self._opened_at, 1e-3)
-            measured = attempts
-            rate, timeout_rate = attempts / span, timeouts / span
-        else:
-            measured, rate, timeout_rate = 0, 0.0, 0.0
-        facts = dict(self._server_facts)
-        if query_server and self._driver.name == "psycopg" and not self._closed:
+            measured = advisor.Measured(
+                now, [x for x in self._rate if x[0] >= now - 60.0], self._borrows + timeouts, timeouts,
+                self._opened_at, self._hold_window.mean(), self._wait_window.percentiles_ms(99)[0], self.max_size,
+                self._target,
+            )  # fmt: skip
+            facts = dict(self._server_facts)
+        if query_server and self._connector.driver.name == "psycopg" and not self._closed:
             try:
                 with self.connection(timeout=2.0) as conn:
-                    facts["max_connections"] = int(conn.execute("SHOW max_connections").fetchone()[0])
-                    rows = conn.execute(
-                        "SELECT coalesce(sum(setting::int), 0) FROM pg_settings "
-                        "WHERE name IN ('superuser_reserved_connections', 'reserved_connections')"
-                    ).fetchone()
-                    facts["reserved"] = int(rows[0])
-                self._server_facts = facts
+                    facts = advisor.ask_server(conn)
+                with self._lock:
+                    self._server_facts = facts
             except Exception as e:
                 logger.info("pool %r: advise could not ask the server: %s", self.name, self.redact(str(e)))
-        cores_of = "given" if server_cores is not None else None
-        if server_cores is None and self._target.split(":")[0] in ("127.0.0.1", "localhost", "::1"):
-            server_cores = os.cpu_count()
-            cores_of = "this machine's: the server is on loopback"
-        advice = recommend(
-            arrival_rate=rate, mean_hold_s=self._hold_window.mean(), current_max_size=self.max_size,
-            workers=workers, wait_p99_ms=self._wait_window.percentiles_ms(99)[0], timeout_rate=timeout_rate,
-            server_cores=server_cores, cores_of=cores_of, spindles=spindles,
-            max_connections=facts.get("max_connections"), reserved=facts.get("reserved", 0), attempts=measured,
-        )  # fmt: skip
-        return advice.as_dict()
+        return advisor.advise(measured, workers=workers, server_cores=server_cores, spindles=spindles,
+                              facts=facts).as_dict()  # fmt: skip
 
     def connect_attempts(self) -> list[float]:
         """Monotonic timestamps of the recent connection attempts (to see the backoff)."""
@@ -1510,7 +1285,7 @@ class ConnectionPool:
 
 
     def __repr__(self) -> str:
-        idle = len(self._pool)
+        idle = len(self._idle)
         return (
             f"<ConnectionPool {self.name!r} {self._target} size={self._nconns} idle={idle} "
             f"in_use={self._nconns - idle} waiting={len(self._waiting)} closed={self._closed}>"
@@ -1532,6 +1307,11 @@ class ConnectionPool:
         return [describe(self.name, s, threads.get(s.owner), now - s.borrowed_at, reported=s.report is not None)
                 for s in self.leased()]  # fmt: skip
 
+    def tenant_label(self, tenant: str) -> str:
+        return tenant if tenant in self._tenants.limits else "other"
+
+    check_connection = staticmethod(check_connection)  # psycopg_pool's: check=ConnectionPool.check_connection
+
     # -- fork ---------------------------------------------------------------------------------
     def _after_fork_child(self) -> None:
         """In a forked child: forget the parent's connections without touching their sockets,
@@ -1544,7 +1324,7 @@ class ConnectionPool:
                 h._retire(PoolError(
                     f"connection was borrowed from pool {self.name!r} before os.fork(); it belongs to the parent"
                 ))  # fmt: skip
-        forking.abandon(self._driver.name, [s.raw for s in inherited])
+        forking.abandon(self._connector.driver.name, [s.raw for s in inherited])
         self._connector.after_fork()
         self._housekeeper.after_fork()
         self._tenants.reset_in_use()
@@ -1571,15 +1351,11 @@ class ConnectionPool:
         with self._lock:
             if self._closed or not self._opened or self._pid != os.getpid():
                 return
-            idle = list(self._pool)
-            self._pool.clear()
-            for slot in idle:
-                self._forget_locked(slot)
-            self._closed_count += len(idle)
+            idle = self._drain_idle_locked()
             first = not self._forked_parent
             self._forked_parent = True
         for slot in idle:
-            self._close_raw(slot)
+            self._close_slot(slot)
         if first:
             logger.info("pool %r: closed %d idle connection(s) in the parent after os.fork(); a pre-fork "
                         "server's master should not hold backends its workers inherit. Connections are "

@@ -1,8 +1,10 @@
-"""Bounded windows of recent samples, for percentiles that cost nothing to record."""
+"""Bounded windows of recent samples, for percentiles that cost nothing to record, and the
+formatting of a pool's counts as ``stats()`` and psycopg_pool's ``get_stats()`` show them."""
 
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 WINDOW = 2048
 
@@ -38,3 +40,53 @@ class Window:
 
     def __len__(self) -> int:
         return len(self._d)
+
+
+# -- a pool's counts, as stats() and psycopg_pool's get_stats() show them ------------------------
+def psycopg_counters(c: dict[str, Any]) -> dict[str, float]:
+    """psycopg_pool's counters from a pool's counts (ConnectionPool._counts_locked)."""
+    errors = c["timeouts"] + c["rejected"] + c["config_errors"]
+    return {
+        "requests_num": c["borrows"] + errors,
+        "requests_queued": c["waits"],
+        "requests_wait_ms": c["wait_sum"] * 1000.0,
+        "requests_errors": errors,
+        "usage_ms": c["usage_sum"] * 1000.0,
+        "returns_bad": c["returns_bad"],
+        "connections_num": c["created"] + c["create_errors"],
+        "connections_ms": c["connect_sum"] * 1000.0,
+        "connections_errors": c["create_errors"],
+        "connections_lost": c["check_failed"],
+    }
+
+
+def psycopg_measures(c: dict[str, Any]) -> dict[str, int]:
+    return {"pool_min": c["min_size"], "pool_max": c["max_size"], "pool_size": c["size"], "pool_available": c["idle"],
+            "requests_waiting": c["waiting"]}  # fmt: skip
+
+
+def psycopg_view(counters: dict[str, float], base: dict[str, float], measures: dict[str, int]) -> dict[str, int]:
+    """get_stats()/pop_stats(): the counters since ``base``, those still at zero left out (as
+    psycopg_pool does), and the sizes now."""
+    d = {k: int(v - base.get(k, 0)) for k, v in counters.items()}
+    return {**{k: v for k, v in d.items() if v}, **measures}
+
+
+STATS_KEYS = ("size", "idle", "in_use", "waiting", "growing", "min_size", "max_size", "borrows", "waits", "timeouts",
+              "rejected", "created", "closed", "create_errors", "discarded_broken", "check_failed", "reset_failed",
+              "expired", "idle_closed", "housekeeper_runs", "last_error", "config_error", "config_errors",
+              "pool_closed")  # fmt: skip
+
+
+def pool_stats(name: str, pid: int, c: dict[str, Any], waits: Window, holds: Window) -> dict[str, Any]:
+    """stats(): the counts, in this order, and the recent wait and hold percentiles (ms)."""
+    d: dict[str, Any] = {"name": name, "pid": pid, **{k: c[k] for k in STATS_KEYS}}
+    for extra in ("burst_size", "bursting", "tenants"):
+        if extra in c:
+            d[extra] = c[extra]
+    d["sockets"] = c["size"]  # one per connection
+    d["wait_p50_ms"], d["wait_p99_ms"] = waits.percentiles_ms(50, 99)
+    d["wait_max_ms"] = waits.max_ms()
+    d["hold_p50_ms"], d["hold_p99_ms"] = holds.percentiles_ms(50, 99)
+    d["hold_max_ms"] = holds.max_ms()
+    return d

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from threadpool_db import ConnectionPool, PoolConfigError, PoolTimeout
-from threadpool_db.base import AUTO_CHECK_IDLE
+from threadpool_db.config import AUTO_CHECK_IDLE
 
 from ..helpers import connect, run_threads, sql, wait_until
 from ..timing import JOIN, SETTLE
