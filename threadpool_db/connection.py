@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import PoolError
-from .records import DIRTY
+from .records import DIRTY, NAMED
 
 if TYPE_CHECKING:
     from .records import Slot
@@ -245,6 +245,7 @@ class PooledConnection:
             if slot.named is None:  # type: ignore[union-attr]
                 slot.named = []  # type: ignore[union-attr]
             slot.named.append(cur)  # type: ignore[union-attr]
+            slot.dirty |= NAMED  # type: ignore[union-attr]  # so the return looks at them
         return Guarded(cur, self, "cursor", taken_at())
 
     transaction = _guarded("transaction")

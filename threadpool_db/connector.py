@@ -26,7 +26,7 @@ from . import config
 from .drivers import ACTIVE, IDLE, INERROR, INTRANS, Driver, is_fatal_sqlstate, make_driver, permanent_cause
 from .errors import PoolError
 from .pgbouncer import guard_configure, take_flag
-from .records import BROKEN, Slot
+from .records import BROKEN, DIRTY, Slot
 from .redact import find_secrets, scrub
 
 logger = logging.getLogger("threadpool_db")
@@ -309,9 +309,9 @@ class Connector:
                 if status == ACTIVE:
                     self._warn_bad_return(slot, status)
                 return "broken"
-            if slot.dirty:
+            if slot.dirty & DIRTY:
                 driver.restore(raw, slot.settings)
-                slot.dirty = 0
+            slot.dirty = 0
             if self.reset_callback is not None:
                 self.reset_callback(raw)
                 if driver.knows_status and driver.status(raw) != IDLE:

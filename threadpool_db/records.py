@@ -15,6 +15,7 @@ _ids = itertools.count(1)
 # Slot.dirty flags, set through the handle, read on return
 DIRTY = 1  # a session setting was changed: restore the pool's defaults
 BROKEN = 2  # a fatal error was seen: never reuse
+NAMED = 4  # server-side cursors were opened (Slot.named): close them on return
 
 
 class Slot:
