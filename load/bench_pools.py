@@ -264,6 +264,35 @@ def idiom_cycle(peers: dict[str, Peer], n: int, repeats: int) -> dict[str, float
     return {k: statistics.median(v) for k, v in runs.items()}
 
 
+def otel_cycle(url: str, n: int, repeats: int) -> dict[str, float]:
+    """Our cycle (defaults) not instrumented, instrumented with the OpenTelemetry API's no-op
+    provider (no SDK configured), and with the SDK and a reader attached."""
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from threadpool_db import ConnectionPool
+    from threadpool_db.otel import instrument
+
+    sdk = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    pools = {name: ConnectionPool(url, min_size=1, max_size=1, name=f"otel-{i}")
+             for i, name in enumerate(("not instrumented", "API no-op", "SDK, a reader attached"))}  # fmt: skip
+    try:
+        for p in pools.values():
+            p.wait(60)
+        instrument(pools["API no-op"], meter_provider=NoOpMeterProvider())
+        instrument(pools["SDK, a reader attached"], meter_provider=sdk)
+        runs: dict[str, list[float]] = {name: [] for name in pools}
+        for _ in range(repeats):
+            for name, p in pools.items():
+                runs[name].append(_timed(lambda p=p: p.putconn(p.getconn()), n))
+        return {k: statistics.median(v) for k, v in runs.items()}
+    finally:
+        for p in pools.values():
+            p.close()
+        sdk.shutdown()
+
+
 def statement_cycle(peers: dict[str, Peer], n: int, repeats: int) -> dict[str, float]:
     runs: dict[str, list[float]] = {name: [] for name in peers}
     for _ in range(repeats):
@@ -394,6 +423,7 @@ def run(url: str, quick: bool) -> dict[str, Any]:
         res["statement_us"] = statement_cycle(peers, sn, repeats)
     finally:
         _close(peers)
+    res["otel_us"] = otel_cycle(url, n, repeats)
     peers = _make(url, 1, True, 30.0)
     try:
         res["statement_autocommit_us"] = statement_cycle(peers, sn, repeats)
@@ -472,6 +502,14 @@ def render(res: dict[str, Any]) -> str:
             if name in c:
                 out.append(f"  {name}: {c[name] / c[fastest]:.2f}x the fastest waiting peer ({fastest}),"
                            f" {c[name] / c['lock+deque floor']:.2f}x the lock+deque floor")  # fmt: skip
+
+    otel = res.get("otel_us")
+    if otel:
+        out.append("\nOpenTelemetry metrics (threadpool_db.otel), our cycle with the defaults "
+                   "(us; ratio to not instrumented)")
+        base = otel["not instrumented"]
+        for name, v in otel.items():
+            out.append(f"  {name:<32} {v:9.2f} {v / base:9.2f}x")
 
     rounds = next(iter(res["contention"].values())).get("rounds", 1)
     out.append(f"\nContention: 32 threads, 8 connections, each borrow held ~1 ms; {rounds} round(s) each, medians;"

@@ -25,6 +25,8 @@ def test_bench_pools_quick_run_has_every_peer(pg, tmp_path):
     assert set(res["cycle_us"]) == PEERS | {"lock+deque floor", "threadpool_db, leak detection off"}
     assert set(res["idiom_us"]) == WAITING | {"threadpool_db getconn/putconn"}
     assert "the idiom" in proc.stdout
+    assert set(res["otel_us"]) == {"not instrumented", "API no-op", "SDK, a reader attached"}
+    assert "OpenTelemetry metrics" in proc.stdout
     assert set(res["statement_us"]) == PEERS
     assert set(res["statement_autocommit_us"]) == PEERS
     assert set(res["contention"]) == WAITING | {"Semaphore(8) ceiling"}
