@@ -56,21 +56,44 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _third_party(tree: ast.AST) -> set[str]:
-    """Top-level module names a piece of code imports (absolute imports only)."""
+def _imported(tree: ast.AST) -> set[str]:
+    """Every module a piece of code imports by absolute name (``from a.b import c``: a.b)."""
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found |= {a.name.split(".")[0] for a in node.names}
+            found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}  # from a namespace: its modules
     return found
+
+
+def _distributions_of(module: str) -> set[str]:
+    """The distributions that provide ``module``: by its top-level name, or, where several
+    share a namespace (opentelemetry-api, -sdk, ...), the one whose files hold the module."""
+    import importlib.util
+    from importlib.metadata import distribution
+
+    candidates = packages_distributions().get(module.split(".")[0], [])
+    if len(candidates) <= 1:
+        return {_norm(d) for d in candidates} or {_norm(module.split(".")[0])}
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # a name imported from a module, not a module
+        return set()
+    if spec is None or not spec.origin or spec.origin == "namespace":
+        return set()  # a namespace package itself: the modules imported from it say whose
+    origin = Path(spec.origin).resolve()
+    for name in candidates:
+        files = distribution(name).files or []
+        if any(Path(distribution(name).locate_file(f)).resolve() == origin for f in files):
+            return {_norm(name)}
+    return {_norm(d) for d in candidates}
 
 
 def _needed(code: str) -> set[str]:
     """The distributions a block needs: what it imports, and what the threadpool_db modules it
     imports import in turn (threadpool_db.metrics needs prometheus-client)."""
-    dists = packages_distributions()
     needed: set[str] = set()
     seen: set[str] = set()
     todo = [ast.parse(code)]
@@ -88,10 +111,11 @@ def _needed(code: str) -> set[str]:
                     path = ROOT / (mod.replace(".", "/") + ".py")
                     if path.is_file():
                         todo.append(ast.parse(path.read_text()))
-        for top in _third_party(tree):
+        for module in _imported(tree):
+            top = module.split(".")[0]
             if top in sys.stdlib_module_names or top == "threadpool_db":
                 continue
-            needed |= {_norm(d) for d in dists.get(top, [top])}
+            needed |= _distributions_of(module)
     return needed
 
 
@@ -144,6 +168,10 @@ def test_the_extras_check_catches_an_uncovered_import():
     code = "# extras: none\nfrom threadpool_db.metrics import PoolMetrics\n"
     assert "prometheus-client" in _needed(code) - _extras()["none"]
     assert "flask" in _needed("import flask\n")
+    # a namespace shared by several distributions: the module's own one counts
+    assert _needed("from threadpool_db.otel import instrument\n") == {"opentelemetry-api"}
+    sdk = _needed("from opentelemetry.sdk.metrics import MeterProvider\n")
+    assert "opentelemetry-sdk" in sdk and not sdk <= _extras()["otel"]
 
 
 @pytest.mark.parametrize("where", [f"{p}:{n}" for p, n, _ in _runnable()])
