@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import random
 import threading
+from typing import Any
 
 import pytest
 
 from threadpool_db import ConnectionPool, PoolError, PoolTimeout
+from threadpool_db.drivers import IDLE, UNKNOWN, Driver
 
 from .fakes import Factory
 from .helpers import run_threads, wait_until
@@ -140,3 +142,66 @@ def test_nothing_is_handed_out_after_close():
     pool.close()
     with pytest.raises(PoolError):
         pool.getconn()
+
+
+class _Token:
+    """A second kind of connection: not a DB-API connection at all."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.closed = False
+        self.broken = False
+
+
+class _TokenDriver(Driver):
+    """Makes, checks, resets and closes tokens: the connector's seam, as FairQueuePool will use
+    it for SQLAlchemy's connection records. It records every call the pool makes of it."""
+
+    name = "tokens"
+    knows_status = True
+
+    def __init__(self) -> None:
+        super().__init__(self._make)
+        self.made: list[_Token] = []
+        self.calls: list[str] = []
+
+    def _make(self) -> _Token:
+        self.made.append(_Token(len(self.made)))
+        return self.made[-1]
+
+    def settings(self, raw: Any) -> tuple[Any, ...]:
+        return ()
+
+    def status(self, raw: Any) -> int:
+        return UNKNOWN if raw.closed else IDLE
+
+    def rollback(self, raw: Any) -> None:
+        self.calls.append("rollback")
+
+    def validate(self, raw: Any, timeout: float) -> None:
+        self.calls.append("validate")
+        if raw.broken:
+            raise RuntimeError("token broken")
+
+    def close(self, raw: Any) -> None:
+        self.calls.append("close")
+        raw.closed = True
+
+
+def test_a_second_kind_of_connection_plugs_in_through_the_driver_seam():
+    driver = _TokenDriver()
+    pool = ConnectionPool(driver=driver, min_size=2, max_size=2, check="always", leak_threshold=None, name="tokens")
+    try:
+        pool.wait(10)
+        with pool.connection() as conn:
+            assert isinstance(conn.raw, _Token)  # the pool holds what the driver makes
+        assert "rollback" not in driver.calls  # a clean token is not "rolled back"
+        driver.made[0].broken = driver.made[1].broken = True
+        with pool.connection(timeout=10) as conn:  # a broken one fails its check: another serves
+            assert not conn.raw.broken and conn.raw in driver.made[2:]
+        assert pool.stats()["check_failed"] >= 1 and "validate" in driver.calls
+    finally:
+        pool.close()
+    assert all(t.closed for t in driver.made)  # closed through the driver, every one
+    with pytest.raises(ValueError, match="driver, or conninfo or connect"):
+        ConnectionPool("dbname=x", driver=_TokenDriver(), open=False)

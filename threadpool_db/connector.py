@@ -97,11 +97,12 @@ class Connector:
     @classmethod
     def for_pool(cls, name: str, c: config.Connection, *, connect_timeout: float | None,
                  check: Callable[[Any], Any] | None, check_timeout: float,
-                 clock: Callable[[], float]) -> Connector:  # fmt: skip
+                 clock: Callable[[], float], driver: Driver | None = None) -> Connector:  # fmt: skip
         """The connector for a pool's connection parameters: the driver (psycopg for a
         conninfo, else the ``connect`` factory's), PgBouncer's rules when it is behind one (no
         prepared statements, no session SET in ``configure``), and the secrets to keep out of
-        every message, a callable conninfo's or kwargs' learned as each is called."""
+        every message, a callable conninfo's or kwargs' learned as each is called. ``driver``:
+        another kind of connection altogether, which the pool then holds without knowing it."""
         conninfo, kwargs, configure, flagged = c.conninfo, c.kwargs, c.configure, False
         if isinstance(conninfo, str):
             conninfo, flagged = take_flag(conninfo)
@@ -116,7 +117,8 @@ class Connector:
         # (through a holder, filled below: the driver is made before the connector).
         learner: list[Callable[[str, dict[str, Any]], None]] = []
         learn = (lambda ci, kw: learner[0](ci, kw)) if callable(conninfo) or callable(kwargs) else None
-        driver = make_driver(conninfo, c.connect, kwargs, connect_timeout, c.connection_class, learn=learn)
+        if driver is None:
+            driver = make_driver(conninfo, c.connect, kwargs, connect_timeout, c.connection_class, learn=learn)
         made = cls(name, driver, target, secrets, configure=configure, check=check, check_timeout=check_timeout,
                    clock=clock, reset=c.reset)  # fmt: skip
         learner.append(made.learn)

@@ -33,7 +33,7 @@ from . import advisor, forking, sched, stats, workers
 from .config import AUTO_CHECK_IDLE, UNLIMITED, PoolConfig, check_sizes, positive
 from .connection import PooledConnection, bad_return_error, check_connection, dead_handle_error
 from .connector import CheckTimedOut, Connector
-from .drivers import IDLE
+from .drivers import IDLE, Driver
 from .errors import PoolClosed, PoolConfigError, PoolError, PoolTimeout, TenantQuotaExceeded, TooManyWaiters
 from .future import FutureWaiter, Notifier
 from .housekeeper import BURST_WINDOW, Housekeeper, View
@@ -114,6 +114,8 @@ class ConnectionPool:
         burst_size: int | None = None, burst_wait_threshold: float = 0.1, burst_lifetime: float = 60.0,
         pgbouncer: bool | None = None,
         clock: Callable[[], float] | None = None,
+        # another kind of connection: a drivers.Driver that makes, checks, resets and closes them
+        driver: Driver | None = None,
     ) -> None:
         # One clock for every part of the pool (monotonic seconds; tests inject their own and
         # move it: lifetimes, idle limits, leak ages and waits all read this one).
@@ -149,9 +151,14 @@ class ConnectionPool:
         ]
         # The connector: one connection's making, checking, resetting and closing, and the
         # reconnect backoff. The pool asks it about connections; it never talks to one itself.
+        if driver is not None and (connect is not None or conninfo):
+            raise ValueError("give a driver, or conninfo or connect, not both")
+        if driver is not None and not isinstance(driver, Driver):
+            raise ValueError(f"driver must be a threadpool_db.drivers.Driver, got {type(driver).__name__}")
         self._connector = Connector.for_pool(self.name, cfg.connection, connect_timeout=cfg.lifecycle.connect_timeout,
                                              check=check if callable(check) else None,
-                                             check_timeout=self.check_timeout, clock=self._clock)  # fmt: skip
+                                             check_timeout=self.check_timeout, clock=self._clock,
+                                             driver=driver)  # fmt: skip
         self._target = self._connector.target  # host:port/dbname, for messages: never the password
         # no reset callback: a clean return needs no call to the connector at all
         self._nothing_to_reset = self._connector.reset_callback is None
