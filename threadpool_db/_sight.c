@@ -8,7 +8,8 @@
  * thread, from the pool's getconn (a Python function in threadpool_db). It returns a sighting,
  * a Site: a read-only sequence of four, like the pure-Python path's tuple
  *   [0] code, [1] lasti, [2] frame id: the first frame, from sys._getframe(depth) outwards,
- *       whose file does not start with `prefix` (threadpool_db's own folder);
+ *       whose file starts with no `prefix` (a str, or a tuple of them: threadpool_db's own
+ *       folder, and those of a framework layered on the pool, such as SQLAlchemy's);
  *   [3] the stack, ((code, lasti), ...) of that frame and its callers, innermost first, at
  *       most `limit` of them: for every borrow when `every` is true, else for a share of them
  *       (a 32-bit xorshift draw below rate * 2**32); else None.
@@ -105,7 +106,7 @@ static PyTypeObject SiteType = {
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
-    PyObject *prefix;     /* str: frames whose co_filename starts with it are skipped */
+    PyObject *prefix;     /* str, or tuple of str: frames whose co_filename starts with one are skipped */
     PyObject *getframe;   /* sys._getframe */
     PyObject *depth;      /* int: sys._getframe(depth) is the caller of the function calling us */
     Py_ssize_t limit;     /* frames kept of a captured stack */
@@ -115,14 +116,25 @@ typedef struct {
 } SightObject;
 
 static int
-ours(SightObject *self, PyCodeObject *code)
+starts_with(PyObject *filename, PyObject *prefix)
 {
-    Py_ssize_t hit = PyUnicode_Tailmatch(code->co_filename, self->prefix, 0, PY_SSIZE_T_MAX, -1);
+    Py_ssize_t hit = PyUnicode_Tailmatch(filename, prefix, 0, PY_SSIZE_T_MAX, -1);
     if (hit < 0) {  /* a co_filename that is no str (never in practice): not ours */
         PyErr_Clear();
         return 0;
     }
     return hit == 1;
+}
+
+static int
+ours(SightObject *self, PyCodeObject *code)
+{
+    if (!PyTuple_Check(self->prefix))
+        return starts_with(code->co_filename, self->prefix);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(self->prefix); i++)
+        if (starts_with(code->co_filename, PyTuple_GET_ITEM(self->prefix, i)))
+            return 1;
+    return 0;
 }
 
 static PyObject *
@@ -233,8 +245,18 @@ sight_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     int depth, every;
     Py_ssize_t limit;
     double rate;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Uinpd", kwlist, &prefix, &depth, &limit, &every, &rate))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oinpd", kwlist, &prefix, &depth, &limit, &every, &rate))
         return NULL;
+    int prefix_ok = PyUnicode_Check(prefix);
+    if (PyTuple_Check(prefix)) {
+        prefix_ok = 1;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(prefix); i++)
+            prefix_ok = prefix_ok && PyUnicode_Check(PyTuple_GET_ITEM(prefix, i));
+    }
+    if (!prefix_ok) {
+        PyErr_SetString(PyExc_TypeError, "Sight: prefix must be a str or a tuple of str");
+        return NULL;
+    }
     if (depth < 0 || limit < 1 || !(rate >= 0.0 && rate <= 1.0)) {
         PyErr_SetString(PyExc_ValueError, "Sight: depth >= 0, limit >= 1 and 0 <= rate <= 1");
         return NULL;

@@ -57,7 +57,8 @@ EXT = "threadpool_db"
 PREFIX = "THREADPOOL_DB_"
 _POOL_PARAMS = [p for p in inspect.signature(ConnectionPool).parameters if p not in ("open",)]
 _EXT_PARAMS = ("transaction", "retry_after", "open_wait", "expose_errors")
-_NOT_CONFIG = ("close_returns", "clock", "driver")  # pool parameters that are not configuration to validate
+# pool parameters that are not configuration to validate
+_NOT_CONFIG = ("close_returns", "clock", "driver", "framework_dirs")
 _TRANSACTIONS = ("commit", "rollback")
 
 

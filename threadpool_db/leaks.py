@@ -153,19 +153,13 @@ def still_running(borrowed: Site | None, live: tuple[Stack, list[int]] | None) -
     return any(i == fid and c is code for (c, _), i in zip(stack, ids, strict=True))
 
 
-def _user_frame(f: FrameType | None) -> FrameType | None:
-    """The first frame from ``f`` outwards that is not threadpool_db's own (the user's line,
-    however many of our layers stand above it), or None."""
-    while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
+def _user_frame(f: FrameType | None, skip: str | tuple[str, ...] = _PKG_DIR) -> FrameType | None:
+    """The first frame from ``f`` outwards whose file is in none of the ``skip`` folders
+    (threadpool_db's own, by default): the user's line, however many of our layers stand
+    above it, or None."""
+    while f is not None and f.f_code.co_filename.startswith(skip):
         f = f.f_back
     return f
-
-
-def _site_python() -> Site | None:
-    """The pure-Python site-only recorder (what a return records): the caller's caller's
-    first frame outside threadpool_db, no stack."""
-    f = _user_frame(_getframe(2))
-    return None if f is None else (f.f_code, f.f_lasti, id(f), None)
 
 
 def holders_text(holders: list[Lease], now: float) -> str:
@@ -217,7 +211,8 @@ class LeakDetector:
     own, guarded by its own lock (``_lock``), whichever thread updates them. Its parameters
     are validated by config.PoolConfig."""
 
-    def __init__(self, threshold: float, capture: str, rate: float, reclaim: bool, factor: float) -> None:
+    def __init__(self, threshold: float, capture: str, rate: float, reclaim: bool, factor: float,
+                 framework_dirs: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.threshold = threshold
         self.capture = capture
         self.rate = rate
@@ -231,12 +226,14 @@ class LeakDetector:
         # What a return records (putconn calls it the same way): the site only, never a stack,
         # so that using a returned handle can say where it went back.
         self.sight_return: Callable[[], Site | None]
+        # the folders whose frames are never the borrower's: ours, and a framework's on top of us
+        self._skip: str | tuple[str, ...] = (_PKG_DIR, *framework_dirs) if framework_dirs else _PKG_DIR
         if NATIVE is not None:  # depth 1: C code has no frame, so 1 is getconn's caller
-            self.sight = NATIVE(_PKG_DIR, 1, CAPTURE_LIMIT, self._every, self._share)
-            self.sight_return = NATIVE(_PKG_DIR, 1, CAPTURE_LIMIT, False, 0.0)
+            self.sight = NATIVE(self._skip, 1, CAPTURE_LIMIT, self._every, self._share)
+            self.sight_return = NATIVE(self._skip, 1, CAPTURE_LIMIT, False, 0.0)
         else:
             self.sight = self._sight_python
-            self.sight_return = _site_python
+            self.sight_return = self._site_python
         self._init_state()
 
     def _init_state(self) -> None:
@@ -254,7 +251,7 @@ class LeakDetector:
         """The pure-Python recorder, for where _sight.c was not built: the first frame outside
         threadpool_db above getconn (depth 2 from here), and its whole stack for every borrow
         ("full") or a share of them ("sampled")."""
-        f = _user_frame(_getframe(2))
+        f = _user_frame(_getframe(2), self._skip)
         if f is None:
             return None
         code = f.f_code
@@ -262,6 +259,12 @@ class LeakDetector:
         if self._every or (share and random.random() < share):
             return code, f.f_lasti, id(f), _walk(f)
         return code, f.f_lasti, id(f), None
+
+    def _site_python(self) -> Site | None:
+        """The pure-Python site-only recorder (what a return records): the caller's first
+        frame outside the skipped folders, no stack."""
+        f = _user_frame(_getframe(2), self._skip)
+        return None if f is None else (f.f_code, f.f_lasti, id(f), None)
 
     def on_return(self, record: dict[str, Any], held: float) -> None:
         """A reported connection came back: say so wherever the report shows."""

@@ -82,6 +82,10 @@ class ConnectionPool:
     """
 
     _keep_idle = True  # False in NullConnectionPool: a return with nobody waiting closes
+    # With _keep_idle False: how many may rest idle (0: none, NullConnectionPool; more in a pool
+    # that keeps some, as SQLAlchemy's QueuePool keeps pool_size). A return beyond it closes.
+    _idle_cap = 0
+    _fifo_idle = False  # lend the longest-idle first (SQLAlchemy's default), not the warmest
 
     def __class_getitem__(cls, item: Any) -> type[ConnectionPool]:
         # psycopg_pool's pool is generic (ConnectionPool[Connection[DictRow]]): accept the
@@ -116,6 +120,8 @@ class ConnectionPool:
         clock: Callable[[], float] | None = None,
         # another kind of connection: a drivers.Driver that makes, checks, resets and closes them
         driver: Driver | None = None,
+        # folders whose frames are never the borrower's: a framework layered on the pool
+        framework_dirs: tuple[str, ...] = (),
     ) -> None:
         # One clock for every part of the pool (monotonic seconds; tests inject their own and
         # move it: lifetimes, idle limits, leak ages and waits all read this one).
@@ -172,7 +178,8 @@ class ConnectionPool:
 
         lk = cfg.leaks
         self._leaks = (LeakDetector(lk.threshold, lk.capture_stacks, lk.stack_sample_rate, lk.reclaim,
-                                    lk.reclaim_factor) if lk.threshold is not None else None)  # fmt: skip
+                                    lk.reclaim_factor, framework_dirs)
+                       if lk.threshold is not None else None)  # fmt: skip
         self.leak_threshold = self._leaks.threshold if self._leaks is not None else None
         # What a borrow and a return record for the leak detector (no-ops when detection is off).
         self._sight = self._leaks.sight if self._leaks is not None else _NO_SIGHT
@@ -193,6 +200,8 @@ class ConnectionPool:
         # Notified by _add_slot whenever the pool gains a connection; open(wait=True) waits on it.
         self._filled = threading.Condition(self._lock)
         self._idle: deque[Slot] = deque()  # idle connections, LIFO: pop() takes the warmest
+        # how a borrow takes one: the warmest (pop), or the longest idle (popleft, _fifo_idle)
+        self._pop_idle = self._idle.popleft if self._fifo_idle else self._idle.pop
         self._waiting: deque[Queued] = deque()  # borrowers in arrival order
         self._all: dict[int, Slot] = {}  # every live connection, idle or out
         self._nconns = 0  # live connections (== len(self._all))
@@ -417,7 +426,7 @@ class ConnectionPool:
                 # lock, so the watchdog and a fork never see it half borrowed.
                 if self._plain and self._idle and not self._waiting and not self._closed \
                         and tenant is None and priority is None:  # fmt: skip
-                    slot: Slot | None = self._idle.pop()
+                    slot: Slot | None = self._pop_idle()
                     if now <= slot.check_at:  # type: ignore[union-attr]
                         handle = self._finish_borrow_locked(slot, now, ident, site, me, 0.0)  # type: ignore[arg-type]
                         # The last idle one, with others out: is this thread holding one of
@@ -481,12 +490,12 @@ class ConnectionPool:
             self._plain = False
         if self._plain:
             if self._idle and not self._waiting:
-                return self._idle.pop()
+                return self._pop_idle()
         elif self._tenants.under_quota(tenant):
             # While a connection is idle no queued waiter is eligible (see sched.py), so one
             # under its quota may take it.
             if self._idle:
-                slot = self._idle.pop()
+                slot = self._pop_idle()
                 self._take_quota_locked(slot, tenant)
                 return slot
         elif not self.tenant_wait:
@@ -576,7 +585,7 @@ class ConnectionPool:
             w = sched.pick(self._waiting, self._tenants, self._clock(), self.priority_aging)
             if w is None:
                 return
-            slot = self._idle.pop()
+            slot = self._pop_idle()
             self._take_quota_locked(slot, w.tenant)
             w.wake(slot, handle=self._prefinish_locked(w, slot))
 
@@ -751,7 +760,8 @@ class ConnectionPool:
                 close = True
                 self._closed_count += 1
                 self._forget_locked(slot)  # type: ignore[arg-type]
-            elif close or now >= slot.expires or (not self._keep_idle and not self._waiting):  # type: ignore[union-attr]
+            elif close or now >= slot.expires or (not self._keep_idle and not self._waiting  # type: ignore[union-attr]
+                                                  and len(self._idle) >= self._idle_cap):  # fmt: skip
                 if close:
                     self._returns_bad += 1
                     if unfit == "reset_failed":

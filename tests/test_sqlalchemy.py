@@ -1,0 +1,280 @@
+"""FairQueuePool (threadpool_db.sqlalchemy) on a real PostgreSQL: SQLAlchemy's pool contract
+(events, pre-ping, recycle, invalidation, reset on return, dispose/recreate, QueuePool's
+arithmetic, the timeout error) and what it adds (FIFO fairness where QueuePool starves, leak
+reports naming the application's line)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import QueuePool
+
+from threadpool_db.sqlalchemy import FairQueuePool
+
+from .helpers import line_of, run_threads, sql, wait_until
+from .timing import JOIN
+
+
+def _url(pg: Any) -> str:
+    return pg.url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+@pytest.fixture
+def engines(pg: Any, app_name: str) -> Iterator[Any]:
+    made: list[sa.Engine] = []
+
+    def make(**kw: Any) -> sa.Engine:
+        kw.setdefault("poolclass", FairQueuePool)
+        kw.setdefault("connect_args", {"application_name": app_name})
+        eng = sa.create_engine(_url(pg), **kw)
+        made.append(eng)
+        return eng
+
+    yield make
+    for eng in made:
+        eng.dispose()
+
+
+def _events(eng: sa.Engine) -> Counter[str]:
+    seen: Counter[str] = Counter()
+    for name in ("connect", "first_connect", "checkout", "checkin", "reset", "invalidate", "soft_invalidate",
+                 "close", "detach", "close_detached"):  # fmt: skip
+        sa.event.listen(eng.pool, name, lambda *a, _n=name, **k: seen.update([_n]))
+    return seen
+
+
+def test_create_engine_passes_queuepool_and_our_own_options(engines):
+    eng = engines(pool_size=3, max_overflow=2, pool_timeout=4.5, pool_use_lifo=True, leak_threshold=12.0,
+                  capture_stacks="full", max_waiting=7, name="sa-options")  # fmt: skip
+    pool = eng.pool
+    assert isinstance(pool, FairQueuePool)
+    assert (pool.size(), pool.timeout(), pool._max_overflow, pool._use_lifo) == (3, 4.5, 2, True)
+    core = pool.core
+    assert core.name == "sa-options" and core.max_size == 5 and core.timeout == 4.5 and core.max_waiting == 7
+    assert core.leak_threshold == 12.0
+
+
+def test_every_pool_event_fires_as_sqlalchemy_fires_them(engines, pg, app_name):
+    eng = engines(pool_size=2, max_overflow=1)
+    seen = _events(eng)
+    with eng.connect() as c:
+        c.execute(sa.text("SELECT 1"))
+    with eng.connect() as c:  # the same connection again: connect fired once
+        c.execute(sa.text("SELECT 1"))
+    assert seen["connect"] == 1 and seen["first_connect"] == 1
+    assert seen["checkout"] == 2 and seen["checkin"] == 2 and seen["reset"] == 2
+    with eng.connect() as c:
+        c.connection.invalidate(soft=True)
+    assert seen["soft_invalidate"] == 1
+    with eng.connect() as c:  # soft-invalidated: reconnected at this checkout
+        c.connection.invalidate()
+    assert seen["invalidate"] == 1 and seen["close"] >= 1
+    c = eng.connect()
+    c.connection.detach()
+    assert seen["detach"] == 1
+    c.close()  # a detached connection closes for real
+    assert seen["close_detached"] == 1
+    held = [eng.connect() for _ in range(3)]  # two pooled, one overflow
+    for h in held:
+        h.close()
+    assert seen["close"] >= 2  # the overflow one, closed on return (QueuePool's rule)
+    assert eng.pool.checkedin() == 2
+
+
+def test_pre_ping_replaces_a_connection_the_server_killed(engines, pg):
+    eng = engines(pool_size=1, max_overflow=0, pool_pre_ping=True)
+    with eng.connect() as c:
+        pid = c.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+    sql(pg.admin_url, "SELECT pg_terminate_backend(%s)", (pid,))
+    wait_until(lambda: not sql(pg.admin_url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)),
+               what="the backend to go")  # fmt: skip
+    with eng.connect() as c:  # pre-ping finds it dead and reconnects: the user sees no error
+        assert c.execute(sa.text("SELECT pg_backend_pid()")).scalar() != pid
+
+
+def test_recycle_replaces_old_connections(engines):
+    eng = engines(pool_size=1, max_overflow=0, pool_recycle=1)
+    with eng.connect() as c:
+        first = c.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+    time.sleep(1.2)
+    with eng.connect() as c:
+        assert c.execute(sa.text("SELECT pg_backend_pid()")).scalar() != first
+
+
+def test_a_disconnect_invalidates_the_pool_engine_wide(engines, pg):
+    eng = engines(pool_size=2, max_overflow=0)
+    a, b = eng.connect(), eng.connect()
+    pids = [x.execute(sa.text("SELECT pg_backend_pid()")).scalar() for x in (a, b)]
+    a.commit()
+    b.commit()
+    b.close()
+    sql(pg.admin_url, "SELECT pg_terminate_backend(%s)", (pids[0],))
+    with pytest.raises(sa.exc.DBAPIError) as ei:
+        a.execute(sa.text("SELECT 1"))
+    assert ei.value.connection_invalidated
+    a.close()
+    with eng.connect() as c:  # the disconnect invalidated every connection older than it
+        assert c.execute(sa.text("SELECT pg_backend_pid()")).scalar() not in pids
+
+
+@pytest.mark.parametrize("reset", ["rollback", "commit", None])
+def test_reset_on_return_is_sqlalchemys(engines, pg, app_name, reset):
+    table = f"t_{app_name.replace('-', '_')}"
+    sql(pg.url, f"CREATE TABLE {table} (x int)")
+    eng = engines(pool_size=1, max_overflow=0, pool_reset_on_return=reset)
+    try:
+        raw = eng.raw_connection()  # the pool's own level (an engine Connection rolls back itself)
+        raw.cursor().execute(f"INSERT INTO {table} VALUES (1)")
+        raw.close()  # returned with the transaction open: the pool's reset decides
+        rows = sql(pg.url, f"SELECT count(*) FROM {table}")[0][0]
+        if reset == "commit":
+            assert rows == 1
+        elif reset == "rollback":
+            assert rows == 0
+        else:  # no reset: the transaction is still open on the pooled connection
+            assert rows == 0
+            with eng.connect() as c2:
+                assert c2.connection.dbapi_connection.info.transaction_status != 0  # INTRANS
+                c2.connection.dbapi_connection.rollback()
+    finally:
+        eng.dispose()
+        sql(pg.url, f"DROP TABLE {table}")
+
+
+def test_dispose_and_recreate_keep_the_class_options_and_listeners(engines):
+    eng = engines(pool_size=2, max_overflow=1, leak_threshold=15.0, name="sa-recreate")
+    seen = _events(eng)
+    with eng.connect():
+        pass
+    assert eng.pool.checkedin() == 1
+    old = eng.pool
+    eng.dispose()
+    assert old.checkedin() == 0 and seen["close"] == 1
+    new = eng.pool
+    assert new is not old and isinstance(new, FairQueuePool)
+    assert (new.size(), new._max_overflow, new.core.leak_threshold, new.core.name) == (2, 1, 15.0, "sa-recreate")
+    with eng.connect():
+        pass
+    assert seen["checkout"] == 2  # the listeners came along
+
+
+def test_dispose_without_close_in_a_forked_child(engines):
+    """SQLAlchemy's recipe for os.fork(): the child disposes with close=False and connects
+    anew; the parent's connection (out across the fork) is untouched by the child."""
+    from .helpers import in_child
+
+    eng = engines(pool_size=2, max_overflow=0)
+    held = eng.connect()
+    parent_pid = held.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+
+    def child() -> int:
+        eng.dispose(close=False)  # the parent's connections are left to the parent
+        with eng.connect() as c:
+            return int(c.execute(sa.text("SELECT pg_backend_pid()")).scalar())
+
+    assert in_child(child) != parent_pid
+    assert held.execute(sa.text("SELECT pg_backend_pid()")).scalar() == parent_pid  # still works
+    held.close()
+
+
+def test_queuepools_arithmetic(engines):
+    eng = engines(pool_size=2, max_overflow=2)
+    pool = eng.pool
+    assert (pool.checkedin(), pool.checkedout(), pool.overflow()) == (0, 0, -2)
+    held = [eng.connect() for _ in range(3)]
+    for h in held:
+        h.execute(sa.text("SELECT 1"))
+    assert (pool.checkedin(), pool.checkedout(), pool.overflow()) == (0, 3, 1)
+    assert "Current Checked out connections: 3" in pool.status()
+    for h in held:
+        h.close()
+    assert (pool.checkedin(), pool.checkedout(), pool.overflow()) == (2, 0, 0)
+
+
+def test_the_timeout_is_sqlalchemys_error_and_names_the_holders(engines):
+    eng = engines(pool_size=1, max_overflow=0, pool_timeout=0.3, name="sa-timeout")
+    held = eng.connect()  # HOLDER
+    t0 = time.monotonic()
+    with pytest.raises(sa.exc.TimeoutError) as ei:
+        eng.connect()
+    assert 0.25 < time.monotonic() - t0 < 3.0
+    msg = str(ei.value)
+    assert ei.value.code == "3o7r" and "FairQueuePool limit of size 1 overflow 0 reached" in msg
+    me = test_the_timeout_is_sqlalchemys_error_and_names_the_holders
+    assert f"{__file__}:{line_of(me, '# HOLDER')}" in msg  # the holder's line, not SQLAlchemy's
+    held.close()
+
+
+def test_leak_reports_name_the_applications_line(engines, recorder):
+    eng = engines(pool_size=1, max_overflow=0, leak_threshold=30.0, capture_stacks="off")
+    me = test_leak_reports_name_the_applications_line
+    conn = eng.connect()  # ENGINE-CONNECT
+    (rec,) = eng.pool.core.borrowed()
+    assert rec["borrow_site"] == f"{__file__}:{line_of(me, '# ENGINE-CONNECT')}"
+    conn.close()
+    from sqlalchemy.orm import Session
+
+    with Session(eng) as session:
+        session.execute(sa.text("SELECT 1"))  # SESSION-EXECUTE
+        (rec,) = eng.pool.core.borrowed()
+        assert rec["borrow_site"] == f"{__file__}:{line_of(me, '# SESSION-EXECUTE')}"
+
+
+def test_fifo_keeps_every_thread_served_where_queuepool_starves(pg):
+    """16 threads on a pool of 4, each holding for 1 ms, both pools measured in this test."""
+
+    def spread(poolclass: type) -> tuple[int, int]:
+        eng = sa.create_engine(_url(pg), poolclass=poolclass, pool_size=4, max_overflow=0, pool_timeout=30)
+        counts = [0] * 16
+        stop = time.monotonic() + 2.5
+
+        def work(i: int) -> None:
+            while time.monotonic() < stop:
+                with eng.connect():
+                    time.sleep(0.001)
+                counts[i] += 1
+
+        try:
+            assert run_threads(16, work, timeout=JOIN) == []
+        finally:
+            eng.dispose()
+        return min(counts), max(counts)
+
+    fair = spread(FairQueuePool)
+    queue = spread(QueuePool)
+    assert fair[0] >= 0.8 * fair[1], f"FairQueuePool per-thread checkouts {fair}"
+    assert queue[0] < 0.8 * queue[1] or queue[0] < fair[0], f"QueuePool {queue} vs FairQueuePool {fair}"
+
+
+def test_stats_are_the_cores(engines):
+    eng = engines(pool_size=2, max_overflow=0, name="sa-stats")
+    with eng.connect():
+        s = eng.pool.core.stats()
+        assert s["name"] == "sa-stats" and s["in_use"] == 1 and s["borrows"] == 1
+
+
+def test_threads_share_no_connection(engines):
+    eng = engines(pool_size=3, max_overflow=0)
+    owners: dict[int, int] = {}
+    lock = threading.Lock()
+    clash: list[str] = []
+
+    def work(i: int) -> None:
+        for _ in range(30):
+            with eng.connect() as c:
+                pid = c.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+                with lock:
+                    if pid in owners:
+                        clash.append(f"{pid} by {i} and {owners[pid]}")
+                    owners[pid] = i
+                with lock:
+                    owners.pop(pid, None)
+
+    assert run_threads(8, work) == []
+    assert clash == []

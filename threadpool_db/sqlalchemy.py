@@ -1,0 +1,209 @@
+"""FairQueuePool: SQLAlchemy's QueuePool, fair (FIFO), leak-telling, on threadpool_db's core.
+
+``create_engine(url, poolclass=FairQueuePool, pool_size=5, max_overflow=10, pool_timeout=30)``
+and the options of our own by name (``leak_threshold``, ``capture_stacks``, ``max_waiting``,
+``name`` ...). There is no second pool implementation: a ``ConnectionPool`` pools SQLAlchemy's
+connection records through the connector's seam (a ``drivers.Driver`` of records), and
+SQLAlchemy keeps everything it owns: the records and fairies, every pool event, pre-ping,
+recycle, invalidation, the reset on return. The core adds the FIFO handoff, admission control,
+the leak detector (the borrow site is the application's line, never a frame of SQLAlchemy or of
+ours), the stats, and fork safety.
+
+How a record lives: the core makes records *unconnected* (at once, never failing); SQLAlchemy
+connects one in the borrower's thread when it is checked out (``get_connection``), so connect
+errors and the ``connect`` events happen where QueuePool has them, and a record whose connect
+failed comes back to the pool to try again, as QueuePool's do. QueuePool's arithmetic holds:
+``pool_size`` records rest idle at most (a return beyond that closes the record, as QueuePool
+closes its overflow), ``pool_size + max_overflow`` exist at most (``max_overflow=-1``: no limit).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy import exc
+from sqlalchemy.pool import Pool
+from sqlalchemy.pool.base import _ConnectionRecord
+
+from .config import UNLIMITED
+from .connection import PooledConnection
+from .drivers import IDLE, Driver, PsycopgDriver
+from .errors import PoolTimeout
+from .pool import ConnectionPool
+
+_SQLALCHEMY_DIR = os.path.dirname(os.path.abspath(sqlalchemy.__file__)) + os.sep
+
+
+def _framework_dirs() -> tuple[str, ...]:
+    """SQLAlchemy's folder, and Flask-SQLAlchemy's where it is installed: their frames stand
+    between the application's line and the pool, and are never the borrower."""
+    dirs = [_SQLALCHEMY_DIR, "<sqlalchemy "]  # and the code SQLAlchemy generates at run time
+    try:
+        import flask_sqlalchemy
+
+        dirs.append(os.path.dirname(os.path.abspath(flask_sqlalchemy.__file__)) + os.sep)
+    except ImportError:
+        pass
+    return tuple(dirs)
+
+
+class _Records(Driver):
+    """The connector's seam for SQLAlchemy's connection records: made unconnected (SQLAlchemy
+    connects them at checkout), reset by SQLAlchemy (so nothing to do here), closed through
+    the record (which fires SQLAlchemy's ``close`` event)."""
+
+    name = "sqlalchemy"
+    knows_status = True
+
+    def __init__(self, pool: Pool) -> None:
+        super().__init__(lambda: _ConnectionRecord(pool, connect=False))
+
+    def settings(self, raw: Any) -> tuple[Any, ...]:
+        return ()
+
+    def restore(self, raw: Any, settings: tuple[Any, ...]) -> None:
+        pass
+
+    def status(self, raw: Any) -> int:
+        return IDLE  # SQLAlchemy resets a connection (reset_on_return) before it comes back
+
+    def rollback(self, raw: Any) -> None:
+        pass
+
+    def validate(self, raw: Any, timeout: float) -> None:
+        pass  # pre-ping is SQLAlchemy's (pool_pre_ping)
+
+    def close(self, raw: Any) -> None:
+        raw.close()
+
+    def abort(self, raw: Any) -> None:
+        """From another thread (a reclaim): cancel and cut a psycopg connection's socket; for
+        other drivers, invalidate the record."""
+        dbapi = raw.dbapi_connection
+        if dbapi is not None and type(dbapi).__module__.startswith("psycopg."):
+            PsycopgDriver.abort(self, dbapi)
+        else:
+            raw.invalidate()
+
+    def backend_pid(self, raw: Any) -> int | None:
+        return None
+
+
+class _Core(ConnectionPool):
+    """The core for one FairQueuePool: records rest idle up to pool_size, lent oldest first
+    unless use_lifo, and made on demand (min_size 0)."""
+
+    _keep_idle = False
+
+    def __init__(self, pool_size: int, use_lifo: bool, **kwargs: Any) -> None:
+        self._idle_cap = pool_size if pool_size > 0 else UNLIMITED
+        self._fifo_idle = not use_lifo
+        super().__init__(**kwargs)
+
+
+class FairQueuePool(Pool):
+    """A ``sqlalchemy.pool.Pool`` with QueuePool's options and arithmetic, FIFO handoff,
+    leak detection, admission control and threadpool_db's stats. Sync only."""
+
+    def __init__(
+        self,
+        creator: Any,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        timeout: float = 30.0,
+        use_lifo: bool = False,
+        # threadpool_db's own options (positional-or-keyword: create_engine passes them on by name)
+        leak_threshold: float | None = 60.0,
+        capture_stacks: str = "sampled",
+        stack_sample_rate: float = 0.05,
+        reclaim_leaked: bool = False,
+        max_waiting: int = 0,
+        name: str | None = None,
+        **kw: Any,
+    ) -> None:
+        Pool.__init__(self, creator, **kw)
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 0:
+            raise ValueError(f"pool_size must be an int >= 0, got {pool_size!r}")
+        if isinstance(max_overflow, bool) or not isinstance(max_overflow, int) or max_overflow < -1:
+            raise ValueError(f"max_overflow must be an int >= -1, got {max_overflow!r}")
+        self._pool_size, self._timeout, self._use_lifo = pool_size, timeout, use_lifo
+        self._max_overflow = -1 if pool_size == 0 else max_overflow
+        self._ours = {"leak_threshold": leak_threshold, "capture_stacks": capture_stacks,
+                      "stack_sample_rate": stack_sample_rate, "reclaim_leaked": reclaim_leaked,
+                      "max_waiting": max_waiting, "name": name}  # fmt: skip
+        cap = 0 if self._max_overflow == -1 else pool_size + self._max_overflow
+        # Lifetimes, idle limits and checks are SQLAlchemy's (recycle, pre-ping): the core's are off.
+        self._core = _Core(pool_size, use_lifo, driver=_Records(self), min_size=0, max_size=cap, timeout=timeout,
+                           max_waiting=max_waiting, max_lifetime=math.inf, max_idle=math.inf, check="never",
+                           num_workers=1, name=name or f"sqlalchemy-{id(self):x}", leak_threshold=leak_threshold,
+                           capture_stacks=capture_stacks, stack_sample_rate=stack_sample_rate,
+                           reclaim_leaked=reclaim_leaked, framework_dirs=_framework_dirs())  # fmt: skip
+        self._lent: dict[int, PooledConnection] = {}  # id(record) -> its handle; guarded by _lent_lock
+        self._lent_lock = threading.Lock()
+
+    @property
+    def core(self) -> ConnectionPool:
+        """The threadpool_db pool under it: ``stats()``, ``leaks()``, ``borrowed()``, the
+        Prometheus and OpenTelemetry exports (``PoolMetrics(pool.core)``, ``instrument``)."""
+        return self._core
+
+    # -- SQLAlchemy's Pool interface ------------------------------------------------------------
+    def _do_get(self) -> Any:
+        try:
+            handle = self._core.getconn()
+        except PoolTimeout as e:
+            raise exc.TimeoutError(
+                f"FairQueuePool limit of size {self.size()} overflow {self.overflow()} reached, connection "
+                f"timed out, timeout {self._timeout:0.2f}: {e}", code="3o7r"
+            ) from None
+        record = handle.raw
+        with self._lent_lock:
+            self._lent[id(record)] = handle
+        return record
+
+    def _do_return_conn(self, record: Any) -> None:
+        with self._lent_lock:
+            handle = self._lent.pop(id(record), None)
+        if handle is None:  # not lent by this pool (after a recreate): close it
+            record.close()
+            return
+        self._core.putconn(handle, None, False)  # a closed core closes it, quietly
+
+    def dispose(self) -> None:
+        """Close the idle connections; those out close when they come back (the pool goes on)."""
+        self._core.drain()
+        self.logger.info("Pool disposed. %s", self.status())
+
+    def recreate(self) -> FairQueuePool:
+        self.logger.info("Pool recreating")
+        return self.__class__(
+            self._creator, pool_size=self._pool_size, max_overflow=self._max_overflow, timeout=self._timeout,
+            use_lifo=self._use_lifo, pre_ping=self._pre_ping, recycle=self._recycle, echo=self.echo,
+            logging_name=self._orig_logging_name, reset_on_return=self._reset_on_return, _dispatch=self.dispatch,
+            dialect=self._dialect, **self._ours,
+        )  # fmt: skip
+
+    def status(self) -> str:
+        return (f"Pool size: {self.size()}  Connections in pool: {self.checkedin()} Current Overflow: "
+                f"{self.overflow()} Current Checked out connections: {self.checkedout()}")  # fmt: skip
+
+    # QueuePool's arithmetic: overflow counts the records above pool_size (negative below it)
+    def size(self) -> int:
+        return self._pool_size
+
+    def timeout(self) -> float:
+        return self._timeout
+
+    def checkedin(self) -> int:
+        return int(self._core.get_stats()["pool_available"])
+
+    def overflow(self) -> int:
+        return int(self._core.get_stats()["pool_size"]) - self._pool_size if self._pool_size else 0
+
+    def checkedout(self) -> int:
+        s = self._core.get_stats()
+        return int(s["pool_size"]) - int(s["pool_available"])
