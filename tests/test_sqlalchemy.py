@@ -278,3 +278,49 @@ def test_threads_share_no_connection(engines):
 
     assert run_threads(8, work) == []
     assert clash == []
+
+
+def test_the_url_plugin_switches_by_the_url_alone_and_strips_its_keys(pg):
+    url = _url(pg) + "?plugin=threadpool_db&leak_threshold=5&name=via-url&pool_size=2&max_overflow=0"
+    eng = sa.create_engine(url)
+    try:
+        assert isinstance(eng.pool, FairQueuePool)
+        assert eng.pool.core.leak_threshold == 5.0 and eng.pool.core.name == "via-url" and eng.pool.size() == 2
+        with eng.connect() as c:  # libpq never saw leak_threshold or name: it would refuse them
+            assert c.execute(sa.text("SELECT 1")).scalar() == 1
+        assert "leak_threshold" not in str(eng.url) and "plugin" not in str(eng.url)
+    finally:
+        eng.dispose()
+
+
+@pytest.mark.parametrize("how", ["engine options", "url plugin"])
+def test_a_flask_sqlalchemy_app_gets_the_fair_pool(pg, how):
+    from flask import Flask
+    from flask_sqlalchemy import SQLAlchemy
+
+    app = Flask(f"fsa-{how.replace(' ', '-')}")
+    if how == "engine options":
+        app.config["SQLALCHEMY_DATABASE_URI"] = _url(pg)
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"poolclass": FairQueuePool, "pool_size": 2, "max_overflow": 0,
+                                                   "leak_threshold": 30.0, "name": "fsa"}  # fmt: skip
+    else:
+        app.config["SQLALCHEMY_DATABASE_URI"] = _url(pg) + "?plugin=threadpool_db&name=fsa&leak_threshold=30"
+    db = SQLAlchemy(app)
+    me = test_a_flask_sqlalchemy_app_gets_the_fair_pool
+
+    @app.get("/n")
+    def n() -> dict[str, Any]:
+        value = db.session.execute(sa.text("SELECT 41 + 1")).scalar()  # VIEW-LINE
+        (rec,) = db.engine.pool.core.borrowed()
+        return {"n": value, "site": rec["borrow_site"]}
+
+    try:
+        with app.app_context():
+            assert isinstance(db.engine.pool, FairQueuePool) and db.engine.pool.core.name == "fsa"
+        body = app.test_client().get("/n").get_json()
+        assert body == {"n": 42, "site": f"{__file__}:{line_of(me, '# VIEW-LINE')}"}
+        with app.app_context():
+            assert db.engine.pool.checkedout() == 0  # Flask-SQLAlchemy's teardown gave it back
+    finally:
+        with app.app_context():
+            db.engine.dispose()

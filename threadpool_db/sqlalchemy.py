@@ -26,6 +26,7 @@ from typing import Any
 
 import sqlalchemy
 from sqlalchemy import exc
+from sqlalchemy.engine import CreateEnginePlugin
 from sqlalchemy.pool import Pool
 from sqlalchemy.pool.base import _ConnectionRecord
 
@@ -207,3 +208,38 @@ class FairQueuePool(Pool):
     def checkedout(self) -> int:
         s = self._core.get_stats()
         return int(s["pool_size"]) - int(s["pool_available"])
+
+
+# -- by the database URL alone: ?plugin=threadpool_db -------------------------------------------
+def _as_bool(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _as_float_or_none(text: str) -> float | None:
+    return None if text.strip().lower() in ("", "none", "null", "off") else float(text)
+
+
+# The options a URL may carry (query keys), and how to read each: our own, and QueuePool's.
+URL_OPTIONS: dict[str, Any] = {
+    "leak_threshold": _as_float_or_none, "capture_stacks": str, "stack_sample_rate": float,
+    "reclaim_leaked": _as_bool, "max_waiting": int, "name": str,
+    "pool_size": int, "max_overflow": int, "pool_timeout": float, "pool_use_lifo": _as_bool,
+}  # fmt: skip
+
+
+class FairQueuePlugin(CreateEnginePlugin):
+    """The ``sqlalchemy.plugins`` entry point ``threadpool_db``: with
+    ``postgresql+psycopg://...?plugin=threadpool_db`` an application gets FairQueuePool through
+    its database URL alone. The options in ``URL_OPTIONS`` may come from the URL too; they are
+    taken out of it before the dialect sees it."""
+
+    def __init__(self, url: Any, kwargs: dict[str, Any]) -> None:
+        super().__init__(url, kwargs)
+        kwargs.setdefault("poolclass", FairQueuePool)
+        for key, read in URL_OPTIONS.items():
+            if key in url.query:
+                value = url.query[key]
+                kwargs.setdefault(key, read(value if isinstance(value, str) else value[-1]))
+
+    def update_url(self, url: Any) -> Any:
+        return url.difference_update_query(list(URL_OPTIONS))
