@@ -192,3 +192,24 @@ def test_with_the_apis_no_op_provider_the_borrow_path_is_untouched(make_pool):
 def test_instrument_refuses_what_is_not_a_pool():
     with pytest.raises(TypeError, match="ConnectionPool or a RoutingPool"):
         instrument(object())
+
+
+def test_a_sqlalchemy_fair_queue_pool_is_instrumented_too(pg, otel):
+    import sqlalchemy as sa
+
+    from threadpool_db.sqlalchemy import FairQueuePool
+
+    provider, reader = otel
+    eng = sa.create_engine(pg.url.replace("postgresql://", "postgresql+psycopg://", 1), poolclass=FairQueuePool,
+                           pool_size=2, max_overflow=0, name="otel-sa")  # fmt: skip
+    try:
+        instrument(eng.pool, meter_provider=provider)
+        with eng.connect() as c:
+            c.execute(sa.text("SELECT 1"))
+            m = _collect(reader)
+            assert _value(m, "db.client.connection.count", **{POOL: "otel-sa", STATE: "used"}) == 1
+        m = _collect(reader)
+        (waited,) = _points(m["db.client.connection.wait_time"], **{POOL: "otel-sa"})
+        assert waited.count == 1
+    finally:
+        eng.dispose()

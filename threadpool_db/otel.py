@@ -3,9 +3,10 @@ conventions name them (``db.client.connection.*``; those conventions are still "
 status, so the names are written out here rather than imported from the incubating package).
 
 ``instrument(pool, meter_provider=None)`` (None: the global provider) works for a
-``ConnectionPool`` (and a ``NullConnectionPool``) and a ``RoutingPool`` (each of its pools, and
-the route of each borrow). It depends on ``opentelemetry-api`` only (the ``otel`` extra): the
-application brings the SDK, its readers and exporters.
+``ConnectionPool`` (and a ``NullConnectionPool``), a ``RoutingPool`` (each of its pools, and
+the route of each borrow) and SQLAlchemy's ``FairQueuePool`` (the pool under it). It depends
+on ``opentelemetry-api`` only (the ``otel`` extra): the application brings the SDK, its
+readers and exporters.
 
 How it costs nothing when nobody collects: the counts (connections by state, the sizes, the
 waiting borrowers, the timeouts, the leak counters) are *observable* instruments, read from
@@ -203,10 +204,13 @@ class RoutingInstrumentation:
 
 
 def instrument(pool: Any, meter_provider: MeterProvider | None = None) -> Instrumentation | RoutingInstrumentation:
-    """Report ``pool``'s metrics through OpenTelemetry: a ConnectionPool (or NullConnectionPool)
-    or a RoutingPool. ``meter_provider``: None for the global one (``metrics.set_meter_provider``)."""
+    """Report ``pool``'s metrics through OpenTelemetry: a ConnectionPool (or NullConnectionPool),
+    a RoutingPool, or a FairQueuePool. ``meter_provider``: None for the global one (``metrics.set_meter_provider``)."""
     provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
     instruments = _instruments_for(provider)
+    core = getattr(pool, "core", None)  # a FairQueuePool: the threadpool_db pool under it
+    if core is not None:
+        pool = core
     if hasattr(pool, "primary") and hasattr(pool, "replicas"):
         return RoutingInstrumentation(pool, instruments, provider)
     if not hasattr(pool, "add_observer") or not hasattr(pool, "stats"):
