@@ -324,3 +324,18 @@ def test_a_flask_sqlalchemy_app_gets_the_fair_pool(pg, how):
     finally:
         with app.app_context():
             db.engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["psycopg", "psycopg2"])
+def test_both_postgresql_dialects(pg, dialect, recorder):
+    eng = sa.create_engine(pg.url.replace("postgresql://", f"postgresql+{dialect}://", 1), poolclass=FairQueuePool,
+                           pool_size=1, max_overflow=0, pool_pre_ping=True, leak_threshold=30.0)  # fmt: skip
+    me = test_both_postgresql_dialects
+    try:
+        with eng.connect() as c:  # DIALECT-LINE
+            assert c.execute(sa.text("SELECT 1")).scalar() == 1
+            (rec,) = eng.pool.core.borrowed()
+            assert rec["borrow_site"] == f"{__file__}:{line_of(me, '# DIALECT-LINE')}"
+        assert eng.pool.checkedin() == 1
+    finally:
+        eng.dispose()
