@@ -293,6 +293,50 @@ def otel_cycle(url: str, n: int, repeats: int) -> dict[str, float]:
         sdk.shutdown()
 
 
+def sqlalchemy_rows(url: str, n: int, repeats: int, secs: float, rounds: int) -> dict[str, Any]:
+    """SQLAlchemy's pools side by side: the ``pool.connect().close()`` cycle (FairQueuePool with
+    leak detection on, the default, and off, against QueuePool), and contention (32 threads on
+    8 connections, 1 ms holds): the per-thread spread and the max wait."""
+    import psycopg
+    from sqlalchemy.pool import QueuePool as QP
+
+    from threadpool_db.sqlalchemy import FairQueuePool
+
+    def creator() -> Any:
+        return psycopg.connect(url)
+
+    def make(size: int) -> dict[str, Any]:
+        return {"QueuePool": QP(creator, pool_size=size, max_overflow=0, timeout=30),
+                "FairQueuePool": FairQueuePool(creator, pool_size=size, max_overflow=0, timeout=30),
+                "FairQueuePool, leak detection off": FairQueuePool(creator, pool_size=size, max_overflow=0,
+                                                                   timeout=30, leak_threshold=None)}  # fmt: skip
+
+    out: dict[str, Any] = {}
+    pools = make(1)
+    try:
+        for p in pools.values():
+            p.connect().close()  # connected once, before timing
+        runs: dict[str, list[float]] = {name: [] for name in pools}
+        for _ in range(repeats):
+            for name, p in pools.items():
+                runs[name].append(_timed(lambda p=p: p.connect().close(), n))
+        out["cycle_us"] = {k: statistics.median(v) for k, v in runs.items()}
+    finally:
+        for p in pools.values():
+            p.dispose()
+    pools = make(8)
+    try:
+        res: dict[str, list[dict[str, Any]]] = {name: [] for name in pools if "off" not in name}
+        for _ in range(rounds):
+            for name in res:
+                res[name].append(contention(pools[name].connect, lambda c: c.close(), 32, secs))
+        out["contention"] = {name: _merge_rounds(r) for name, r in res.items()}
+    finally:
+        for p in pools.values():
+            p.dispose()
+    return out
+
+
 def statement_cycle(peers: dict[str, Peer], n: int, repeats: int) -> dict[str, float]:
     runs: dict[str, list[float]] = {name: [] for name in peers}
     for _ in range(repeats):
@@ -444,6 +488,8 @@ def run(url: str, quick: bool) -> dict[str, Any]:
     finally:
         _close(peers)
 
+    res["sqlalchemy"] = sqlalchemy_rows(url, n, repeats, secs, 1 if quick else 3)
+
     res["spike"] = {}
     for cls in PEERS:
         if not cls.can_wait:
@@ -523,6 +569,18 @@ def render(res: dict[str, Any]) -> str:
             f"  {name:<32} {r['ops_per_s']:8.0f} {100 * r['ops_per_s'] / ceil:6.1f}% {r['wait_p50_ms']:9.2f} "
             f"{r['wait_p99_ms']:8.2f} {mx:>15} {r['borrows_min']:>13}..{r['borrows_max']:<10}"
         )
+
+    sa_rows = res.get("sqlalchemy")
+    if sa_rows:
+        c = sa_rows["cycle_us"]
+        out.append("\nSQLAlchemy: pool.connect().close(), one thread, no query (us; ratio to QueuePool)")
+        for name, v in c.items():
+            out.append(f"  {name:<36} {v:8.2f} {v / c['QueuePool']:6.2f}x")
+        out.append("SQLAlchemy contention: 32 threads, 8 connections, 1 ms holds (the worst / the median round)")
+        for name, r in sa_rows["contention"].items():
+            mx = f"{r['wait_max_ms']:.1f} / {r.get('wait_max_median_ms', r['wait_max_ms']):.1f}"
+            out.append(f"  {name:<36} {r['ops_per_s']:8.0f} ops/s  max wait {mx:>15} ms  "
+                       f"borrows/thread {r['borrows_min']}..{r['borrows_max']}")  # fmt: skip
 
     out.append("\nSpike: 200 threads at once, 10 connections, hold 10 ms, timeout 2 s")
     out.append(f"  {'pool':<32} {'served':>7} {'timeouts':>9} {'time to serve all s':>20}")

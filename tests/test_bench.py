@@ -27,6 +27,9 @@ def test_bench_pools_quick_run_has_every_peer(pg, tmp_path):
     assert "the idiom" in proc.stdout
     assert set(res["otel_us"]) == {"not instrumented", "API no-op", "SDK, a reader attached"}
     assert "OpenTelemetry metrics" in proc.stdout
+    assert set(res["sqlalchemy"]["cycle_us"]) == {"QueuePool", "FairQueuePool", "FairQueuePool, leak detection off"}
+    assert set(res["sqlalchemy"]["contention"]) == {"QueuePool", "FairQueuePool"}
+    assert all(r["hung"] == 0 for r in res["sqlalchemy"]["contention"].values())
     assert set(res["statement_us"]) == PEERS
     assert set(res["statement_autocommit_us"]) == PEERS
     assert set(res["contention"]) == WAITING | {"Semaphore(8) ceiling"}
