@@ -221,6 +221,16 @@ class PooledConnection:
         return raw
 
     @property
+    def driver_connection(self) -> Any:
+        """The driver's object, for a framework that manages it itself (FairQueuePool hands
+        SQLAlchemy its connection records so): unlike ``raw``, reading it does not mark the
+        connection for a settings restore on return."""
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        return raw
+
+    @property
     def returned(self) -> bool:
         """True once the connection went back to the pool (or was reclaimed)."""
         return self._raw is None

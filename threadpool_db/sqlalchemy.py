@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 from typing import Any
 
 import sqlalchemy
@@ -31,7 +30,6 @@ from sqlalchemy.pool import Pool
 from sqlalchemy.pool.base import _ConnectionRecord
 
 from .config import UNLIMITED
-from .connection import PooledConnection
 from .drivers import IDLE, Driver, PsycopgDriver
 from .errors import PoolTimeout
 from .pool import ConnectionPool
@@ -143,8 +141,6 @@ class FairQueuePool(Pool):
                            num_workers=1, name=name or f"sqlalchemy-{id(self):x}", leak_threshold=leak_threshold,
                            capture_stacks=capture_stacks, stack_sample_rate=stack_sample_rate,
                            reclaim_leaked=reclaim_leaked, framework_dirs=_framework_dirs())  # fmt: skip
-        self._lent: dict[int, PooledConnection] = {}  # id(record) -> its handle; guarded by _lent_lock
-        self._lent_lock = threading.Lock()
 
     @property
     def core(self) -> ConnectionPool:
@@ -161,15 +157,13 @@ class FairQueuePool(Pool):
                 f"FairQueuePool limit of size {self.size()} overflow {self.overflow()} reached, connection "
                 f"timed out, timeout {self._timeout:0.2f}: {e}", code="3o7r"
             ) from None
-        record = handle.raw
-        with self._lent_lock:
-            self._lent[id(record)] = handle
+        record = handle.driver_connection
+        record._threadpool_db_handle = handle  # the record carries its handle back to _do_return_conn
         return record
 
     def _do_return_conn(self, record: Any) -> None:
-        with self._lent_lock:
-            handle = self._lent.pop(id(record), None)
-        if handle is None:  # not lent by this pool (after a recreate): close it
+        handle = record.__dict__.pop("_threadpool_db_handle", None)
+        if handle is None or handle not in self._core:  # not lent by this pool (a recreate's): close it
             record.close()
             return
         self._core.putconn(handle, None, False)  # a closed core closes it, quietly
