@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,6 +15,21 @@ from threadpool_db.testing import EmbeddedPostgres, database
 
 from .faults.proxy import FaultProxy
 from .timing import LOCK_TIMEOUT
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each run gets a temporary folder of its own (pytest's numbered ones under
+    /tmp/pytest-of-<user> are shared by every run of that user: another clone's run may clean
+    them up under this one), removed when the run ends."""
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix="tpdb-pytest-")
+        config._tpdb_basetemp = config.option.basetemp  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    made = getattr(config, "_tpdb_basetemp", None)
+    if made:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 class Server:
