@@ -18,7 +18,7 @@ import tempfile
 # before the workers fork, so each writes its samples there) and the dashboard's per-worker
 # stats. A launcher that sets both variables (run_gunicorn, make serve) owns their folders;
 # otherwise this run makes one here and on_exit removes it when the master stops.
-_run_dir = None
+_run_dir = os.environ.get("TPDB_RUN_DIR")  # the launcher's, removed by whichever of us ends last
 if not (os.environ.get("PROMETHEUS_MULTIPROC_DIR") and os.environ.get("TPDB_STATS_DIR")):
     _run_dir = tempfile.mkdtemp(prefix="tpdb-gunicorn-")
     os.makedirs(os.path.join(_run_dir, "prometheus"))

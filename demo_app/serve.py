@@ -34,7 +34,10 @@ def shared_dirs(env: dict[str, str]) -> Iterator[dict[str, str]]:
     with tempfile.TemporaryDirectory(prefix="tpdb-gunicorn-") as run_dir:
         prometheus = os.path.join(run_dir, "prometheus")
         os.mkdir(prometheus)
-        yield {"PROMETHEUS_MULTIPROC_DIR": prometheus, "TPDB_STATS_DIR": os.path.join(run_dir, "stats"), **env}
+        # TPDB_RUN_DIR: gunicorn's master removes it too when it exits, for a launcher that is
+        # killed (SIGKILL: no finally runs) while gunicorn gets its parent-death signal
+        yield {"PROMETHEUS_MULTIPROC_DIR": prometheus, "TPDB_STATS_DIR": os.path.join(run_dir, "stats"),
+               "TPDB_RUN_DIR": run_dir, **env}  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -117,6 +120,7 @@ def main() -> int:
                   "everything)", flush=True)  # fmt: skip
             with shared_dirs({}) as own:
                 env = {**os.environ, "DATABASE_URL": url, **own}
+                print(f"the workers share {own['TPDB_RUN_DIR']} (removed at the end)", flush=True)
                 proc = subprocess.Popen(gunicorn_cmd(sys.argv[1:]), env=env, cwd=HERE.parent, start_new_session=True,
                                         preexec_fn=_die_with_parent)  # fmt: skip
                 try:

@@ -148,12 +148,17 @@ def test_make_serve_stops_gunicorn_and_the_server_however_it_ends(sig):
             except OSError:
                 return False
 
+        shared = Path(_read_until(proc, r"workers share (\S+)").group(1))
+        assert shared.is_dir()
         wait_until(answers, timeout=60, what="gunicorn to answer")
         proc.send_signal(sig)
         proc.wait(JOIN)
         wait_until(lambda: not answers() and not _listening(port), timeout=JOIN, what="gunicorn to stop")
         wait_until(lambda: not _listening(pg_port), timeout=JOIN, what="PostgreSQL to stop")
         wait_until(lambda: not datadir.exists(), timeout=SETTLE, what="the data folder to go")
+        # gunicorn's shared folder too, even when the launcher was killed (gunicorn's master
+        # removes it on its way out); the PostgreSQL copy is shared across runs by design
+        wait_until(lambda: not shared.exists(), timeout=SETTLE, what="the gunicorn run's folder to go")
     finally:
         if proc.poll() is None:
             proc.kill()
