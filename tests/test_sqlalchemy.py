@@ -339,3 +339,15 @@ def test_both_postgresql_dialects(pg, dialect, recorder):
         assert eng.pool.checkedin() == 1
     finally:
         eng.dispose()
+
+
+@pytest.mark.parametrize("lifo", [False, True])
+def test_use_lifo_picks_the_warmest_and_fifo_the_longest_idle(engines, lifo):
+    eng = engines(pool_size=2, max_overflow=0, pool_use_lifo=lifo)
+    a, b = eng.connect(), eng.connect()
+    pid_a = a.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+    pid_b = b.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+    a.close()  # idle longest
+    b.close()  # idle last (the warmest)
+    with eng.connect() as c:
+        assert c.execute(sa.text("SELECT pg_backend_pid()")).scalar() == (pid_b if lifo else pid_a)
