@@ -62,10 +62,13 @@ function draw(canvasId, series, legendId, refs, now) {
     series[n].filter(([t]) => t >= t0).forEach(([t, v], k) => (k ? g.lineTo(X(t), Y(v)) : g.moveTo(X(t), Y(v))));
     g.stroke(); g.setLineDash([]);
   });
-  if (legendId) {
+  if (legendId) {  // a swatch drawn as its line: solid, or dashed for peaks and reference lines
+    const swatch = (color, dashed) => dashed
+      ? `<i style="height:0;border-top:3px dashed ${color};vertical-align:middle"></i>`
+      : `<i style="background:${color}"></i>`;
     document.getElementById(legendId).innerHTML = names.map(n =>
-      `<span><i style="background:${MEANING[n] || "#666"}"></i>${n}: ${series[n].length ? series[n][series[n].length - 1][1] : ""}</span>`
-    ).join("") + refs.map(r => `<span><i style="background:${r.color}"></i>${r.label}: ${r.value}</span>`).join("");
+      `<span>${swatch(MEANING[n] || "#666", DASHED.has(n))}${n}: ${series[n].length ? series[n][series[n].length - 1][1] : ""}</span>`
+    ).join("") + refs.map(r => `<span>${swatch(r.color, true)}${r.label}: ${r.value}</span>`).join("");
   }
 }
 
