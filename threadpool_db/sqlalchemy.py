@@ -40,7 +40,9 @@ _SQLALCHEMY_DIR = os.path.dirname(os.path.abspath(sqlalchemy.__file__)) + os.sep
 def _framework_dirs() -> tuple[str, ...]:
     """SQLAlchemy's folder, and Flask-SQLAlchemy's where it is installed: their frames stand
     between the application's line and the pool, and are never the borrower."""
-    dirs = [_SQLALCHEMY_DIR, "<sqlalchemy "]  # and the code SQLAlchemy generates at run time
+    # and the code SQLAlchemy generates at run time: "<sqlalchemy generated ...>" in 2.1,
+    # "<string>" in 2.0 (its decorator wrappers are exec'd)
+    dirs = [_SQLALCHEMY_DIR, "<sqlalchemy ", "<string>"]
     try:
         import flask_sqlalchemy
 
