@@ -351,3 +351,45 @@ def test_use_lifo_picks_the_warmest_and_fifo_the_longest_idle(engines, lifo):
     b.close()  # idle last (the warmest)
     with eng.connect() as c:
         assert c.execute(sa.text("SELECT pg_backend_pid()")).scalar() == (pid_b if lifo else pid_a)
+
+
+def test_leak_detection_tells_a_thread_that_ended_and_an_escape(engines, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="threadpool_db.leaks")
+    eng = engines(pool_size=2, max_overflow=0, leak_threshold=0.3, capture_stacks="full")
+    kept: list[Any] = []
+
+    def job() -> None:
+        kept.append(eng.connect())  # ENDED-THREAD: borrowed, never closed, and the thread ends
+
+    t = threading.Thread(target=job, name="sa-job")
+    t.start()
+    t.join(JOIN)
+    assert not t.is_alive()
+    wait_until(lambda: eng.pool.core.stats()["leaks_reclaimed"] == 1, what="the dead borrower's reclaim")
+    (rec,) = [r for r in eng.pool.core.leak_reports() if r["thread_name"] == "sa-job"]
+    assert rec["state"] == "thread ended"
+    assert rec["borrow_site"] == f"{__file__}:{line_of(job, '# ENDED-THREAD')}"
+
+    def escaping_view() -> None:
+        kept.append(eng.connect())  # ESCAPE: the connection outlives the function
+
+    escaping_view()
+    wait_until(lambda: any(r["state"] == "escaped" for r in eng.pool.core.leaks()), what="the escape's report")
+    assert any("escaped" in r.getMessage() for r in caplog.records)
+
+
+def test_max_waiting_refuses_at_once_through_sqlalchemy(engines):
+    eng = engines(pool_size=1, max_overflow=0, pool_timeout=10, max_waiting=1)
+    held = eng.connect()
+    waiter = threading.Thread(target=lambda: eng.connect().close(), daemon=True)
+    waiter.start()
+    wait_until(lambda: eng.pool.core.stats()["waiting"] == 1, what="one waiter")
+    t0 = time.monotonic()
+    with pytest.raises(sa.exc.OperationalError, match="max_waiting=1"):  # SQLAlchemy wraps our error
+        eng.connect()
+    assert time.monotonic() - t0 < 2.0
+    held.close()
+    waiter.join(JOIN)
+    assert not waiter.is_alive()
