@@ -158,6 +158,7 @@ def test_dispose_and_recreate_keep_the_class_options_and_listeners(engines):
     assert old.checkedin() == 0 and seen["close"] == 1
     new = eng.pool
     assert new is not old and isinstance(new, FairQueuePool)
+    assert old.core.closed and new.core.stats()["threads"] >= 1  # the old core's threads stopped
     assert (new.size(), new._max_overflow, new.core.leak_threshold, new.core.name) == (2, 1, 15.0, "sa-recreate")
     with eng.connect():
         pass

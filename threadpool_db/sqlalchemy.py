@@ -176,13 +176,17 @@ class FairQueuePool(Pool):
         self.logger.info("Pool disposed. %s", self.status())
 
     def recreate(self) -> FairQueuePool:
+        """A new pool like this one (what engine.dispose() puts in its place); this one's core
+        closes: its threads stop, and connections still out close when they come back."""
         self.logger.info("Pool recreating")
-        return self.__class__(
+        made = self.__class__(
             self._creator, pool_size=self._pool_size, max_overflow=self._max_overflow, timeout=self._timeout,
             use_lifo=self._use_lifo, pre_ping=self._pre_ping, recycle=self._recycle, echo=self.echo,
             logging_name=self._orig_logging_name, reset_on_return=self._reset_on_return, _dispatch=self.dispatch,
             dialect=self._dialect, **self._ours,
         )  # fmt: skip
+        self._core.close(timeout=1.0)
+        return made
 
     def status(self) -> str:
         return (f"Pool size: {self.size()}  Connections in pool: {self.checkedin()} Current Overflow: "
