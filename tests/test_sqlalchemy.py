@@ -394,3 +394,23 @@ def test_max_waiting_refuses_at_once_through_sqlalchemy(engines):
     held.close()
     waiter.join(JOIN)
     assert not waiter.is_alive()
+
+
+def test_prometheus_metrics_of_a_fair_queue_pool(engines):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from threadpool_db.metrics import PoolMetrics
+
+    eng = engines(pool_size=2, max_overflow=0, name="sa-prom")
+    registry = CollectorRegistry()
+    metrics = PoolMetrics(eng.pool.core, registry=registry, interval=3600.0)
+    try:
+        for _ in range(3):
+            with eng.connect() as c:
+                c.execute(sa.text("SELECT 1"))
+        metrics.update()
+        text = generate_latest(registry).decode()
+        assert 'threadpool_db_connections_acquire_seconds_count{pool="sa-prom"} 3.0' in text
+        assert 'threadpool_db_connections_max{pool="sa-prom"} 2.0' in text
+    finally:
+        metrics.close()
