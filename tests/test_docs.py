@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import parse_python
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -96,7 +98,7 @@ def _needed(code: str) -> set[str]:
     imports import in turn (threadpool_db.metrics needs prometheus-client)."""
     needed: set[str] = set()
     seen: set[str] = set()
-    todo = [ast.parse(code)]
+    todo = [parse_python(code)]
     while todo:
         tree = todo.pop()
         for node in ast.walk(tree):
@@ -110,7 +112,7 @@ def _needed(code: str) -> set[str]:
                     seen.add(mod)
                     path = ROOT / (mod.replace(".", "/") + ".py")
                     if path.is_file():
-                        todo.append(ast.parse(path.read_text()))
+                        todo.append(parse_python(path.read_text()))
         for module in _imported(tree):
             top = module.split(".")[0]
             if top in sys.stdlib_module_names or top == "threadpool_db":

@@ -6,13 +6,15 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from .helpers import parse_python
+
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "threadpool_db"
 
 
 def _pool_privates() -> set[str]:
     """Every private attribute ConnectionPool sets on itself, and its private methods."""
-    tree = ast.parse((PKG / "pool.py").read_text())
+    tree = parse_python((PKG / "pool.py").read_text())
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ConnectionPool")
     names = {f.name for f in cls.body if isinstance(f, ast.FunctionDef) and f.name.startswith("_")
              and not f.name.startswith("__")}  # fmt: skip
@@ -27,7 +29,7 @@ def _pool_privates() -> set[str]:
 def _touches(path: Path, private: set[str]) -> list[str]:
     """``x._name`` with ``_name`` one of the pool's privates, on anything but ``self``."""
     out = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(parse_python(path.read_text())):
         if isinstance(node, ast.Attribute) and node.attr in private:
             if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
                 continue
@@ -54,7 +56,7 @@ def test_no_module_but_pool_py_touches_the_pools_private_state():
 
 
 def test_no_mixins_the_pool_is_one_class():
-    tree = ast.parse((PKG / "pool.py").read_text())
+    tree = parse_python((PKG / "pool.py").read_text())
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ConnectionPool")
     assert cls.bases == []
 
@@ -63,7 +65,7 @@ def test_demo_and_load_import_no_private_names_of_the_library():
     bad = []
     for folder in ("demo_app", "load"):
         for path in sorted((ROOT / folder).rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text())):
+            for node in ast.walk(parse_python(path.read_text())):
                 if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("threadpool_db"):
                     bad += [f"{path.relative_to(ROOT)}:{node.lineno}: {a.name}" for a in node.names
                             if a.name.startswith("_")]  # fmt: skip
@@ -92,7 +94,7 @@ def _unguarded_updates(source: str) -> list[str]:
     inside a ``with self._lock:`` block nor in a ``*_locked`` method (whose callers hold it).
     Under the GIL a timing test cannot catch a read-modify-write moved out of the lock; this
     reads where each one stands."""
-    tree = ast.parse(source)
+    tree = parse_python(source)
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ConnectionPool")
     out: list[str] = []
 
@@ -139,7 +141,7 @@ def _imports_of_package() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for path in sorted(PKG.glob("*.py")):
         deps: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(parse_python(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level == 1:
                 deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("threadpool_db."):
