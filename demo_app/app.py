@@ -51,6 +51,8 @@ def refusal(e: BaseException) -> tuple[str, str]:
     text = str(e)
     found = next((v for k, v in _REFUSALS.items() if k in text), ("08006", "the database could not be reached"))
     return getattr(e, "sqlstate", None) or found[0], found[1]
+
+
 POOLED_APP = "tpdb-demo-pooled"
 
 
@@ -101,9 +103,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             with publisher_lock:
                 if pid not in publisher_started:
                     PoolMetrics(state.pool)  # this worker's pool, made here (lazily, in the worker)
-                    publish.start_publisher(app.config["TPDB_STATS_DIR"], lambda: state.pool if state.started else None,
-                                            {"pooled": POOLED_APP, "per_request": PER_REQUEST_APP},
-                                            lambda: {"request_times": {k: v.snapshot() for k, v in times.items()}})
+                    publish.start_publisher(
+                        app.config["TPDB_STATS_DIR"],
+                        lambda: state.pool if state.started else None,
+                        {"pooled": POOLED_APP, "per_request": PER_REQUEST_APP},
+                        lambda: {"request_times": {k: v.snapshot() for k, v in times.items()}},
+                    )
                     publisher_started.append(pid)  # last: other threads wait on the lock until now
 
     @app.before_request
@@ -181,8 +186,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             try:
                 with db.pool.connection(timeout=0.5) as conn:
                     mc = int(conn.execute("SHOW max_connections").fetchone()[0])
-                    reserved = conn.execute("SELECT coalesce(sum(setting::int), 0) FROM pg_settings WHERE name IN "
-                                            "('superuser_reserved_connections', 'reserved_connections')").fetchone()[0]
+                    reserved = conn.execute(
+                        "SELECT coalesce(sum(setting::int), 0) FROM pg_settings WHERE name IN "
+                        "('superuser_reserved_connections', 'reserved_connections')"
+                    ).fetchone()[0]
                 limits.update(max_connections=mc, refusal_line=mc - int(reserved))  # where it refuses new ones
             except Exception:  # busy or down: the page still shows the workers
                 pass

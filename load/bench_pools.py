@@ -372,7 +372,7 @@ def contention(acquire: Callable[[], Any], release: Callable[[Any], None], threa
         t.join(seconds + 60)
     took = time.monotonic() - t0
     allw = sorted(x for w in waits for x in w)
-    pct = (lambda q: allw[min(len(allw) - 1, int(q * len(allw)))] * 1000 if allw else 0.0)  # noqa: E731
+    pct = lambda q: allw[min(len(allw) - 1, int(q * len(allw)))] * 1000 if allw else 0.0  # noqa: E731
     return {"ops_per_s": sum(counts) / took, "wait_p50_ms": pct(0.50), "wait_p99_ms": pct(0.99),
             "wait_max_ms": allw[-1] * 1000 if allw else 0.0, "borrows_min": min(counts),
             "borrows_max": max(counts), "hung": sum(t.is_alive() for t in ts)}  # fmt: skip
@@ -551,8 +551,9 @@ def render(res: dict[str, Any]) -> str:
 
     otel = res.get("otel_us")
     if otel:
-        out.append("\nOpenTelemetry metrics (threadpool_db.otel), our cycle with the defaults "
-                   "(us; ratio to not instrumented)")
+        out.append(
+            "\nOpenTelemetry metrics (threadpool_db.otel), our cycle with the defaults (us; ratio to not instrumented)"
+        )
         base = otel["not instrumented"]
         for name, v in otel.items():
             out.append(f"  {name:<32} {v:9.2f} {v / base:9.2f}x")
@@ -588,8 +589,10 @@ def render(res: dict[str, Any]) -> str:
         note = "" if r["has_timeout"] else "  (no borrow timeout available)"
         out.append(f"  {name:<32} {r['served']:7d} {r['timeouts']:9d} {r['time_to_serve_all_s']:20.3f}{note}")
 
-    for key, title in (("stack_capture_us", f"the {res.get('recorder', '?')} borrow-site recorder"),
-                       ("stack_capture_pure_us", "the pure-Python recorder (an install with no compiler)")):
+    for key, title in (
+        ("stack_capture_us", f"the {res.get('recorder', '?')} borrow-site recorder"),
+        ("stack_capture_pure_us", "the pure-Python recorder (an install with no compiler)"),
+    ):
         s = res.get(key)
         if not s:
             continue

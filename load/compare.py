@@ -187,8 +187,9 @@ def _progress_line(tag: str, prefix: Path, sampler: Sampler, elapsed: float, dur
     errors = _num(_aggregated(Path(f"{prefix}_stats_history.csv")), "Total Failure Count")
     conns = sampler.samples[-1]["all_conns"] if sampler.samples else 0
     figures = (ok, errors)
-    return (f"{head} {elapsed:4.0f}/{duration} s  {ok:7.1f} ok req/s  errors {errors:6.0f}  "
-            f"server conns {conns:3.0f}"), figures
+    return (
+        f"{head} {elapsed:4.0f}/{duration} s  {ok:7.1f} ok req/s  errors {errors:6.0f}  server conns {conns:3.0f}"
+    ), figures
 
 
 _tty = sys.stdout.isatty()
@@ -337,8 +338,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pool-timeout", type=float, default=10.0, help="pool borrow timeout, s (10)")
     ap.add_argument("--max-connections", type=int, default=50, help="PostgreSQL max_connections (50)")
     ap.add_argument("--mix", default="read:80,write:15,slow:5", help="op weights (read:80,write:15,slow:5)")
-    ap.add_argument("--recommended-duration", type=int, default=20,
-                    help="seconds of a third phase, pooled at the advisor's recommended max_size (20; 0: skip)")
+    ap.add_argument(
+        "--recommended-duration",
+        type=int,
+        default=20,
+        help="seconds of a third phase, pooled at the advisor's recommended max_size (20; 0: skip)",
+    )
     ap.add_argument("--modes", default="per-request,pooled", help="phases to run, in order (per-request,pooled)")
     ap.add_argument("--via-pgbouncer", action="store_true",
                     help=f"also run the pooled routes on {HOSTS_VIA_PGBOUNCER} gunicorn instances (stand-ins for "
@@ -378,8 +383,10 @@ def main(argv: list[str] | None = None) -> int:
             bouncer_url = bouncer.url(flag=True)
             server_note += (f"; PgBouncer 127.0.0.1:{bouncer.port}, transaction mode, "
                             f"default_pool_size={args.bouncer_pool_size}")  # fmt: skip
-        print(f"threadpool_db comparison: {server_note}; gunicorn gthread {args.workers} workers x {args.threads}"
-              f" threads; pool max_size {args.max_size}/worker; locust {args.users} users, {args.duration} s/phase")
+        print(
+            f"threadpool_db comparison: {server_note}; gunicorn gthread {args.workers} workers x {args.threads}"
+            f" threads; pool max_size {args.max_size}/worker; locust {args.users} users, {args.duration} s/phase"
+        )
         from demo_app.schema import ensure_schema
 
         ensure_schema(url)

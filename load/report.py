@@ -244,9 +244,16 @@ def sections(phases: list[Phase], meta: dict[str, Any]) -> list[tuple[str, list[
                 [] if refusals else ["none"], refusals or None))  # fmt: skip
     for p in phases:
         if p.mode == "pgbouncer":
-            out.append(("Via PgBouncer", [
-                f"{p.clients} client connections from the app hosts' pools; PostgreSQL backends peaked at "
-                f"{p.peak_app_conns} (PgBouncer default_pool_size {meta['args'].get('bouncer_pool_size')})."], None))
+            out.append(
+                (
+                    "Via PgBouncer",
+                    [
+                        f"{p.clients} client connections from the app hosts' pools; PostgreSQL backends peaked at "
+                        f"{p.peak_app_conns} (PgBouncer default_pool_size {meta['args'].get('bouncer_pool_size')})."
+                    ],
+                    None,
+                )
+            )
     cpu_lines = [f"{p.label}: " + ", ".join(f"{k} {v:.0f}%" for k, v in p.cpu.items()) for p in phases if p.cpu]
     if cpu_lines:
         out.append(("CPU share of the whole machine during each phase (from /proc)", cpu_lines, None))
@@ -297,8 +304,11 @@ def write(out: Path, phases: list[Phase], meta: dict[str, Any]) -> str:
         if lines:
             body.append("<ul>" + "".join(f"<li>{para(x)}</li>" for x in lines) + "</ul>")
         if table:
-            body.append("<table><tr><th>phase</th><th>cause</th><th>count</th></tr>" + "".join(
-                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in table) + "</table>")
+            body.append(
+                "<table><tr><th>phase</th><th>cause</th><th>count</th></tr>"
+                + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in table)
+                + "</table>"
+            )
     trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows(phases))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>threadpool_db comparison</title>
 <style>body{{font:14px system-ui,sans-serif;margin:2rem;max-width:1000px}}table{{border-collapse:collapse}}

@@ -11,9 +11,8 @@ from .timing import SETTLE
 def test_child_gets_its_own_connections_and_parent_keeps_working(make_pool, dsn):
     pool = make_pool(min_size=2, max_size=2)
     held = pool.getconn()  # borrowed in the parent across the fork
-    parent_pids = sorted(
-        [held.info.backend_pid] + [s.pid for s in pool._all.values() if s.handle is None]
-    )
+    parent_pids = sorted([held.info.backend_pid] + [s.pid for s in pool._all.values() if s.handle is None])
+
     def child() -> dict:
         out: dict = {}
         try:
@@ -36,8 +35,10 @@ def test_child_gets_its_own_connections_and_parent_keeps_working(make_pool, dsn)
     # the parent closed its idle connection at the fork (a pre-fork master must not keep
     # backends its workers inherit): its backend is gone; the borrowed one came back fine
     idle_pid = next(p for p in parent_pids if p != held_pid)
-    wait_until(lambda: not sql(dsn, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (idle_pid,)),
-               what="the parent's idle backend to exit")
+    wait_until(
+        lambda: not sql(dsn, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (idle_pid,)),
+        what="the parent's idle backend to exit",
+    )
     pool.putconn(held)
     conns = [pool.getconn(timeout=SETTLE) for _ in range(2)]
     seen = {c.execute("SELECT pg_backend_pid()").fetchone()[0] for c in conns}

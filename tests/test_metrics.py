@@ -119,6 +119,7 @@ def test_tenant_labels_and_resource_gauges_under_load(make_pool):
     registry = CollectorRegistry()
     m = PoolMetrics(pool, registry=registry)
     try:
+
         def work(i: int) -> None:
             tenant = ("acme", "globex", f"walk-in-{i}")[i % 3]  # walk-ins fold into "other"
             for _ in range(6):

@@ -146,8 +146,12 @@ def test_tenants_and_routes_have_their_attribute(otel):
         m = _collect(reader)
         assert _value(m, "threadpool_db.tenant.connection.count",
                       **{POOL: "otel-tenants", "threadpool_db.tenant": "acme"}) == 1  # fmt: skip
-        assert _value(m, "threadpool_db.tenant.connection.count",
-                      **{POOL: "otel-tenants", "threadpool_db.tenant": "other"}) == 1  # bounded: not "globex"
+        assert (
+            _value(
+                m, "threadpool_db.tenant.connection.count", **{POOL: "otel-tenants", "threadpool_db.tenant": "other"}
+            )
+            == 1
+        )  # bounded: not "globex"
         (waited,) = _points(m["threadpool_db.tenant.wait_time"], **{"threadpool_db.tenant": "acme"})
         assert waited.count == 1
         pool.putconn(held)

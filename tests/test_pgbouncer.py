@@ -20,6 +20,7 @@ from .timing import SETTLE
 def _needs_pgbouncer() -> None:
     require("pgbouncer", find_pgbouncer() is not None, "apt-get install pgbouncer")
 
+
 POOL_SIZE = 2  # PgBouncer's server connections
 
 
@@ -63,8 +64,10 @@ def test_without_the_option_prepared_statements_break(bouncer):
 
 
 def test_with_the_option_nothing_breaks(bouncer):
-    for pool in (ConnectionPool(bouncer.url(), min_size=4, max_size=4, kwargs={"autocommit": True}, pgbouncer=True),
-                 ConnectionPool(bouncer.url(flag=True), min_size=4, max_size=4, kwargs={"autocommit": True})):
+    for pool in (
+        ConnectionPool(bouncer.url(), min_size=4, max_size=4, kwargs={"autocommit": True}, pgbouncer=True),
+        ConnectionPool(bouncer.url(flag=True), min_size=4, max_size=4, kwargs={"autocommit": True}),
+    ):
         try:
             pool.wait(SETTLE)
             assert pool.pgbouncer is True

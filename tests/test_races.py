@@ -73,6 +73,7 @@ def test_forks_in_the_middle_of_borrows_leave_children_a_working_pool(make_pool)
     workers = threading.Thread(target=lambda: run_threads(4, churn), daemon=True)
     workers.start()
     try:
+
         def child() -> dict:
             with pool.connection(timeout=SETTLE) as conn:
                 return {"v": conn.execute("SELECT 1").fetchone()[0], "in_use": pool.stats()["in_use"]}

@@ -142,6 +142,7 @@ def test_routing_metrics_label_borrows_and_acquire_time_by_route(cluster):
     registry = CollectorRegistry()
     m = RoutingMetrics(rp, registry=registry)
     try:
+
         def work(i: int) -> None:
             for k in range(5):
                 with rp.connection(readonly=k % 5 != 0) as conn:  # 1 write, 4 reads each

@@ -108,8 +108,12 @@ def _echo_cases(port: int) -> list[tuple[str, object, object, str]]:
     return [
         ("percent-token", uri, None, _ECHO),
         ("percent-token-callable", lambda: uri, None, _ECHO),
-        ("dsn-in-host", "dbname=app user=app", {"host": "postgresql://app:H0st-Secr3t@no-such-host.invalid/app"},
-         "H0st-Secr3t"),
+        (
+            "dsn-in-host",
+            "dbname=app user=app",
+            {"host": "postgresql://app:H0st-Secr3t@no-such-host.invalid/app"},
+            "H0st-Secr3t",
+        ),
     ]
 
 

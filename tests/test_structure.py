@@ -162,7 +162,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         state[mod] = 1
         for dep in sorted(graph.get(mod, ())):
             if state.get(dep) == 1:
-                ring = [*path[path.index(dep):], dep]
+                ring = [*path[path.index(dep) :], dep]
                 if frozenset(ring) not in seen:
                     seen.add(frozenset(ring))
                     found.append(ring)

@@ -72,7 +72,6 @@ def describe_target(conninfo: Any, kwargs: dict[str, Any] | None) -> str:
         return redact_conninfo(str(conninfo))
 
 
-
 def _int_at_least(name: str, value: Any, low: int, also: str = "") -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an int >= {low}{also}, got {value!r}")
@@ -260,14 +259,24 @@ class PoolConfig:
         positive("burst_wait_threshold", burst_wait_threshold, allow_zero=False)
         positive("burst_lifetime", burst_lifetime, allow_zero=False)
         return cls(
-            Connection(conninfo, connect, kwargs, connection_class, configure, reset, reconnect_failed, pgbouncer,
-                       name),
+            Connection(
+                conninfo, connect, kwargs, connection_class, configure, reset, reconnect_failed, pgbouncer, name
+            ),
             Sizing(min_size, max_size, float(timeout), max_waiting, num_workers),
-            Lifecycle(float(max_lifetime), float(max_idle), float(reconnect_timeout),
-                      None if connect_timeout is None else float(connect_timeout)),
+            Lifecycle(
+                float(max_lifetime),
+                float(max_idle),
+                float(reconnect_timeout),
+                None if connect_timeout is None else float(connect_timeout),
+            ),
             Checks(check, float(check_timeout)),
-            Leaks(None if leak_threshold is None else float(leak_threshold), capture_stacks, float(stack_sample_rate),
-                  bool(reclaim_leaked), float(reclaim_factor)),
+            Leaks(
+                None if leak_threshold is None else float(leak_threshold),
+                capture_stacks,
+                float(stack_sample_rate),
+                bool(reclaim_leaked),
+                float(reclaim_factor),
+            ),
             Tenants(dict(tenant_limits or {}), default_tenant_limit, bool(tenant_wait), float(priority_aging)),
             Burst(burst_size, float(burst_wait_threshold), float(burst_lifetime)),
         )

@@ -322,9 +322,7 @@ class PooledConnection:
             raise self._dead()
         return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if self._raw is not None:  # else: given back inside the block, or reclaimed
             # one call: the pool commits or rolls back and takes it back in the same frame
             self._pool.putconn(self, ev, et is None)  # type: ignore[union-attr]

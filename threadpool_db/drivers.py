@@ -43,7 +43,7 @@ _PERMANENT_TEXTS = (
     ("no pg_hba.conf entry", "authorization failed"),
     ("is not permitted to log in", "authorization failed"),
     ("permission denied for database", "authorization failed"),
-    ("role \"", "authorization failed"),  # role "x" does not exist
+    ('role "', "authorization failed"),  # role "x" does not exist
     ("does not exist", "no such database"),  # database "x" does not exist
     ("failed to resolve host", "unknown host"),
     ("could not translate host name", "unknown host"),

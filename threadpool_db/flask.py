@@ -124,9 +124,7 @@ class FlaskPool:
 
     def init_app(self, app: Flask) -> None:
         if EXT in app.extensions:
-            raise RuntimeError(
-                f"threadpool_db is already registered on app {app.name!r}: call init_app once per app"
-            )
+            raise RuntimeError(f"threadpool_db is already registered on app {app.name!r}: call init_app once per app")
         defaults = inspect.signature(ConnectionPool).parameters
         opts: dict[str, Any] = {}
         for key in _POOL_PARAMS:
@@ -195,9 +193,7 @@ class FlaskPool:
         self._state(app).close()
 
     # -- optional endpoints -------------------------------------------------------------------
-    def stats_blueprint(
-        self, auth: Callable[[], bool] | None = None, healthz_timeout: float = 2.0
-    ) -> Blueprint:
+    def stats_blueprint(self, auth: Callable[[], bool] | None = None, healthz_timeout: float = 2.0) -> Blueprint:
         """``/pool/stats``, ``/pool/leaks`` and ``/healthz``. Register it only if you want it:
         the leak records show code paths. ``auth()`` (if given) must return True, else 403."""
         bp = Blueprint("threadpool_db", __name__)

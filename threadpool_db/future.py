@@ -43,6 +43,7 @@ class Granter(Protocol):
 
     def putconn(self, conn: Any) -> None: ...
 
+
 _seq = itertools.count()
 
 

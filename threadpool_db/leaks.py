@@ -173,8 +173,10 @@ def holders_text(holders: list[Lease], now: float) -> str:
 def held_text(held: Lease) -> str:
     """A timeout's note on a connection the waiting thread holds itself: a nested borrow."""
     at = where(held.site[0], held.site[1]) if held.site else "<unknown>"
-    return (f"this thread already holds connection {held.id} of this pool, borrowed at {at}: a thread that waits "
-            "for a second connection while holding one can deadlock the pool")
+    return (
+        f"this thread already holds connection {held.id} of this pool, borrowed at {at}: a thread that waits "
+        "for a second connection while holding one can deadlock the pool"
+    )
 
 
 # -- the seam ---------------------------------------------------------------------------------

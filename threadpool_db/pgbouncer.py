@@ -32,12 +32,12 @@ def take_flag(conninfo: str) -> tuple[str, bool]:
         m = _URI_FLAG.search(conninfo)
         if not m:
             return conninfo, False
-        clean = conninfo[: m.start()] + (m.group(1) if m.group(0).endswith("&") else "") + conninfo[m.end():]
+        clean = conninfo[: m.start()] + (m.group(1) if m.group(0).endswith("&") else "") + conninfo[m.end() :]
         return clean.rstrip("?&"), m.group(2).lower() in _TRUE
     m = _KV_FLAG.search(conninfo)
     if not m:
         return conninfo, False
-    return (conninfo[: m.start()] + m.group(1) + conninfo[m.end():]).strip(), m.group(2).lower() in _TRUE
+    return (conninfo[: m.start()] + m.group(1) + conninfo[m.end() :]).strip(), m.group(2).lower() in _TRUE
 
 
 def check_statement(query: Any, raw: Any) -> None:

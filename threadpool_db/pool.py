@@ -101,21 +101,38 @@ class ConnectionPool:
         kwargs: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
         connection_class: type | None = None,
         # how many, and how long a borrower waits
-        min_size: int = 4, max_size: int | None = None, timeout: float = 30.0, max_waiting: int = 0,
+        min_size: int = 4,
+        max_size: int | None = None,
+        timeout: float = 30.0,
+        max_waiting: int = 0,
         # the connections' lives, their checks and callbacks
-        max_lifetime: float = 1800.0, max_idle: float = 600.0,
-        check: str | Callable[[Any], Any] | None = "auto", check_timeout: float = 5.0,
-        configure: Callable[[Any], Any] | None = None, reset: Callable[[Any], Any] | None = None,
-        reconnect_timeout: float = 300.0, reconnect_failed: Callable[[ConnectionPool], Any] | None = None,
-        connect_timeout: float | None = 10.0, num_workers: int = 2,
-        name: str | None = None, open: bool | None = True, close_returns: bool = False,
+        max_lifetime: float = 1800.0,
+        max_idle: float = 600.0,
+        check: str | Callable[[Any], Any] | None = "auto",
+        check_timeout: float = 5.0,
+        configure: Callable[[Any], Any] | None = None,
+        reset: Callable[[Any], Any] | None = None,
+        reconnect_timeout: float = 300.0,
+        reconnect_failed: Callable[[ConnectionPool], Any] | None = None,
+        connect_timeout: float | None = 10.0,
+        num_workers: int = 2,
+        name: str | None = None,
+        open: bool | None = True,
+        close_returns: bool = False,
         # leak detection
-        leak_threshold: float | None = 60.0, capture_stacks: str = "sampled", stack_sample_rate: float = 0.05,
-        reclaim_leaked: bool = False, reclaim_factor: float = 2.0,
+        leak_threshold: float | None = 60.0,
+        capture_stacks: str = "sampled",
+        stack_sample_rate: float = 0.05,
+        reclaim_leaked: bool = False,
+        reclaim_factor: float = 2.0,
         # tenants, priorities, bursts
-        tenant_limits: dict[str, int] | None = None, default_tenant_limit: int | None = None, tenant_wait: bool = True,
+        tenant_limits: dict[str, int] | None = None,
+        default_tenant_limit: int | None = None,
+        tenant_wait: bool = True,
         priority_aging: float = 1.0,
-        burst_size: int | None = None, burst_wait_threshold: float = 0.1, burst_lifetime: float = 60.0,
+        burst_size: int | None = None,
+        burst_wait_threshold: float = 0.1,
+        burst_lifetime: float = 60.0,
         pgbouncer: bool | None = None,
         clock: Callable[[], float] | None = None,
         # another kind of connection: a drivers.Driver that makes, checks, resets and closes them
@@ -368,9 +385,7 @@ class ConnectionPool:
             self.open()
         return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
     def __del__(self) -> None:
@@ -516,8 +531,7 @@ class ConnectionPool:
             self._rejected += 1
             self._tenants.count(tenant, "rejected")
             raise TooManyWaiters(
-                f"pool {self.name!r}: {len(self._waiting)} borrowers already waiting "
-                f"(max_waiting={self.max_waiting})"
+                f"pool {self.name!r}: {len(self._waiting)} borrowers already waiting (max_waiting={self.max_waiting})"
             )
         self._waiting.append(waiter)
         self._waits += 1
@@ -526,7 +540,13 @@ class ConnectionPool:
         return None
 
     def _wait_for_slot(
-        self, deadline: float, timeout: float, tenant: str | None, priority: float | None, owner: int, site: Any,
+        self,
+        deadline: float,
+        timeout: float,
+        tenant: str | None,
+        priority: float | None,
+        owner: int,
+        site: Any,
         thread: threading.Thread | None,
     ) -> tuple[Slot, PooledConnection | None]:
         """Queue and wait. Returns the slot, and its handle when the granter could finish the
@@ -1302,7 +1322,6 @@ class ConnectionPool:
     def redact(self, text: str) -> str:
         """``text`` without this pool's passwords (any it has seen) or anything like a DSN's."""
         return self._connector.scrub(text)
-
 
     def __repr__(self) -> str:
         idle = len(self._idle)

@@ -73,8 +73,7 @@ class TenantBook:
     def stats(self) -> dict[str, dict[str, Any]]:
         names = set(self.out) | set(self.counters) | set(self.limits)
         return {
-            t: {"in_use": self.out.get(t, 0), "limit": self.limit(t), **self.counters.get(t, {})}
-            for t in sorted(names)
+            t: {"in_use": self.out.get(t, 0), "limit": self.limit(t), **self.counters.get(t, {})} for t in sorted(names)
         }
 
 

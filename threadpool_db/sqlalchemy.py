@@ -157,7 +157,8 @@ class FairQueuePool(Pool):
         except PoolTimeout as e:
             raise exc.TimeoutError(
                 f"FairQueuePool limit of size {self.size()} overflow {self.overflow()} reached, connection "
-                f"timed out, timeout {self._timeout:0.2f}: {e}", code="3o7r"
+                f"timed out, timeout {self._timeout:0.2f}: {e}",
+                code="3o7r",
             ) from None
         record = handle.driver_connection
         record._threadpool_db_handle = handle  # the record carries its handle back to _do_return_conn
