@@ -30,6 +30,11 @@ def positive(name: str, value: Any, *, allow_zero: bool = True, allow_none: bool
     return value
 
 
+def int_at_least(name: str, value: Any, low: int, also: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}{also}, got {value!r}")
+
+
 UNLIMITED = 1 << 30  # a null pool's "max_size=0": no limit of ours
 
 
@@ -37,8 +42,7 @@ def check_sizes(min_size: Any, max_size: Any, *, null: bool = False) -> tuple[in
     """Validate a (min_size, max_size) pair as psycopg_pool does: max_size None means min_size,
     so ``min_size=0`` needs a max_size. A null pool has min_size 0, and max_size 0 (or None)
     means no limit (returned as UNLIMITED)."""
-    if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
-        raise ValueError(f"min_size must be an int >= 0, got {min_size!r}")
+    int_at_least("min_size", min_size, 0)
     if null:
         if min_size != 0:
             raise ValueError(f"a null pool keeps no idle connections: min_size must be 0, got {min_size!r}")
@@ -49,8 +53,7 @@ def check_sizes(min_size: Any, max_size: Any, *, null: bool = False) -> tuple[in
             raise ValueError("max_size must be given when min_size is 0 (max_size None means min_size, and a pool "
                              "of 0 connections could never lend one)")  # fmt: skip
         max_size = min_size
-    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
-        raise ValueError(f"max_size must be an int >= 1, got {max_size!r}")
+    int_at_least("max_size", max_size, 1)
     if max_size < min_size:
         raise ValueError(f"max_size ({max_size}) must be >= min_size ({min_size})")
     return min_size, max_size
@@ -70,11 +73,6 @@ def describe_target(conninfo: Any, kwargs: dict[str, Any] | None) -> str:
         return redact_conninfo(f"{host}:{d.get('port') or 5432}/{d.get('dbname') or d.get('user') or ''}")
     except Exception:
         return redact_conninfo(str(conninfo))
-
-
-def _int_at_least(name: str, value: Any, low: int, also: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}{also}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -219,8 +217,8 @@ class PoolConfig:
         # -- sizing ----------------------------------------------------------------------------
         min_size, max_size = check_sizes(min_size, max_size, null=null)
         positive("timeout", timeout)
-        _int_at_least("max_waiting", max_waiting, 0)
-        _int_at_least("num_workers", num_workers, 1)
+        int_at_least("max_waiting", max_waiting, 0)
+        int_at_least("num_workers", num_workers, 1)
         # -- lifecycle -------------------------------------------------------------------------
         positive("max_lifetime", max_lifetime, allow_zero=False)
         positive("max_idle", max_idle, allow_zero=False)
@@ -250,7 +248,7 @@ class PoolConfig:
             if not isinstance(tenant, str) or isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise ValueError(f"tenant_limits must map tenant names to ints >= 1, got {tenant!r}: {n!r}")
         if default_tenant_limit is not None:
-            _int_at_least("default_tenant_limit", default_tenant_limit, 1, " or None")
+            int_at_least("default_tenant_limit", default_tenant_limit, 1, " or None")
         positive("priority_aging", priority_aging, allow_zero=False)
         # -- burst -----------------------------------------------------------------------------
         if burst_size is not None and (isinstance(burst_size, bool) or not isinstance(burst_size, int)

@@ -51,6 +51,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from .stats import fold_tenants
+
 if TYPE_CHECKING:
     from .pool import ConnectionPool
 
@@ -155,12 +157,7 @@ class PoolMetrics:
                 self._last[key] = now
             self._m["config_error"].labels(pool=self.name).set(1 if s.get("config_error") else 0)
             # tenants, folded into bounded labels: the quota table's tenants, and "other"
-            folded: dict[str, dict[str, float]] = {}
-            for tenant, t in (s.get("tenants") or {}).items():
-                f = folded.setdefault(pool.tenant_label(tenant), {"in_use": 0, "waits": 0, "timeouts": 0})
-                for k in f:
-                    f[k] += t.get(k, 0) or 0
-            for label, f in folded.items():
+            for label, f in fold_tenants(s.get("tenants") or {}, pool.tenant_label).items():
                 self._m["tenant_active"].labels(pool=self.name, tenant=label).set(f["in_use"])
                 for key, metric in (("waits", "tenant_waits"), ("timeouts", "tenant_timeouts")):
                     mark = f"tenant:{label}:{key}"

@@ -26,6 +26,8 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, NoOpMeterProvider, Observation
 
+from .stats import fold_tenants
+
 POOL = "db.client.connection.pool.name"
 STATE = "db.client.connection.state"
 TENANT = "threadpool_db.tenant"
@@ -170,11 +172,8 @@ class Instrumentation:
         s = pool.stats()
         tenants = s.get("tenants") or {}
         if tenants:  # in use per tenant, folded into bounded labels as the Prometheus ones are
-            folded: dict[str, int] = {}
-            for tenant, t in tenants.items():
-                label = pool.tenant_label(tenant)
-                folded[label] = folded.get(label, 0) + int(t.get("in_use", 0) or 0)
-            s["tenant_labels"] = [{"label": k, "in_use": v} for k, v in folded.items()]
+            folded = fold_tenants(tenants, pool.tenant_label)
+            s["tenant_labels"] = [{"label": k, "in_use": int(f["in_use"])} for k, f in folded.items()]
         return s
 
 

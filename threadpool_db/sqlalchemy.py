@@ -29,7 +29,7 @@ from sqlalchemy.engine import CreateEnginePlugin
 from sqlalchemy.pool import Pool
 from sqlalchemy.pool.base import _ConnectionRecord
 
-from .config import UNLIMITED
+from .config import UNLIMITED, int_at_least
 from .drivers import IDLE, Driver, PsycopgDriver
 from .errors import PoolTimeout
 from .pool import ConnectionPool
@@ -127,10 +127,8 @@ class FairQueuePool(Pool):
         **kw: Any,
     ) -> None:
         Pool.__init__(self, creator, **kw)
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 0:
-            raise ValueError(f"pool_size must be an int >= 0, got {pool_size!r}")
-        if isinstance(max_overflow, bool) or not isinstance(max_overflow, int) or max_overflow < -1:
-            raise ValueError(f"max_overflow must be an int >= -1, got {max_overflow!r}")
+        int_at_least("pool_size", pool_size, 0)
+        int_at_least("max_overflow", max_overflow, -1)
         self._pool_size, self._timeout, self._use_lifo = pool_size, timeout, use_lifo
         self._max_overflow = -1 if pool_size == 0 else max_overflow
         self._ours = {"leak_threshold": leak_threshold, "capture_stacks": capture_stacks,
@@ -139,10 +137,9 @@ class FairQueuePool(Pool):
         cap = 0 if self._max_overflow == -1 else pool_size + self._max_overflow
         # Lifetimes, idle limits and checks are SQLAlchemy's (recycle, pre-ping): the core's are off.
         self._core = _Core(pool_size, use_lifo, driver=_Records(self), min_size=0, max_size=cap, timeout=timeout,
-                           max_waiting=max_waiting, max_lifetime=math.inf, max_idle=math.inf, check="never",
-                           num_workers=1, name=name or f"sqlalchemy-{id(self):x}", leak_threshold=leak_threshold,
-                           capture_stacks=capture_stacks, stack_sample_rate=stack_sample_rate,
-                           reclaim_leaked=reclaim_leaked, framework_dirs=_framework_dirs())  # fmt: skip
+                           max_lifetime=math.inf, max_idle=math.inf, check="never", num_workers=1,
+                           framework_dirs=_framework_dirs(),
+                           **{**self._ours, "name": name or f"sqlalchemy-{id(self):x}"})  # fmt: skip
 
     @property
     def core(self) -> ConnectionPool:

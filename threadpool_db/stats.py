@@ -4,6 +4,7 @@ formatting of a pool's counts as ``stats()`` and psycopg_pool's ``get_stats()`` 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 WINDOW = 2048
@@ -90,3 +91,14 @@ def pool_stats(name: str, pid: int, c: dict[str, Any], waits: Window, holds: Win
     d["hold_p50_ms"], d["hold_p99_ms"] = holds.percentiles_ms(50, 99)
     d["hold_max_ms"] = holds.max_ms()
     return d
+
+
+def fold_tenants(tenants: dict[str, dict[str, Any]], label: Callable[[str], str]) -> dict[str, dict[str, float]]:
+    """``stats()["tenants"]`` summed into bounded labels (``pool.tenant_label``: the quota
+    table's tenants, and "other"), for the metric exports: in use, waits and timeouts."""
+    folded: dict[str, dict[str, float]] = {}
+    for tenant, t in tenants.items():
+        f = folded.setdefault(label(tenant), {"in_use": 0, "waits": 0, "timeouts": 0})
+        for k in f:
+            f[k] += t.get(k, 0) or 0
+    return folded
