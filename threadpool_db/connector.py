@@ -171,8 +171,9 @@ class Connector:
     def failed(self, exc: BaseException) -> Failure:
         """Record a failed connect and push the backoff."""
         cause = permanent_cause(exc)
-        msg = self.scrub(f"{type(exc).__name__}: {exc}".strip())
-        clean = _scrubbed_copy(exc, self.scrub(str(exc)))
+        text = self.scrub(str(exc))
+        msg = f"{type(exc).__name__}: {text}".strip()
+        clean = _scrubbed_copy(exc, text)
         with self._lock:
             self._streak += 1
             delay = self._push_locked(self._streak, BACKOFF_MAX_CONFIG if cause else BACKOFF_MAX)
@@ -274,13 +275,13 @@ class Connector:
             raise result[0]
 
     # -- returning ----------------------------------------------------------------------------
-    def end_block(self, raw: Any, commit: bool, exc: BaseException | None, slot: Slot) -> None:
-        """The end of a ``with`` block: commit an open transaction when ``commit``, else roll
-        it back (on purpose: no warning); a failed one is rolled back. A fatal error ``exc``
-        marks the connection broken. A connection that is closed or broken is left alone (as
-        psycopg's own ``Connection.__exit__``): the return discards it."""
+    def end_block(self, raw: Any, status: int, commit: bool, exc: BaseException | None, slot: Slot) -> None:
+        """The end of a ``with`` block, given the connection's ``status`` (the caller's read):
+        commit an open transaction when ``commit``, else roll it back (on purpose: no warning);
+        a failed one is rolled back. A fatal error ``exc`` marks the connection broken. A
+        connection that is closed or broken is left alone (as psycopg's own
+        ``Connection.__exit__``): the return discards it."""
         try:
-            status = self.driver.status(raw)
             if status == INTRANS:
                 if commit:
                     raw.commit()

@@ -738,7 +738,7 @@ class ConnectionPool:
         status = connector.status(raw)
         if commit is not None and (status != IDLE or exc is not None):
             try:
-                connector.end_block(raw, commit, exc, slot)  # type: ignore[arg-type]
+                connector.end_block(raw, status, commit, exc, slot)  # type: ignore[arg-type]
             except BaseException:
                 self.putconn(conn)  # a failed commit: the connection still goes back
                 raise
