@@ -202,6 +202,7 @@ class PoolMachine(RuleBasedStateMachine):
         s = self.pool.stats()
         assert s["in_use"] + s["idle"] == s["size"] <= MAX
         assert s["borrows"] == self.borrows
+        assert s["created"] - s["closed"] == s["size"]  # every connection that left was counted once
         if self.closed:
             assert s["idle"] == 0
         else:

@@ -96,6 +96,11 @@ def where(code: CodeType, lasti: int) -> str:
     return f"{code.co_filename}:{_line(code, lasti)}"
 
 
+def site_text(site: Site | None, missing: str = "<unknown>") -> str:
+    """``file:line`` of a recorded site, or ``missing`` when none was recorded."""
+    return where(site[0], site[1]) if site else missing
+
+
 def format_stack(stack: Stack | None) -> str:
     """Outermost call first, like a traceback: file, line and function only (no source text)."""
     if not stack:
@@ -166,13 +171,13 @@ def holders_text(holders: list[Lease], now: float) -> str:
     """The top holders of a pool, for its timeout message: thread, held for, borrow site."""
     names = {t.ident: t.name for t in threading.enumerate()}
     return ", ".join(f"thread {names.get(s.owner) or (s.thread.name if s.thread else '?')!r} for "
-                     f"{now - s.borrowed_at:.1f} s at {where(s.site[0], s.site[1]) if s.site else '<unknown>'}"
+                     f"{now - s.borrowed_at:.1f} s at {site_text(s.site)}"
                      for s in holders)  # fmt: skip
 
 
 def held_text(held: Lease) -> str:
     """A timeout's note on a connection the waiting thread holds itself: a nested borrow."""
-    at = where(held.site[0], held.site[1]) if held.site else "<unknown>"
+    at = site_text(held.site)
     return (
         f"this thread already holds connection {held.id} of this pool, borrowed at {at}: a thread that waits "
         "for a second connection while holding one can deadlock the pool"
@@ -291,13 +296,13 @@ class LeakDetector:
         live = live_stack(thread.ident or 0)
         if not still_running(earlier.site, live):
             return
-        second = where(site_now[0], site_now[1]) if site_now else "<unknown>"
+        second = site_text(site_now)
         with self._lock:
             self.nested += 1
             if not waits or second in self._nested_warned or len(self._nested_warned) > 1000:
                 return
             self._nested_warned.add(second)
-        first = where(earlier.site[0], earlier.site[1]) if earlier.site else "<unknown>"
+        first = site_text(earlier.site)
         logger.warning(
             "%s: thread %r waits for a connection of pool %r while already holding connection %d (borrowed at "
             "%s, still running): if every connection is held by such a thread, none is ever returned (a "
@@ -437,7 +442,7 @@ def describe(
     who = thread or slot.thread  # a thread that ended is still named by the record of its borrow
     live = live_stack(slot.owner) if alive else None
     borrowed = slot.site
-    at = where(borrowed[0], borrowed[1]) if borrowed else "<borrow site not captured>"
+    at = site_text(borrowed, "<borrow site not captured>")
     stack = borrowed[3] if borrowed else None
     func = borrowed[0].co_name if borrowed else "?"
     running = still_running(borrowed, live)

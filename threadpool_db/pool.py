@@ -778,7 +778,6 @@ class ConnectionPool:
             pool_open = not self._closed
             if not pool_open:
                 close = True
-                self._closed_count += 1
                 self._forget_locked(slot)  # type: ignore[arg-type]
             elif close or now >= slot.expires or (not self._keep_idle and not self._waiting  # type: ignore[union-attr]
                                                   and len(self._idle) >= self._idle_cap):  # fmt: skip
@@ -861,7 +860,6 @@ class ConnectionPool:
         self._release_quota_locked(slot)
         if self._closed:
             self._forget_locked(slot)
-            self._closed_count += 1
             return slot
         self._hand_over_locked(slot)
         return None
@@ -878,6 +876,9 @@ class ConnectionPool:
             slot.tenant = None
 
     def _forget_locked(self, slot: Slot) -> None:
+        """A connection leaves the pool (the caller closes it after the lock): uncounted, and
+        counted as closed (the one place ``closed`` is counted)."""
+        self._closed_count += 1
         if self._all.pop(slot.id, None) is not None:
             self._nconns -= 1
         if slot.tenant is not None:  # a lent connection went away: its quota frees up
@@ -887,7 +888,6 @@ class ConnectionPool:
     def _discard_locked(self, slot: Slot) -> None:
         """A connection leaves the pool for good; replace it if somebody needs one."""
         self._forget_locked(slot)
-        self._closed_count += 1
         self._grow_locked()
         self._fill_locked()
 
@@ -898,7 +898,6 @@ class ConnectionPool:
         self._idle.clear()
         for slot in idle:
             self._forget_locked(slot)
-        self._closed_count += len(idle)
         return idle
 
     def _close_slot(self, slot: Slot) -> None:
@@ -944,9 +943,8 @@ class ConnectionPool:
 
     def _probe_locked(self) -> None:
         """One background connect attempt, unless one is already under way."""
-        if self._growing == 0 and self._opened and not self._closed:
-            self._growing += 1
-            self._tasks.put(workers.CREATE)
+        if self._growing == 0:
+            self._create_locked(1)
 
     # -- connection lifecycle: the connector makes them, the housekeeper retires them ---------
     def _validate(self, slot: Slot) -> bool:
@@ -1124,9 +1122,9 @@ class ConnectionPool:
         with self._lock:
             self._housekeeper_runs += 1
             timeouts = self._timeouts + self._rejected + self._config_errors
-            self._rate.append((now, self._borrows + timeouts, timeouts))  # attempts, and those not served
-            nxt = min((s.expires for s in self._all.values()), default=now + 60.0)
             attempts = self._borrows + timeouts
+            self._rate.append((now, attempts, timeouts))  # attempts, and those not served
+            nxt = min((s.expires for s in self._all.values()), default=now + 60.0)
             since = now - BURST_WINDOW
             start = next((n for t, n, _ in self._rate if t >= since), attempts)
             return View(now, list(self._idle), self._nconns, 0 if self._forked_parent else self.min_size,
@@ -1151,7 +1149,6 @@ class ConnectionPool:
                 else:
                     self._idle_closed += 1
                 gone.append(slot)
-            self._closed_count += len(gone)
             self._fill_locked()
             self._grow_locked()
         for slot in gone:
@@ -1180,7 +1177,6 @@ class ConnectionPool:
             while excess > 0 and self._idle:
                 slot = self._idle.popleft()  # the longest idle first
                 self._forget_locked(slot)
-                self._closed_count += 1
                 victims.append(slot)
                 excess -= 1
             for slot in self._all.values():  # borrowed surplus: expire, so it closes on return
@@ -1213,7 +1209,6 @@ class ConnectionPool:
                     gone = self._closed
                     if gone:
                         self._forget_locked(slot)
-                        self._closed_count += 1
                     else:
                         self._hand_over_locked(slot)
                 if gone:
