@@ -28,12 +28,22 @@ if TYPE_CHECKING:
 
 
 class Granter(Protocol):
-    """The three things the notifier asks of its pool (ConnectionPool is one)."""
+    """What future borrowing asks of its pool (ConnectionPool is one)."""
 
     name: str
+    timeout: float
+
+    def admit(self, w: Any, tenant: str | None, priority: float | None) -> Slot | None:
+        """Serve ``w`` at once (a slot, validated when due) or queue it (None); raises as a
+        borrow that cannot wait would (closed, too many waiters, a configuration error)."""
+        ...
 
     def hand_out(self, slot: Slot, since: float, thread: threading.Thread, site: Any) -> Any:
         """Finish the borrow granted to a future waiter: its handle."""
+        ...
+
+    def cancel_waiter(self, w: Any) -> None:
+        """A cancelled future's waiter leaves the queue, unless it was served already."""
         ...
 
     def expire_waiter(self, w: Any) -> str | None:
@@ -74,22 +84,69 @@ class FutureWaiter:
         self.notify.put(self)
 
 
-class Notifier:
-    """The thread that resolves futures and times them out."""
+class Futures:
+    """One pool's future borrows: the requests, and the notifier thread, started with the
+    first one that has to wait (a pool that never waits through a future runs no thread)."""
 
     def __init__(self, pool: Granter, clock: Callable[[], float]) -> None:
+        self._ref = weakref.ref(pool)  # the pool holds this object: no cycle
         self._clock = clock  # the pool's: deadlines are on it
-        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._ref = weakref.ref(pool)
-        self._deadlines: list[tuple[float, int, FutureWaiter]] = []
-        self.thread = threading.Thread(target=self._run, name=f"{pool.name}-futures", daemon=True)
-        self.thread.start()
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # grants, errors, watches, None: stop
+        self._lock = threading.Lock()  # guards _notifier and _stopped (never the pool's lock)
+        self._notifier: Notifier | None = None
+        self._stopped = False
 
-    def watch(self, w: FutureWaiter) -> None:
+    @property
+    def thread(self) -> threading.Thread | None:
+        notifier = self._notifier  # a reference read: atomic
+        return notifier.thread if notifier is not None else None
+
+    def borrow(self, timeout: float | None, tenant: str | None, priority: float | None, site: Any) -> Future[Any]:
+        pool = self._ref()
+        assert pool is not None  # called by the pool itself
+        t0 = self._clock()
+        if timeout is None:
+            timeout = pool.timeout
+        elif not timeout >= 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+        fut: Future[Any] = Future()
+        w = FutureWaiter(fut, t0 + timeout, timeout, tenant, float(priority or 0.0), self.queue, site, t0)
+        slot = pool.admit(w, tenant, priority)
+        if slot is not None:
+            fut.set_running_or_notify_cancel()
+            fut.set_result(pool.hand_out(slot, t0, threading.current_thread(), site))
+            return fut
+        self._start()
         self.queue.put(("watch", w))
+        fut.add_done_callback(lambda f: pool.cancel_waiter(w) if f.cancelled() else None)
+        return fut
+
+    def _start(self) -> None:
+        with self._lock:  # a thread start under the pool's lock would hold up every borrower
+            if self._notifier is None and not self._stopped:
+                self._notifier = Notifier(self._ref, self._clock, self.queue)
 
     def stop(self) -> None:
-        self.queue.put(None)
+        """After the pool's last wake-ups (close() queues them first): the thread ends."""
+        with self._lock:
+            self._stopped = True
+            if self._notifier is not None:
+                self.queue.put(None)
+
+
+class Notifier:
+    """The thread that resolves futures and times them out (its queue: Futures.queue)."""
+
+    def __init__(self, ref: weakref.ReferenceType[Granter], clock: Callable[[], float],
+                 work: queue.SimpleQueue[Any]) -> None:  # fmt: skip
+        self._clock = clock
+        self.queue = work
+        self._ref = ref
+        self._deadlines: list[tuple[float, int, FutureWaiter]] = []  # only this thread touches it
+        pool = ref()
+        name = pool.name if pool is not None else "?"
+        self.thread = threading.Thread(target=self._run, name=f"{name}-futures", daemon=True)
+        self.thread.start()
 
     def _run(self) -> None:
         while True:

@@ -35,7 +35,7 @@ from .connection import PooledConnection, bad_return_error, check_connection, de
 from .connector import CheckTimedOut, Connector
 from .drivers import IDLE, Driver
 from .errors import PoolClosed, PoolConfigError, PoolError, PoolTimeout, TenantQuotaExceeded, TooManyWaiters
-from .future import FutureWaiter, Notifier
+from .future import Futures
 from .housekeeper import BURST_WINDOW, Housekeeper, View
 from .leaks import LeakDetector, describe, held_text, holders_text
 from .records import Queued, Slot, Waiter
@@ -45,18 +45,6 @@ from .stats import Window
 logger = logging.getLogger("threadpool_db")
 _pool_ids = itertools.count(1)
 FORK_LOCK_TIMEOUT = 1.0  # seconds os.fork() waits for a pool's lock (see _before_fork)
-
-
-def _fan_out(first: Callable[[float], Any], rest: list[Callable[[float], Any]]) -> Callable[[float], Any]:
-    if not rest:
-        return first
-
-    def record(x: float) -> None:
-        first(x)
-        for f in rest:
-            f(x)
-
-    return record
 
 
 _new_handle = object.__new__
@@ -229,9 +217,7 @@ class ConnectionPool:
         self._plain = not self._tenants.active
         self._cap = self._max_size  # growth ceiling: max_size, or burst_size while bursting
         self._rate: deque[tuple[float, int, int]] = deque(maxlen=600)  # (when, attempts, unserved) per tick
-        # The future-borrow notifier: set once, under the lock, on first use (_notifier); read
-        # without it, since a reference read is atomic and it never changes once set.
-        self._futures: Notifier | None = None
+        self._futures = Futures(self, self._clock)  # getconn_future's (its own lock)
         self._pid = os.getpid()
         self._borrows = self._waits = self._timeouts = self._rejected = 0
         self._created = self._closed_count = self._create_errors = self._discarded_broken = 0
@@ -265,18 +251,13 @@ class ConnectionPool:
             self._wire_observers()
 
     def _wire_observers(self) -> None:
-        """The recorders the hot path calls: the stats windows' own append when nobody
-        observes (no extra call), else one that also tells each observer. Written under the
-        lock (or before any other thread exists), each replaced whole; the hot path reads them
-        without it: a reference read is atomic, and the old and the new recorder both work."""
-        observers = getattr(self, "_observers", [])
-        self._observers = observers
-        self._on_acquire = _fan_out(self._wait_window.append, [o.acquired for o in observers if hasattr(o, "acquired")])
-        self._on_release = _fan_out(self._hold_window.append, [o.released for o in observers if hasattr(o, "released")])
-        self._on_connect = _fan_out(self._create_window.append,
-                                    [o.connected for o in observers if hasattr(o, "connected")])  # fmt: skip
-        tenant = [o.tenant_acquired for o in observers if hasattr(o, "tenant_acquired")]
-        self._tenant_observer = (lambda t, x: [f(t, x) for f in tenant]) if tenant else None
+        """The recorders the hot path calls (stats.recorders). Written under the lock (or
+        before any other thread exists), each replaced whole; the hot path reads them without
+        it: a reference read is atomic, and the old and the new recorder both work."""
+        self._observers: list[Any] = getattr(self, "_observers", [])
+        self._on_acquire, self._on_release, self._on_connect, self._tenant_observer = stats.recorders(
+            self._wait_window, self._hold_window, self._create_window, self._observers
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
@@ -360,8 +341,7 @@ class ConnectionPool:
             self._close_slot(slot)
         if self._leaks is not None:
             self._leaks.stop()
-        if self._futures is not None:
-            self._futures.stop()  # after the PoolClosed resolutions queued above
+        self._futures.stop()  # after the PoolClosed resolutions queued above
         me = threading.current_thread()
         deadline = self._clock() + timeout
         for t in self._threads:
@@ -406,8 +386,7 @@ class ConnectionPool:
                     self._lock.release()
             for slot in idle:
                 self._close_slot(slot)
-            if self._futures is not None:
-                self._futures.stop()
+            self._futures.stop()
             if self._leaks is not None:
                 self._leaks.stop(join=False)
         except Exception:
@@ -648,7 +627,7 @@ class ConnectionPool:
                 return s
         return None
 
-    # -- borrowing through a future (future.Granter) ------------------------------------------
+    # -- borrowing through a future (future.Granter: future.py does the rest) ---------------
     def getconn_future(
         self, timeout: float | None = None, *, tenant: str | None = None, priority: float | None = None
     ) -> Future[PooledConnection]:
@@ -658,57 +637,28 @@ class ConnectionPool:
         ``PoolTimeout``/``PoolClosed``. Cancelling it gives its place (or its connection)
         back. ``asyncio.wrap_future(pool.getconn_future())`` bridges it to asyncio.
         """
-        t0 = self._clock()
-        if timeout is None:
-            timeout = self.timeout
-        elif not timeout >= 0:
-            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
-        site = self._sight()  # in the requester's thread, where the user borrows
-        fut: Future[PooledConnection] = Future()
-        notifier = self._notifier()
-        w = FutureWaiter(fut, t0 + timeout, timeout, tenant, float(priority or 0.0), notifier.queue, site, t0)
-        with self._lock:
-            got = self._admit_locked(tenant, priority, w)
-        if got is not None:
-            if self._clock() > got.check_at and not self._validate(got):
-                return self.getconn_future(max(0.0, timeout - (self._clock() - t0)), tenant=tenant, priority=priority)
-            fut.set_running_or_notify_cancel()
-            fut.set_result(self.hand_out(got, t0, threading.current_thread(), site))
-            return fut
-        notifier.watch(w)
-        fut.add_done_callback(lambda f: self._cancel_waiter(w) if f.cancelled() else None)
-        return fut
+        return self._futures.borrow(timeout, tenant, priority, self._sight())  # the site: the caller's line
 
-    def _notifier(self) -> Notifier:
-        """The future notifier, made on first use; its thread is started outside the pool
-        lock (a thread start under it would hold up every borrower)."""
-        notifier = self._futures
-        if notifier is None:
-            made: Notifier | None = Notifier(self, self._clock)  # starts its thread: no lock held
+    def admit(self, w: Queued, tenant: str | None, priority: float | None) -> Slot | None:
+        while True:
             with self._lock:
-                if self._futures is None:
-                    self._futures, made = made, None
-                notifier = self._futures
-            if made is not None:
-                made.stop()  # another thread won the race
-        return notifier  # type: ignore[return-value]
+                slot = self._admit_locked(tenant, priority, w)
+            if slot is None or self._clock() <= slot.check_at or self._validate(slot):
+                return slot  # (a slot that failed validation is gone: admit again)
 
     def hand_out(self, slot: Slot, since: float, thread: threading.Thread, site: Any) -> PooledConnection:
-        """The future notifier's seam: finish a borrow granted to a future waiter (its wait
-        counted like any other), then tell the observers."""
         now = self._clock()
         with self._lock:
             handle = self._finish_borrow_locked(slot, now, thread.ident or 0, site, thread, now - since)
         self._on_acquire(now - since)
         return handle
 
-    def _cancel_waiter(self, w: Queued) -> None:
+    def cancel_waiter(self, w: Queued) -> None:
         with self._lock:
             if w.slot is None and w in self._waiting:
                 self._waiting.remove(w)
 
     def expire_waiter(self, w: Any) -> str | None:
-        """A future waiter's deadline passed: take it out and say why, unless it was served."""
         with self._lock:
             if w.slot is not None or w.error is not None or w not in self._waiting:
                 return None
@@ -1255,11 +1205,9 @@ class ConnectionPool:
         with self._lock:
             c = self._counts_locked()
         d = stats.pool_stats(self.name, os.getpid(), c, self._wait_window, self._hold_window)
-        futures, leaks = self._futures, self._leaks
-        d["threads"] = sum(t.is_alive() for t in self._threads) + sum(
-            t is not None and t.is_alive()
-            for t in (leaks.thread if leaks is not None else None, futures.thread if futures is not None else None)
-        )
+        leaks = self._leaks
+        extra = [leaks.thread if leaks is not None else None, self._futures.thread]
+        d["threads"] = sum(t is not None and t.is_alive() for t in [*self._threads, *extra])
         if leaks is not None:
             d.update(leaks.stats())  # the detector's own counters, under its own lock
         return d

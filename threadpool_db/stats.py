@@ -1,5 +1,6 @@
 """Bounded windows of recent samples, for percentiles that cost nothing to record, and the
-formatting of a pool's counts as ``stats()`` and psycopg_pool's ``get_stats()`` show them."""
+formatting of a pool's counts as ``stats()`` and psycopg_pool's ``get_stats()`` show them, and
+the recorders a borrow and a return call (a window's append, fanned out to observers)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,35 @@ class Window:
 
 
 # -- a pool's counts, as stats() and psycopg_pool's get_stats() show them ------------------------
+Recorder = Callable[[float], Any]
+
+
+def _fan_out(first: Recorder, rest: list[Recorder]) -> Recorder:
+    if not rest:
+        return first  # nobody observes: the window's own append, no extra call
+
+    def record(x: float) -> None:
+        first(x)
+        for f in rest:
+            f(x)
+
+    return record
+
+
+def recorders(waits: Window, holds: Window, connects: Window, observers: list[Any]) -> tuple[
+        Recorder, Recorder, Recorder, Callable[[str, float], Any] | None]:  # fmt: skip
+    """What a borrow, a return and a connect record (each window, then every observer that
+    has ``acquired``, ``released`` or ``connected``), and what a tenant's borrow tells the
+    observers with ``tenant_acquired`` (None: nobody)."""
+    tenant = [o.tenant_acquired for o in observers if hasattr(o, "tenant_acquired")]
+    return (
+        _fan_out(waits.append, [o.acquired for o in observers if hasattr(o, "acquired")]),
+        _fan_out(holds.append, [o.released for o in observers if hasattr(o, "released")]),
+        _fan_out(connects.append, [o.connected for o in observers if hasattr(o, "connected")]),
+        (lambda t, x: [f(t, x) for f in tenant]) if tenant else None,
+    )
+
+
 def psycopg_counters(c: dict[str, Any]) -> dict[str, float]:
     """psycopg_pool's counters from a pool's counts (ConnectionPool._counts_locked)."""
     errors = c["timeouts"] + c["rejected"] + c["config_errors"]
