@@ -22,11 +22,15 @@ and what the database server can take.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+logger = logging.getLogger("threadpool_db")
 HEADROOM = 2.0
 WAIT_OK_MS = 10.0  # p99 borrow wait under which the pool is not holding anybody up
 MIN_ATTEMPTS = 50  # borrow attempts measured before the advice sizes from them
@@ -173,6 +177,28 @@ def ask_server(conn: Any) -> dict[str, int]:
         "WHERE name IN ('superuser_reserved_connections', 'reserved_connections')"
     ).fetchone()
     return {"max_connections": mc, "reserved": int(row[0])}
+
+
+class ServerFacts:
+    """What one pool's server said of its limits (``ask_server``), kept: a server that cannot
+    be asked now is judged by what it said before."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards _facts (advise may run on several threads)
+        self._facts: dict[str, int] = {}
+
+    def read(self, borrow: Callable[..., Any] | None, pool_name: str, redact: Callable[[str], str]) -> dict[str, int]:
+        """Ask again through ``borrow`` (a pool's ``connection``; None: don't), then the facts."""
+        if borrow is not None:
+            try:
+                with borrow(timeout=2.0) as conn:
+                    facts = ask_server(conn)
+                with self._lock:
+                    self._facts = facts
+            except Exception as e:
+                logger.info("pool %r: advise could not ask the server: %s", pool_name, redact(str(e)))
+        with self._lock:
+            return dict(self._facts)
 
 
 def advise(m: Measured, *, workers: int, server_cores: int | None, spindles: int,

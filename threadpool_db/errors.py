@@ -47,3 +47,33 @@ class ConnectionReclaimed(PoolError):
 
 class TenantQuotaExceeded(PoolError, OperationalError):
     """The tenant already holds its quota of connections and ``tenant_wait`` is False."""
+
+
+# -- the messages: made from what the pool read under its lock ---------------------------------
+def config_error(pool: str, target: str, cause: str | None, exc: BaseException | None,
+                 retrying: bool) -> PoolConfigError:  # fmt: skip
+    """The database refuses the configuration: ``cause`` is its password-free text, ``exc`` the
+    driver's exception re-made from it (the ``__cause__``)."""
+    tail = "; fix it and the pool recovers by itself (it keeps retrying in the background)" if retrying else ""
+    err = PoolConfigError(f"pool {pool!r}: {target} refuses this pool's configuration: {cause}{tail}")
+    err.cause = cause
+    err.__cause__ = exc
+    return err
+
+
+def timeout_message(pool: str, timeout: float, size: int, idle: int, waiting: int, max_size: int,
+                    last_error: str | None) -> str:  # fmt: skip
+    return (
+        f"pool {pool!r}: no connection available within {timeout:g} s (size={size}, in_use={size - idle}, "
+        f"idle={idle}, waiting={waiting}, max_size={max_size}); last connection error: {last_error or 'none'}"
+    )
+
+
+def timeout_error(message: str, unreachable: str | None, exc: BaseException | None) -> PoolTimeout:
+    """``unreachable``: the last connection error when the pool had no connection at all (then
+    it is not busy, and this says why)."""
+    err = PoolTimeout(message)
+    if unreachable:
+        err.cause = unreachable
+        err.__cause__ = exc
+    return err

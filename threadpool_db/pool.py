@@ -29,7 +29,7 @@ from threading import current_thread, get_ident
 from types import TracebackType
 from typing import Any, NoReturn
 
-from . import advisor, forking, sched, stats, workers
+from . import advisor, errors, forking, sched, stats, workers
 from .config import AUTO_CHECK_IDLE, UNLIMITED, PoolConfig, check_sizes, positive
 from .connection import PooledConnection, bad_return_error, check_connection, dead_handle_error
 from .connector import CheckTimedOut, Connector
@@ -193,7 +193,7 @@ class ConnectionPool:
         self._opened = False  # these three: written under the lock (open, close, __del__)
         self._opened_at = 0.0
         self._closed = False
-        self._server_facts: dict[str, int] = {}  # the advisor's, written under the lock
+        self._server_facts = advisor.ServerFacts()  # what the server said of its limits (its own lock)
         forking.register(self, self._before_fork, self._after_fork_child, self._after_fork_parent)
         if open is None or open:  # psycopg_pool's None means "open now" too
             self.open()
@@ -858,13 +858,8 @@ class ConnectionPool:
         return self._connector.config_error is not None and self._nconns == 0
 
     def _config_error_locked(self) -> PoolConfigError:
-        tail = ("; fix it and the pool recovers by itself (it keeps retrying in the background)"
-                if not self._closed else "")  # fmt: skip
-        err = PoolConfigError(f"pool {self.name!r}: {self._target} refuses this pool's configuration: "
-                              f"{self._connector.config_error}{tail}")  # fmt: skip
-        err.cause = self._connector.config_error
-        err.__cause__ = self._connector.config_exc  # the driver's exception, password-free
-        return err
+        c = self._connector
+        return errors.config_error(self.name, self._target, c.config_error, c.config_exc, retrying=not self._closed)
 
     def _timeout_error_locked(self, timeout: float, held: Slot | None = None) -> PoolTimeout:
         """The timeout, saying why it may never have been served: ``held``, a connection this
@@ -872,20 +867,12 @@ class ConnectionPool:
         msg = self._timeout_message_locked(timeout)
         if held is not None and held.handle is not None:
             msg += "; " + held_text(held)
-        err = PoolTimeout(msg)
-        if self._nconns == 0 and self._last_error:
-            err.cause = self._last_error  # unreachable, not busy: say why
-            err.__cause__ = self._connector.last_exc
-        return err
+        unreachable = self._last_error if self._nconns == 0 else None
+        return errors.timeout_error(msg, unreachable, self._connector.last_exc)
 
     def _timeout_message_locked(self, timeout: float) -> str:
-        idle = len(self._idle)
-        msg = (
-            f"pool {self.name!r}: no connection available within {timeout:g} s "
-            f"(size={self._nconns}, in_use={self._nconns - idle}, idle={idle}, "
-            f"waiting={len(self._waiting)}, max_size={self.max_size}); "
-            f"last connection error: {self._last_error or 'none'}"
-        )
+        msg = errors.timeout_message(self.name, timeout, self._nconns, len(self._idle), len(self._waiting),
+                                     self.max_size, self._last_error)  # fmt: skip
         holders = sorted((s for s in self._all.values() if s.handle is not None), key=lambda s: s.borrowed_at)
         if holders and self._leaks is not None:
             msg += "; top holders: " + holders_text(holders[:3], self._clock())  # type: ignore[arg-type]
@@ -1245,15 +1232,8 @@ class ConnectionPool:
                 self._opened_at, self._hold_window.mean(), self._wait_window.percentiles_ms(99)[0], self.max_size,
                 self._target,
             )  # fmt: skip
-            facts = dict(self._server_facts)
-        if query_server and self._connector.driver.name == "psycopg" and not self._closed:
-            try:
-                with self.connection(timeout=2.0) as conn:
-                    facts = advisor.ask_server(conn)
-                with self._lock:
-                    self._server_facts = facts
-            except Exception as e:
-                logger.info("pool %r: advise could not ask the server: %s", self.name, self.redact(str(e)))
+        ask = query_server and self._connector.driver.name == "psycopg" and not self._closed
+        facts = self._server_facts.read(self.connection if ask else None, self.name, self.redact)
         return advisor.advise(measured, workers=workers, server_cores=server_cores, spindles=spindles,
                               facts=facts).as_dict()  # fmt: skip
 
