@@ -20,7 +20,7 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from . import config
 from .drivers import ACTIVE, IDLE, INERROR, INTRANS, Driver, is_fatal_sqlstate, make_driver, permanent_cause
@@ -49,6 +49,30 @@ class Failure:
     cause: str | None
     delay: float
     first: bool
+
+
+RETRY, STOP, GIVE_UP = "retry", "stop", "give up"  # what a pool says of a failed connect
+
+
+class Growing(Protocol):
+    """What making a connection asks of the pool that wants it (ConnectionPool is one)."""
+
+    def attempting(self, at: float) -> None:
+        """An attempt starts (the pool keeps the recent ones: ``connect_attempts()``)."""
+        ...
+
+    def attempt_failed(self, failure: Failure, gen: int, took: float, give_up_at: float) -> str:
+        """Count a failed attempt; RETRY while a connection is still needed and time is left,
+        STOP when it is not needed (or the pool moved on), GIVE_UP when the time ran out."""
+        ...
+
+    def add_connection(self, slot: Slot, gen: int, took: float) -> None:
+        """Take a new connection in (or close it: a pool that no longer wants it)."""
+        ...
+
+    def stopped_growing(self, gen: int) -> None:
+        """The pool is stopping: the connection asked for will not be made."""
+        ...
 
 
 def _with_kwargs(kwargs: Any, **extra: Any) -> Any:
@@ -103,6 +127,10 @@ class Connector:
         prepared statements, no session SET in ``configure``), and the secrets to keep out of
         every message, a callable conninfo's or kwargs' learned as each is called. ``driver``:
         another kind of connection altogether, which the pool then holds without knowing it."""
+        if driver is not None and (c.connect is not None or c.conninfo):
+            raise ValueError("give a driver, or conninfo or connect, not both")
+        if driver is not None and not isinstance(driver, Driver):
+            raise ValueError(f"driver must be a threadpool_db.drivers.Driver, got {type(driver).__name__}")
         conninfo, kwargs, configure, flagged = c.conninfo, c.kwargs, c.configure, False
         if isinstance(conninfo, str):
             conninfo, flagged = take_flag(conninfo)
@@ -139,6 +167,36 @@ class Connector:
         return scrub(text, self._secrets)
 
     # -- connecting ---------------------------------------------------------------------------
+    def make_for(self, pool: Growing, gen: int, stop: threading.Event, max_lifetime: float, give_up_at: float,
+                 on_give_up: Callable[[], Any]) -> None:  # fmt: skip
+        """Make one connection for ``pool`` (a creator thread), retrying at the backoff's pace
+        while the pool still needs it. The last attempt comes at ``give_up_at`` exactly, so
+        ``on_give_up`` (the pool's reconnect_failed) comes on time."""
+        start = self._clock()
+        while self.wait_turn(stop, give_up_at):
+            attempt = self._clock()
+            pool.attempting(attempt)
+            try:
+                slot = self.open_slot(gen, max_lifetime)
+            except Exception as e:
+                f = self.failed(e)
+                verdict = pool.attempt_failed(f, gen, self._clock() - attempt, give_up_at)
+                self.log_failure(f, min(f.delay, max(0.0, give_up_at - self._clock())), verdict != RETRY)
+                if verdict == RETRY:
+                    continue
+                if verdict == GIVE_UP:
+                    logger.error("pool %r: giving up connecting to %s after %.1f s: %s",
+                                 self.name, self.target, self._clock() - start, f.message)  # fmt: skip
+                    on_give_up()
+                return
+            recovered = self.succeeded()
+            pool.add_connection(slot, gen, self._clock() - attempt)  # connect and configure
+            if recovered:
+                logger.warning("pool %r: connected to %s again after %d failed attempt(s)",
+                               self.name, self.target, recovered)  # fmt: skip
+            return
+        pool.stopped_growing(gen)
+
     def wait_turn(self, stop: threading.Event, until: float | None = None) -> bool:
         """Sleep until the backoff allows an attempt, or until ``until`` (the caller's last
         chance: its reconnect_timeout), whichever comes first; False when ``stop`` was set

@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 from . import advisor, errors, forking, sched, stats, workers
 from .config import AUTO_CHECK_IDLE, UNLIMITED, PoolConfig, check_sizes, positive
 from .connection import PooledConnection, bad_return_error, check_connection, dead_handle_error
-from .connector import CheckTimedOut, Connector
+from .connector import GIVE_UP, RETRY, STOP, CheckTimedOut, Connector, Failure
 from .drivers import IDLE, Driver
 from .errors import PoolClosed, PoolConfigError, PoolError, PoolTimeout, TenantQuotaExceeded, TooManyWaiters
 from .future import Futures
@@ -128,12 +128,9 @@ class ConnectionPool:
         # folders whose frames are never the borrower's: a framework layered on the pool
         framework_dirs: tuple[str, ...] = (),
     ) -> None:
-        # One clock for every part of the pool (monotonic seconds; tests inject their own and
-        # move it: lifetimes, idle limits, leak ages and waits all read this one).
+        # One clock for every part of the pool: lifetimes, idle limits, leak ages, waits.
         self._clock: Callable[[], float] = clock or time.monotonic
-        # Validate everything before any thread or connection exists: every parameter but the
-        # few that are not configuration goes to PoolConfig (test_structure keeps the two
-        # signatures' defaults equal).
+        # Validate everything before any thread or connection exists (see config.py).
         given = locals()
         cfg = PoolConfig.build(**{k: given[k] for k in PoolConfig.PARAMETERS}, null=not self._keep_idle)
         self.config = cfg  # frozen: what the pool was made with (resize changes min/max_size only)
@@ -155,32 +152,23 @@ class ConnectionPool:
         self.reconnect_timeout = cfg.lifecycle.reconnect_timeout
         self.check_timeout = cfg.checks.check_timeout
         self._ref = weakref.ref(self)  # what a retired handle keeps of its pool
-        # The check rule: a connection that rested longer than this is validated before a
-        # borrow (-1: always; inf: never). _rest_locked turns it into each slot's check_at.
+        # The check rule: validate before a borrow what rested longer than this (-1: always).
         self._check_after: float = {"auto": AUTO_CHECK_IDLE, "always": -1.0, "never": math.inf}[
             check if isinstance(check, str) else "always"
         ]
-        # The connector: one connection's making, checking, resetting and closing, and the
-        # reconnect backoff. The pool asks it about connections; it never talks to one itself.
-        if driver is not None and (connect is not None or conninfo):
-            raise ValueError("give a driver, or conninfo or connect, not both")
-        if driver is not None and not isinstance(driver, Driver):
-            raise ValueError(f"driver must be a threadpool_db.drivers.Driver, got {type(driver).__name__}")
+        # The connector makes, checks, resets and closes connections: the pool never talks to one.
         self._connector = Connector.for_pool(self.name, cfg.connection, connect_timeout=cfg.lifecycle.connect_timeout,
                                              check=check if callable(check) else None,
                                              check_timeout=self.check_timeout, clock=self._clock,
                                              driver=driver)  # fmt: skip
         self._target = self._connector.target  # host:port/dbname, for messages: never the password
-        # no reset callback: a clean return needs no call to the connector at all
         self._nothing_to_reset = self._connector.reset_callback is None
         self.conninfo, self.kwargs = self._connector.conninfo, self._connector.kwargs
         self.pgbouncer = self._connector.pgbouncer
         self.connection_class = connection_class
         self.close_returns = close_returns  # accepted for psycopg_pool code: close() always returns
         self._reconnect_failed = reconnect_failed
-        # The housekeeper: lifetime, idle and burst decisions (its own state, see housekeeper.py).
         self._housekeeper = Housekeeper(self.max_idle, self._max_size, self.burst_size, self.burst_wait_threshold)
-
         lk = cfg.leaks
         self._leaks = (LeakDetector(lk.threshold, lk.capture_stacks, lk.stack_sample_rate, lk.reclaim,
                                     lk.reclaim_factor, framework_dirs)
@@ -202,18 +190,15 @@ class ConnectionPool:
         """Everything that a fork must rebuild: the lock, the queues, the counts, the threads.
         Every field below is guarded by the lock unless its comment says otherwise."""
         self._lock = threading.Lock()
-        # Notified by _add_slot whenever the pool gains a connection; open(wait=True) waits on it.
-        self._filled = threading.Condition(self._lock)
+        self._filled = threading.Condition(self._lock)  # notified by add_connection, attempt_failed, close; wait() waits
         self._idle: deque[Slot] = deque()  # idle connections, LIFO: pop() takes the warmest
-        # how a borrow takes one: the warmest (pop), or the longest idle (popleft, _fifo_idle)
-        self._pop_idle = self._idle.popleft if self._fifo_idle else self._idle.pop
+        self._pop_idle = self._idle.popleft if self._fifo_idle else self._idle.pop  # or the longest idle
         self._waiting: deque[Queued] = deque()  # borrowers in arrival order
         self._all: dict[int, Slot] = {}  # every live connection, idle or out
         self._nconns = 0  # live connections (== len(self._all))
         self._growing = 0  # connections being created by the workers right now
         self._gen = getattr(self, "_gen", 0) + 1
-        # A plain pool serves strictly FIFO on the fast path; tenants or priorities switch it
-        # (for good) to the scheduler in sched.py.
+        # FIFO on the fast path, until tenants or priorities switch to sched.py's order for good
         self._plain = not self._tenants.active
         self._cap = self._max_size  # growth ceiling: max_size, or burst_size while bursting
         self._rate: deque[tuple[float, int, int]] = deque(maxlen=600)  # (when, attempts, unserved) per tick
@@ -293,8 +278,7 @@ class ConnectionPool:
         with self._lock:
             if not self._opened and not self._closed:
                 raise PoolClosed(f"pool {self.name!r} is not open yet: call open()")
-            # Critical section: _add_slot notifies _filled each time a connection arrives,
-            # _create_one when a connect fails for good, close() when the pool goes away.
+            # Critical section: _filled is notified by add_connection, attempt_failed, close.
             while self._nconns < self.min_size and not self._closed and not self._config_failed_locked():
                 remaining = deadline - self._clock()
                 if remaining <= 0:
@@ -335,19 +319,23 @@ class ConnectionPool:
                 w.wake(error=PoolClosed(f"pool {self.name!r} was closed while waiting"))
             self._filled.notify_all()
             out = self._nconns
-        self._stop.set()
-        self._tasks.shutdown(len(self._threads))
-        for slot in idle:
-            self._close_slot(slot)
-        if self._leaks is not None:
-            self._leaks.stop()
-        self._futures.stop()  # after the PoolClosed resolutions queued above
+        self._shut_down(idle, join=True)  # the futures' after the PoolClosed resolutions above
         me = threading.current_thread()
         deadline = self._clock() + timeout
         for t in self._threads:
             if t is not me:
                 t.join(max(0.0, deadline - self._clock()))
         logger.info("pool %r: closed (%d idle closed, %d still borrowed)", self.name, len(idle), out)
+
+    def _shut_down(self, idle: list[Slot], join: bool) -> None:
+        """After the lock: the threads told to end, ``idle`` closed, the services stopped."""
+        self._stop.set()
+        self._tasks.shutdown(len(self._threads))
+        for slot in idle:
+            self._close_slot(slot)
+        if self._leaks is not None:
+            self._leaks.stop(join=join)
+        self._futures.stop()
 
     @property
     def max_size(self) -> int:
@@ -369,13 +357,10 @@ class ConnectionPool:
         self.close()
 
     def __del__(self) -> None:
-        # Dropped without close(): threads hold only weak references, so tell them to exit,
-        # and close the idle connections ourselves rather than leave each to the garbage
-        # collector (a ResourceWarning apiece). Borrowed handles keep the pool alive, so
-        # nothing is out here. A finalizer must never block or raise: the lock only if free.
+        # Dropped without close() (a borrowed handle keeps its pool alive: none is out): end
+        # the threads, close the idle connections (not one ResourceWarning each). A finalizer
+        # must never block or raise: the lock only if free.
         try:
-            self._stop.set()
-            self._tasks.shutdown(len(self._threads))
             idle: list[Slot] = []
             if self._pid == os.getpid() and self._lock.acquire(blocking=False):
                 try:
@@ -384,11 +369,7 @@ class ConnectionPool:
                         idle = self._drain_idle_locked()
                 finally:
                     self._lock.release()
-            for slot in idle:
-                self._close_slot(slot)
-            self._futures.stop()
-            if self._leaks is not None:
-                self._leaks.stop(join=False)
+            self._shut_down(idle, join=False)
         except Exception:
             pass
 
@@ -542,7 +523,7 @@ class ConnectionPool:
             self._leaks.saw_nested(self.name, earlier, site, thread or current_thread(), True)  # type: ignore[union-attr]
         try:
             # Our own condition (Waiter.signal), released by whoever serves us:
-            # _hand_over_locked or _dispatch_locked (a connection), close() or _create_one (an
+            # _hand_over_locked or _dispatch_locked (a connection), close() or attempt_failed (an
             # error). Until the deadline on the pool's clock; the lock's timeout is on the real one.
             while True:
                 remaining = deadline - self._clock()
@@ -917,76 +898,45 @@ class ConnectionPool:
                 self._tasks.put(workers.CREATE)
 
     def _create_one(self) -> None:
-        """Make one connection for the pool (a creator thread), retrying while it is still
-        needed. The connector paces the attempts (one backoff for the whole pool; the last one
-        at ``reconnect_timeout`` exactly, so reconnect_failed comes on time), logs them, and says
-        whether a failure is permanent: then, while the pool holds no connection, the waiters
-        fail at once with PoolConfigError."""
-        start = self._clock()
-        gen = self._gen
-        connector = self._connector
-        while True:
-            if not connector.wait_turn(self._stop, start + self.reconnect_timeout):
-                with self._lock:
-                    if gen == self._gen:
-                        self._growing -= 1
-                return
-            attempt = self._clock()
-            with self._lock:
-                self._connect_attempts.append(attempt)
-            try:
-                slot = connector.open_slot(gen, self.max_lifetime)
-            except Exception as e:
-                f = connector.failed(e)
-                with self._lock:
-                    self._create_errors += 1
-                    self._connect_sum += self._clock() - attempt
-                    self._last_error = f.message
-                    if self._config_failed_locked():
-                        # Nothing to wait for: fail the queue now, and any open(wait=True).
-                        err = self._config_error_locked()
-                        failed, self._waiting = list(self._waiting), deque()
-                        self._config_errors += len(failed)
-                        for w in failed:
-                            w.wake(error=err)
-                        self._filled.notify_all()
-                    needed = bool(self._waiting) or self._nconns + self._growing <= self.min_size
-                    elapsed = self._clock() - start
-                    give_up = self._closed or gen != self._gen or not needed or elapsed >= self.reconnect_timeout
-                    if give_up and gen == self._gen:
-                        self._growing -= 1
-                connector.log_failure(f, min(f.delay, max(0.0, start + self.reconnect_timeout - self._clock())),
-                                      give_up)  # fmt: skip
-                if give_up:
-                    if not self._closed and gen == self._gen and needed:
-                        logger.error("pool %r: giving up connecting to %s after %.1f s: %s",
-                                     self.name, self._target, elapsed, f.message)  # fmt: skip
-                        self._call_reconnect_failed()
-                    return
-                continue
-            took = self._clock() - attempt  # connect and configure
-            self._on_connect(took)
-            self._add_slot(slot, gen, took)
-            return
+        """A creator thread's task: the connector makes one connection, retrying at its
+        backoff's pace while the pool still needs one, through the seam below."""
+        self._connector.make_for(self, self._gen, self._stop, self.max_lifetime,
+                                 self._clock() + self.reconnect_timeout, self._call_reconnect_failed)  # fmt: skip
 
-    def _call_reconnect_failed(self) -> None:
-        cb = self._reconnect_failed
-        if cb is not None:
-            try:
-                cb(self)
-            except Exception:
-                logger.exception("pool %r: the reconnect_failed callback raised", self.name)
-
-    def _add_slot(self, slot: Slot, gen: int, took: float) -> None:
-        recovered = self._connector.succeeded()
+    # the creators' seam (connector.Growing)
+    def attempting(self, at: float) -> None:
         with self._lock:
-            stale = gen != self._gen
-            if not stale:
+            self._connect_attempts.append(at)
+
+    def attempt_failed(self, failure: Failure, gen: int, took: float, give_up_at: float) -> str:
+        with self._lock:
+            self._create_errors += 1
+            self._connect_sum += took
+            self._last_error = failure.message
+            if self._config_failed_locked():
+                # A permanent failure and no connection: the waiters fail now (PoolConfigError
+                # says why), and so does any open(wait=True).
+                err = self._config_error_locked()
+                failed, self._waiting = list(self._waiting), deque()
+                self._config_errors += len(failed)
+                for w in failed:
+                    w.wake(error=err)
+                self._filled.notify_all()
+            needed = bool(self._waiting) or self._nconns + self._growing <= self.min_size
+            mine = gen == self._gen and not self._closed  # (else the pool closed, or forked)
+            if mine and needed and self._clock() < give_up_at:
+                return RETRY
+            if gen == self._gen:
                 self._growing -= 1
-            if stale or self._closed:
-                keep = False
-            else:
-                keep = True
+            return GIVE_UP if mine and needed else STOP
+
+    def add_connection(self, slot: Slot, gen: int, took: float) -> None:
+        self._on_connect(took)
+        with self._lock:
+            keep = gen == self._gen and not self._closed
+            if gen == self._gen:
+                self._growing -= 1
+            if keep:
                 if self._nconns >= self._max_size:  # above max_size: a burst connection
                     slot.burst = True
                     slot.expires = min(slot.expires, slot.created + self.burst_lifetime)
@@ -997,13 +947,22 @@ class ConnectionPool:
                 self._last_error = None
                 self._rest_locked(slot, slot.last_used)
                 self._hand_over_locked(slot)
-                # notified: open(wait=True) and wait(), which wait for min_size
-                self._filled.notify_all()
+                self._filled.notify_all()  # for wait(), which waits for min_size
         if not keep:
             self._close_slot(slot)
-        elif recovered:
-            logger.warning("pool %r: connected to %s again after %d failed attempt(s)",
-                           self.name, self._target, recovered)  # fmt: skip
+
+    def stopped_growing(self, gen: int) -> None:
+        with self._lock:
+            if gen == self._gen:
+                self._growing -= 1
+
+    def _call_reconnect_failed(self) -> None:
+        cb = self._reconnect_failed
+        if cb is not None:
+            try:
+                cb(self)
+            except Exception:
+                logger.exception("pool %r: the reconnect_failed callback raised", self.name)
 
     def _housekeep(self) -> float:
         """One housekeeping round (the housekeeper thread): the housekeeper decides from a

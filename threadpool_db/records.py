@@ -85,7 +85,7 @@ class Waiter:
     of the cost: a waiter is woken at most once, since each waker first takes it out of the
     pool's queue under the pool lock. Notified, with the pool lock held, by the pool's
     ``_hand_over_locked`` and ``_dispatch_locked`` (a connection for it), ``close`` (the pool
-    went away) and ``_create_one`` (the database refuses the configuration). The fields are
+    went away) and ``attempt_failed`` (the database refuses the configuration). The fields are
     written before the release, so a waiter that wakes sees them; a waiter that times out reads
     them again under the pool lock."""
 
