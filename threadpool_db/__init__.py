@@ -17,17 +17,19 @@ Handle
                  cursors and friends that die with it. It reaches its pool through ``Owner``.
 Services (own their state; each declares the Protocol it needs of the pool)
   connector.py   makes, checks, resets and closes one connection and says whether it is broken
-                 (the seam for kinds of connection); the reconnect backoff; configuration errors.
+                 (the seam for kinds of connection); the reconnect loop and its backoff
+                 (``Growing``); configuration errors.
   housekeeper.py retires idle/expired connections, decides bursts (``Sweepable``).
   leaks.py       leak reports and reclaim (``LeaseTable``); _sight.c the borrow-site recorder in C.
-  future.py      resolves getconn_future() borrows (``Granter``).
+  future.py      getconn_future() borrows, and the thread that resolves them (``Granter``).
   workers.py     the creator and housekeeper threads; forking.py the fork hooks.
 Records
   records.py     Slot (one connection), Waiter and ``Queued`` (a borrower in the queue).
 Leaves
   config.py (every parameter validated once; the size rule), drivers.py (psycopg / DB-API
   adapters, connect-error classes), sched.py (tenants, priorities), stats.py (windows and the
-  formatting of stats), advisor.py (sizing from a snapshot), redact.py, errors.py, pgbouncer.py.
+  formatting of stats, the observers' recorders), advisor.py (sizing from a snapshot; what the
+  server said), errors.py (the exceptions, and the words of a timeout), redact.py, pgbouncer.py.
 Test bed: testing.py (embedded PostgreSQL, PgBouncer) and devdb.py. The library never imports it.
 
 A borrow: getconn() asks the leak detector where it is called from (one frame walk), takes the

@@ -168,10 +168,10 @@ class Connector:
 
     # -- connecting ---------------------------------------------------------------------------
     def make_for(self, pool: Growing, gen: int, stop: threading.Event, max_lifetime: float, give_up_at: float,
-                 on_give_up: Callable[[], Any]) -> None:  # fmt: skip
+                 reconnect_failed: Callable[[Any], Any] | None) -> None:  # fmt: skip
         """Make one connection for ``pool`` (a creator thread), retrying at the backoff's pace
         while the pool still needs it. The last attempt comes at ``give_up_at`` exactly, so
-        ``on_give_up`` (the pool's reconnect_failed) comes on time."""
+        ``reconnect_failed(pool)`` comes on time."""
         start = self._clock()
         while self.wait_turn(stop, give_up_at):
             attempt = self._clock()
@@ -187,7 +187,11 @@ class Connector:
                 if verdict == GIVE_UP:
                     logger.error("pool %r: giving up connecting to %s after %.1f s: %s",
                                  self.name, self.target, self._clock() - start, f.message)  # fmt: skip
-                    on_give_up()
+                    if reconnect_failed is not None:
+                        try:
+                            reconnect_failed(pool)
+                        except Exception:
+                            logger.exception("pool %r: the reconnect_failed callback raised", self.name)
                 return
             recovered = self.succeeded()
             pool.add_connection(slot, gen, self._clock() - attempt)  # connect and configure

@@ -434,6 +434,13 @@ def _watchdog(ref: weakref.ReferenceType[LeaseTable], det: LeakDetector) -> None
         del table
 
 
+def describe_all(pool_name: str, leased: list[Lease], now: float) -> list[dict[str, Any]]:
+    """``describe`` for each connection out now (pool.borrowed())."""
+    threads = {t.ident: t for t in threading.enumerate()}
+    return [describe(pool_name, s, threads.get(s.owner), now - s.borrowed_at, reported=s.report is not None)
+            for s in leased]  # fmt: skip
+
+
 def describe(
     pool_name: str, slot: Lease, thread: threading.Thread | None, held: float, reported: bool = False
 ) -> dict[str, Any]:

@@ -6,11 +6,8 @@ handed straight to the oldest waiter: nobody barges in front of a thread that ha
 longer. I/O (connect, query, close) never happens under the lock.
 
 This module holds that lock, the idle deque, the waiters, the counters, and the paths that
-change them, in the order a borrow takes them: admit, wait, grant, finish, return, undo. What
-needs none of that state lives with what it is about: the connector makes, checks, resets and
-closes one connection (connector.py), the housekeeper decides which idle ones retire, the leak
-detector reports and reclaims, the advisor sizes, stats.py formats (the package map is in
-__init__.py).
+change them, in the order a borrow takes them: admit, wait, grant, finish, return, undo. The
+rest lives with what it is about (the package map is in __init__.py).
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from threading import current_thread, get_ident
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any
 
 from . import advisor, errors, forking, sched, stats, workers
 from .config import AUTO_CHECK_IDLE, UNLIMITED, PoolConfig, check_sizes, positive
@@ -37,7 +34,7 @@ from .drivers import IDLE, Driver
 from .errors import PoolClosed, PoolConfigError, PoolError, PoolTimeout, TenantQuotaExceeded, TooManyWaiters
 from .future import Futures
 from .housekeeper import BURST_WINDOW, Housekeeper, View
-from .leaks import LeakDetector, describe, held_text, holders_text
+from .leaks import LeakDetector, describe_all, held_text, holders_text
 from .records import Queued, Slot, Waiter
 from .sched import TenantBook
 from .stats import Window
@@ -55,9 +52,8 @@ _thread_of: Callable[[int], threading.Thread | None] = (
 )
 
 
-# What a borrow records when leak detection is off: nothing. A builtin that returns None
-# (a bound dict.clear, of a dict nobody else sees): called on every borrow, it costs about
-# half of what a Python function would.
+# What a borrow records when leak detection is off: nothing, through a builtin that returns
+# None (a bound dict.clear, of a dict nobody else sees): half the cost of a Python function.
 _NO_SIGHT: Callable[[], None] = {}.clear
 
 
@@ -70,15 +66,11 @@ class ConnectionPool:
     """
 
     _keep_idle = True  # False in NullConnectionPool: a return with nobody waiting closes
-    # With _keep_idle False: how many may rest idle (0: none, NullConnectionPool; more in a pool
-    # that keeps some, as SQLAlchemy's QueuePool keeps pool_size). A return beyond it closes.
-    _idle_cap = 0
+    _idle_cap = 0  # with _keep_idle False, how many may rest idle (QueuePool's pool_size)
     _fifo_idle = False  # lend the longest-idle first (SQLAlchemy's default), not the warmest
 
     def __class_getitem__(cls, item: Any) -> type[ConnectionPool]:
-        # psycopg_pool's pool is generic (ConnectionPool[Connection[DictRow]]): accept the
-        # subscription so such annotations and aliases keep working after the import change.
-        return cls
+        return cls  # psycopg_pool's is generic: ConnectionPool[Connection[DictRow]] keeps working
 
     def __init__(
         self,
@@ -190,7 +182,7 @@ class ConnectionPool:
         """Everything that a fork must rebuild: the lock, the queues, the counts, the threads.
         Every field below is guarded by the lock unless its comment says otherwise."""
         self._lock = threading.Lock()
-        self._filled = threading.Condition(self._lock)  # notified by add_connection, attempt_failed, close; wait() waits
+        self._filled = threading.Condition(self._lock)  # wait() waits; see there who notifies
         self._idle: deque[Slot] = deque()  # idle connections, LIFO: pop() takes the warmest
         self._pop_idle = self._idle.popleft if self._fifo_idle else self._idle.pop  # or the longest idle
         self._waiting: deque[Queued] = deque()  # borrowers in arrival order
@@ -208,17 +200,15 @@ class ConnectionPool:
         self._created = self._closed_count = self._create_errors = self._discarded_broken = 0
         self._expired = self._idle_closed = self._check_failed = self._reset_failed = 0
         self._last_error: str | None = None
-        self._config_errors = 0  # borrows failed fast by the connector's config_error
         self._forked_parent = getattr(self, "_forked_parent", False)  # see _after_fork_parent
         # psycopg_pool-style totals (get_stats/pop_stats); pop_stats moves _stats_base.
         self._wait_sum = self._usage_sum = self._connect_sum = 0.0
-        self._returns_bad = 0
+        self._returns_bad = self._config_errors = 0  # config_errors: borrows failed fast, refused
         self._housekeeper_runs = 0  # ticks of the housekeeper (stats: is it alive?)
         self._stats_base: dict[str, float] = {}
         self._connect_attempts: deque[float] = deque(maxlen=64)
         # The windows take appends without the lock (one deque append is atomic).
-        self._wait_window = Window()
-        self._hold_window = Window()
+        self._wait_window, self._hold_window = Window(), Window()
         self._create_window = Window(256)  # seconds each successful connect took
         self._wire_observers()
         self._tasks = workers.TaskQueue()
@@ -226,11 +216,9 @@ class ConnectionPool:
         self._threads: list[threading.Thread] = []
 
     def add_observer(self, observer: Any) -> None:
-        """Be told of borrows, returns and connects: ``observer`` may have any of
-        ``acquired(seconds)``, ``released(seconds)``, ``connected(seconds)`` and
-        ``tenant_acquired(tenant_label, seconds)`` (the label is the tenant when it has a
-        configured quota, else ``"other"``: bounded). PoolMetrics is one. Called on the
-        borrowing thread, without the pool lock: keep them quick."""
+        """Be told of borrows, returns and connects: ``observer`` may have any of ``acquired``,
+        ``released``, ``connected`` (seconds) and ``tenant_acquired(label, seconds)`` (the label:
+        the tenant if it has a quota, else "other"). Called without the pool lock: be quick."""
         with self._lock:
             self._observers = [*self._observers, observer]
             self._wire_observers()
@@ -246,14 +234,9 @@ class ConnectionPool:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
-        """Start the background threads and fill the pool to ``min_size``.
-
-        With ``wait=True``, block until ``min_size`` connections exist; on failure after
-        ``timeout`` seconds the pool is closed and ``PoolTimeout`` names the target and the last
-        connection error (``PoolConfigError`` at once when the database refuses the
-        configuration). Without it, connections are made in the background, retrying with
-        backoff until the database answers.
-        """
+        """Start the background threads and fill the pool to ``min_size``, in the background
+        (retrying with backoff until the database answers), or with ``wait=True`` before this
+        returns: see ``wait()``."""
         positive("timeout", timeout)
         with self._lock:
             if self._closed:
@@ -304,10 +287,8 @@ class ConnectionPool:
             self._leaks.start(self)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Close the pool: idle connections now, borrowed ones when they come back.
-
-        Waiters get ``PoolClosed``. Background threads are joined for up to ``timeout`` s.
-        """
+        """Close the pool: idle connections now, borrowed ones when they come back. Waiters get
+        ``PoolClosed``. Background threads are joined for up to ``timeout`` s."""
         with self._lock:
             if self._closed:
                 return
@@ -397,16 +378,14 @@ class ConnectionPool:
             handle = earlier = None
             with self._lock:
                 # Critical section: fast path. An idle connection and nobody queued before us:
-                # take it, and unless it must be validated first, make it ours here, under the
-                # lock, so the watchdog and a fork never see it half borrowed.
+                # take it and, unless it must be validated first, finish the borrow here.
                 if self._plain and self._idle and not self._waiting and not self._closed \
                         and tenant is None and priority is None:  # fmt: skip
                     slot: Slot | None = self._pop_idle()
                     if now <= slot.check_at:  # type: ignore[union-attr]
                         handle = self._finish_borrow_locked(slot, now, ident, site, me, 0.0)  # type: ignore[arg-type]
-                        # The last idle one, with others out: is this thread holding one of
-                        # them? (A thread that waits for a second connection can deadlock the
-                        # pool; the leak detector tells a real nested borrow from an escape.)
+                        # The last idle one, with others out: does this thread hold one? (A
+                        # nested borrow that has to wait can deadlock the pool.)
                         if not self._idle and self._nconns > 1 and self._leaks is not None:
                             earlier = self._held_by_locked(ident, slot)  # type: ignore[arg-type]
                 else:
@@ -421,8 +400,8 @@ class ConnectionPool:
                     if self.burst_size is not None and now - t0 > 0.0005:
                         self._housekeeper.slow_waits.append((now, now - t0))
                 if handle is None:
-                    # The slot is ours and no handle holds it yet: an exception (Ctrl-C
-                    # included) must give it back, or the pool is one connection short.
+                    # The slot is ours and no handle holds it yet: an exception (Ctrl-C too)
+                    # must give it back, or the pool is one connection short.
                     try:
                         if now > slot.check_at and not self._validate(slot):
                             now = self._clock()
@@ -430,7 +409,7 @@ class ConnectionPool:
                         with self._lock:
                             handle = self._finish_borrow_locked(slot, now, ident, site, me, now - t0)
                     except BaseException:
-                        self._undo_take(slot)
+                        self._put_back(slot)
                         raise
             # Every borrow ends here, however it was served.
             try:
@@ -440,23 +419,17 @@ class ConnectionPool:
                 if earlier is not None:
                     self._leaks.saw_nested(self.name, earlier, site, me or current_thread(), False)  # type: ignore[union-attr]
             except BaseException:
-                self._undo_take(slot)  # type: ignore[arg-type]
+                self._put_back(slot)  # type: ignore[arg-type]
                 raise
             return handle
 
-    # psycopg_pool's with-block borrow: the very same call (no extra frame, so the leak
-    # detector's borrow site is still the caller's line, and the idiom costs what getconn does)
+    # psycopg_pool's with-block borrow: the very same call (no extra frame)
     connection = getconn
 
     def _admit_locked(self, tenant: str | None, priority: float | None, waiter: Queued) -> Slot | None:
-        """Critical section: decide here if there's a connection ready (return its slot) or
-        the borrower must wait (queue ``waiter``, return None). A waiter is only ever removed
-        from _waiting under this lock, so a connection is never handed to a waiter that has
-        given up. Shared by getconn and getconn_future."""
-        if tenant is not None and not isinstance(tenant, str):
-            raise ValueError(f"tenant must be a str or None, got {type(tenant).__name__}")
-        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, (int, float))):
-            raise ValueError(f"priority must be a number or None, got {type(priority).__name__}")
+        """Critical section: a connection ready now (its slot), or queue ``waiter`` (None). A
+        waiter leaves _waiting only under this lock, so none is served after it gave up."""
+        sched.check_request(tenant, priority)
         if self._closed:
             raise PoolClosed(f"pool {self.name!r} is closed")
         if not self._opened:
@@ -467,8 +440,7 @@ class ConnectionPool:
             if self._idle and not self._waiting:
                 return self._pop_idle()
         elif self._tenants.under_quota(tenant):
-            # While a connection is idle no queued waiter is eligible (see sched.py), so one
-            # under its quota may take it.
+            # While a connection is idle no queued waiter is eligible (sched.py): take it.
             if self._idle:
                 slot = self._pop_idle()
                 self._take_quota_locked(slot, tenant)
@@ -481,11 +453,11 @@ class ConnectionPool:
                 f"{self._tenants.limit(tenant)} connection(s)"  # type: ignore[arg-type]
             )
         if self._config_failed_locked():
-            # The database refuses our configuration and we hold no connection: waiting
-            # cannot help. Keep one background attempt going (at the backoff's pace), so a
-            # fixed password is picked up without a restart.
+            # Refused, and no connection: waiting cannot help. One background attempt at a
+            # time goes on (at the backoff's pace), so a fixed password is picked up.
             self._config_errors += 1
-            self._probe_locked()
+            if self._growing == 0:
+                self._create_locked(1)
             raise self._config_error_locked()
         if self.max_waiting and len(self._waiting) >= self.max_waiting:
             self._rejected += 1
@@ -499,18 +471,10 @@ class ConnectionPool:
         self._grow_locked()
         return None
 
-    def _wait_for_slot(
-        self,
-        deadline: float,
-        timeout: float,
-        tenant: str | None,
-        priority: float | None,
-        owner: int,
-        site: Any,
-        thread: threading.Thread | None,
-    ) -> tuple[Slot, PooledConnection | None]:
-        """Queue and wait. Returns the slot, and its handle when the granter could finish the
-        borrow already (no validation due): then this thread takes no pool lock again."""
+    def _wait_for_slot(self, deadline: float, timeout: float, tenant: str | None, priority: float | None, owner: int,
+                       site: Any, thread: threading.Thread | None) -> tuple[Slot, PooledConnection | None]:  # fmt: skip
+        """Queue and wait: the slot, and its handle when the granter could finish the borrow
+        already (no validation due: this thread takes no pool lock again)."""
         w = Waiter(tenant, float(priority or 0.0), self._clock(), owner, site, thread)
         earlier = None
         with self._lock:
@@ -522,9 +486,8 @@ class ConnectionPool:
         if earlier is not None:
             self._leaks.saw_nested(self.name, earlier, site, thread or current_thread(), True)  # type: ignore[union-attr]
         try:
-            # Our own condition (Waiter.signal), released by whoever serves us:
-            # _hand_over_locked or _dispatch_locked (a connection), close() or attempt_failed (an
-            # error). Until the deadline on the pool's clock; the lock's timeout is on the real one.
+            # Our own condition (Waiter.signal), released by whoever serves us: _hand_over_locked,
+            # _dispatch_locked (a connection), close(), attempt_failed (an error).
             while True:
                 remaining = deadline - self._clock()
                 if remaining <= 0 or w.signal.acquire(True, min(remaining, threading.TIMEOUT_MAX)):
@@ -534,8 +497,7 @@ class ConnectionPool:
             raise
         if w.slot is None and w.error is None:
             with self._lock:
-                # Critical section: give up, unless a connection was handed over while the
-                # wait was timing out (it was assigned under this lock, so we see it here).
+                # Critical section: give up, unless served while the wait was timing out.
                 if w.slot is None and w.error is None:
                     self._waiting.remove(w)
                     self._timeouts += 1
@@ -546,9 +508,8 @@ class ConnectionPool:
         return w.slot, w.handle  # type: ignore[return-value]
 
     def _hand_over_locked(self, slot: Slot) -> None:
-        """The granter: hand ``slot`` to the next waiter (the oldest; or by priority and quota
-        once the scheduler is on), or make it idle. Called with the lock held by whoever
-        frees a connection (putconn, a new connection, an undone grant)."""
+        """The granter: ``slot`` to the next waiter (the oldest, or sched.py's pick), or idle.
+        Called by whoever frees a connection (putconn, a new connection, an undone grant)."""
         if self._plain:
             if self._waiting:
                 w = self._waiting.popleft()
@@ -570,9 +531,8 @@ class ConnectionPool:
             w.wake(slot, handle=self._prefinish_locked(w, slot))
 
     def _prefinish_locked(self, w: Queued, slot: Slot) -> PooledConnection | None:
-        """The granter's half of a waiter's borrow: finish it here, under the lock the
-        granter holds anyway, unless the connection must be validated first (the waiter does
-        that, and finishes the borrow itself). Futures finish theirs in the notifier."""
+        """Finish a waiter's borrow under the granter's lock, unless a check is due (then the
+        waiter checks and finishes). Futures finish theirs in the notifier (hand_out)."""
         if type(w) is not Waiter:
             return None
         now = self._clock()
@@ -582,9 +542,8 @@ class ConnectionPool:
 
     def _finish_borrow_locked(self, slot: Slot, now: float, owner: int, site: Any, thread: threading.Thread | None,
                               waited: float) -> PooledConnection:  # fmt: skip
-        """The end of every borrow (getconn's paths, a waiter's grant, a future's), under the
-        lock, so the watchdog, a reclaim or a fork never see a connection half borrowed. The
-        one place a borrow is counted, with its wait."""
+        """The end of every borrow, under the lock (the watchdog, a reclaim, a fork never see one
+        half done): the one place a borrow is counted, with its wait."""
         self._borrows += 1
         if waited:  # (a float add makes a new object: skipped on the fast path, which waits 0)
             self._wait_sum += waited
@@ -601,8 +560,8 @@ class ConnectionPool:
         return handle
 
     def _held_by_locked(self, ident: int, but: Slot | None) -> Slot | None:
-        """Another connection that thread ``ident`` holds now, if any (O(size), under the
-        lock; only asked when a borrow takes the last idle connection or has to wait)."""
+        """Another connection thread ``ident`` holds (O(size): asked only of a borrow that waits
+        or takes the last idle one)."""
         for s in self._all.values():
             if s.owner == ident and s.handle is not None and s is not but:
                 return s
@@ -612,12 +571,10 @@ class ConnectionPool:
     def getconn_future(
         self, timeout: float | None = None, *, tenant: str | None = None, priority: float | None = None
     ) -> Future[PooledConnection]:
-        """Borrow through a ``concurrent.futures.Future``, in the same fair queue as getconn.
-
-        The future resolves to a connection (give it back with ``putconn``), or fails with
-        ``PoolTimeout``/``PoolClosed``. Cancelling it gives its place (or its connection)
-        back. ``asyncio.wrap_future(pool.getconn_future())`` bridges it to asyncio.
-        """
+        """Borrow through a ``concurrent.futures.Future``, in the same fair queue as getconn:
+        it resolves to a connection (give it back with ``putconn``) or fails with PoolTimeout or
+        PoolClosed; cancelling it gives its place (or its connection) back. asyncio:
+        ``asyncio.wrap_future(pool.getconn_future())``."""
         return self._futures.borrow(timeout, tenant, priority, self._sight())  # the site: the caller's line
 
     def admit(self, w: Queued, tenant: str | None, priority: float | None) -> Slot | None:
@@ -659,11 +616,7 @@ class ConnectionPool:
         """
         slot = conn._slot if type(conn) is PooledConnection and conn._pool is self else None
         if type(slot) is not Slot:  # foreign, already returned, or reclaimed meanwhile
-            if type(conn) is PooledConnection and self._owns_retired(conn):
-                with self._lock:
-                    if conn._take_close_pending():
-                        return  # conn.close() gave it back already: psycopg_pool's close-then-putconn
-            self._raise_bad_return(conn)
+            return self._bad_return(conn)
         back = self._sight_return()  # where the caller gives it back (None when detection is off)
         raw, connector = slot.raw, self._connector  # type: ignore[union-attr]
         status = connector.status(raw)
@@ -685,11 +638,9 @@ class ConnectionPool:
             unfit = connector.reset(slot)  # type: ignore[arg-type]
         close = unfit is not None
         with self._lock:
-            # Critical section: the handle is retired and the connection goes to the oldest
-            # waiter, or to the idle deque, or away. The check on slot.handle makes a
-            # concurrent second putconn (or a reclaim) of the same handle fail here rather
-            # than return it twice. slot.expires is read here because resize() and drain()
-            # write it under this lock.
+            # Critical section: the handle is retired, the connection goes to the oldest waiter,
+            # idle, or away. A concurrent second return (or a reclaim) fails on slot.handle
+            # here; slot.expires is read here since resize() and drain() write it here.
             if slot.handle is not conn:  # type: ignore[union-attr]
                 raise dead_handle_error(conn, self.name, "putconn: ")
             slot.handle = None  # type: ignore[union-attr]
@@ -738,24 +689,22 @@ class ConnectionPool:
             raise PoolClosed(f"pool {self.name!r} is closed: the connection was closed, not returned")
 
     def release(self, conn: PooledConnection, exc: BaseException | None = None, commit: bool = False) -> None:
-        """Give a connection back as a ``with`` block ends (Flask's teardown): commit an open
-        transaction when ``commit``, else roll it back (on purpose, so no warning); a fatal
-        ``exc`` marks the connection so it is discarded. A connection that is closed or broken
-        is neither committed nor rolled back (as psycopg's own ``Connection.__exit__``)."""
+        """Give a connection back as a ``with`` block ends (Flask's teardown): ``putconn`` with
+        ``commit`` (False: roll back, on purpose, so no warning)."""
         self.putconn(conn, exc, commit)
 
     def _rest_locked(self, slot: Slot, now: float) -> None:
-        """A connection comes to rest (returned, or new): from now on it ages, and a borrow
-        after ``check_at`` validates it first (the check rule, in one place)."""
+        """A connection comes to rest: it ages from now; a borrow after check_at validates it."""
         slot.last_used = now
         slot.check_at = now + self._check_after
 
-    def _owns_retired(self, conn: PooledConnection) -> bool:
-        """Did this handle come from this pool (alive or retired)?"""
-        owner = conn._pool
-        return (owner() if isinstance(owner, weakref.ref) else owner) is self
-
-    def _raise_bad_return(self, conn: Any) -> NoReturn:
+    def _bad_return(self, conn: Any) -> None:
+        """Not a return: raise what it is (foreign, returned twice, reclaimed), but take one
+        putconn after ``conn.close()`` quietly (psycopg_pool's close-then-putconn)."""
+        if type(conn) is PooledConnection and conn._owner() is self:
+            with self._lock:
+                if conn._take_close_pending():
+                    return
         raise bad_return_error(conn, self)
 
     # -- undo: a borrow that did not happen, a connection that leaves ---------------------------
@@ -768,10 +717,11 @@ class ConnectionPool:
                 if w in self._waiting:
                     self._waiting.remove(w)
                 return
-        self._undo_take(slot)
+        self._put_back(slot)
 
-    def _undo_take(self, slot: Slot) -> None:
-        """A slot taken for a borrow that failed before its borrower got the handle goes back."""
+    def _put_back(self, slot: Slot) -> None:
+        """A slot taken for a borrow that failed before its borrower got the handle, or for a
+        check, goes back (or is closed, when the pool closed meanwhile)."""
         with self._lock:
             if self._all.get(slot.id) is not slot:
                 return  # discarded meanwhile (failed validation)
@@ -780,9 +730,8 @@ class ConnectionPool:
             self._close_slot(victim)
 
     def _undo_grant_locked(self, slot: Slot) -> Slot | None:
-        """Undo a grant that never reached its borrower: retire the handle made for it (and
-        uncount the borrow it finished), release its quota, and hand it on. Returns the slot
-        to close (after the lock) when the pool closed meanwhile."""
+        """Undo a grant that never reached its borrower (its handle retired, its borrow
+        uncounted, its quota released) and hand it on; or, the pool closed, the slot to close."""
         handle = slot.handle
         if handle is not None:
             handle._retire(None)
@@ -807,8 +756,7 @@ class ConnectionPool:
             slot.tenant = None
 
     def _forget_locked(self, slot: Slot) -> None:
-        """A connection leaves the pool (the caller closes it after the lock): uncounted, and
-        counted as closed (the one place ``closed`` is counted)."""
+        """A connection leaves (the caller closes it after the lock): the one place it is counted."""
         self._closed_count += 1
         if self._all.pop(slot.id, None) is not None:
             self._nconns -= 1
@@ -823,8 +771,7 @@ class ConnectionPool:
         self._fill_locked()
 
     def _drain_idle_locked(self) -> list[Slot]:
-        """Take every idle connection out of the pool, counted as closed: the caller closes
-        them after the lock (close, drain, a fork's parent, a dropped pool)."""
+        """Every idle connection out of the pool, for the caller to close after the lock."""
         idle = list(self._idle)
         self._idle.clear()
         for slot in idle:
@@ -843,8 +790,7 @@ class ConnectionPool:
         return errors.config_error(self.name, self._target, c.config_error, c.config_exc, retrying=not self._closed)
 
     def _timeout_error_locked(self, timeout: float, held: Slot | None = None) -> PoolTimeout:
-        """The timeout, saying why it may never have been served: ``held``, a connection this
-        waiting thread holds itself (a nested borrow that can deadlock)."""
+        """The timeout; ``held``: a connection the waiting thread holds (a deadlock to say)."""
         msg = self._timeout_message_locked(timeout)
         if held is not None and held.handle is not None:
             msg += "; " + held_text(held)
@@ -859,15 +805,9 @@ class ConnectionPool:
             msg += "; top holders: " + holders_text(holders[:3], self._clock())  # type: ignore[arg-type]
         return msg
 
-    def _probe_locked(self) -> None:
-        """One background connect attempt, unless one is already under way."""
-        if self._growing == 0:
-            self._create_locked(1)
-
     # -- connection lifecycle: the connector makes them, the housekeeper retires them ---------
     def _validate(self, slot: Slot) -> bool:
-        """Check a connection at borrow time (the connector runs the check); on failure
-        discard it, and grow if somebody needs one."""
+        """Check a connection at borrow time (the connector does); a failed one is replaced."""
         err = self._connector.validate(slot)
         if err is None:
             return True
@@ -882,8 +822,7 @@ class ConnectionPool:
         return False
 
     def _grow_locked(self) -> None:
-        """Ask the workers for connections the waiters need, within the ceiling (max_size, or
-        burst_size while bursting)."""
+        """Ask for the connections the waiters need, up to the ceiling (_cap)."""
         waiting = len(self._waiting) if self._plain else sched.eligible(self._waiting, self._tenants)
         self._create_locked(min(waiting - self._growing, self._cap - self._nconns - self._growing))
 
@@ -901,7 +840,7 @@ class ConnectionPool:
         """A creator thread's task: the connector makes one connection, retrying at its
         backoff's pace while the pool still needs one, through the seam below."""
         self._connector.make_for(self, self._gen, self._stop, self.max_lifetime,
-                                 self._clock() + self.reconnect_timeout, self._call_reconnect_failed)  # fmt: skip
+                                 self._clock() + self.reconnect_timeout, self._reconnect_failed)  # fmt: skip
 
     # the creators' seam (connector.Growing)
     def attempting(self, at: float) -> None:
@@ -956,17 +895,8 @@ class ConnectionPool:
             if gen == self._gen:
                 self._growing -= 1
 
-    def _call_reconnect_failed(self) -> None:
-        cb = self._reconnect_failed
-        if cb is not None:
-            try:
-                cb(self)
-            except Exception:
-                logger.exception("pool %r: the reconnect_failed callback raised", self.name)
-
     def _housekeep(self) -> float:
-        """One housekeeping round (the housekeeper thread): the housekeeper decides from a
-        view of the pool, and asks it to evict. Returns the delay until the next round."""
+        """One round of the housekeeper thread (view, then evict): the delay to the next."""
         return self._housekeeper.tick(self)
 
     # -- the leak detector's seam (leaks.LeaseTable) -------------------------------------------
@@ -984,12 +914,10 @@ class ConnectionPool:
             return True
 
     def reclaim(self, slot: Slot, handle: Any, error: PoolError) -> bool:
-        """Take a leaked connection back: retire its handle (its next use raises ``error``),
-        free the slot for a waiter, and abort the connection from this thread: cancel and
-        shut the socket down, never close it under a thread that may be inside libpq."""
+        """Take a leaked connection back: its handle dies (its next use raises ``error``), and
+        the connection is aborted (never closed under a thread that may be inside libpq)."""
         with self._lock:
-            # Critical section: only if it is still out under this very handle; a return that
-            # won the race leaves it alone.
+            # Critical section: only if still out under this very handle (a return may win).
             if slot.handle is not handle or self._all.get(slot.id) is not slot:
                 return False
             handle._retire(error)
@@ -1027,8 +955,7 @@ class ConnectionPool:
                         attempts, start, [w.since for w in self._waiting], nxt)  # fmt: skip
 
     def evict(self, victims: list[tuple[Slot, str]]) -> None:
-        """Retire the housekeeper's choices that are still idle (a borrow may have taken one
-        since its view), then refill to min_size and grow for waiters."""
+        """Retire the housekeeper's choices that are still idle, then refill and grow."""
         gone: list[Slot] = []
         with self._lock:
             if self._closed:
@@ -1088,9 +1015,8 @@ class ConnectionPool:
         logger.info("pool %r: resized to min_size=%d, max_size=%d", self.name, lo, self.max_size)
 
     def check(self) -> None:
-        """Validate every idle connection now (psycopg_pool's ``check()``): the ones that
-        fail are discarded and replaced, the others go back. Borrowers are not held up: the
-        connections under test are out of the idle set meanwhile."""
+        """Validate every idle connection now (psycopg_pool's ``check()``): failures are
+        replaced. Borrowers are not held up: those under test are out of the idle set."""
         with self._lock:
             batch = list(self._idle)
             self._idle.clear()
@@ -1101,19 +1027,11 @@ class ConnectionPool:
                     self._discard_locked(slot)
                 self._close_slot(slot)
             elif self._validate(slot):
-                with self._lock:
-                    gone = self._closed
-                    if gone:
-                        self._forget_locked(slot)
-                    else:
-                        self._hand_over_locked(slot)
-                if gone:
-                    self._close_slot(slot)
+                self._put_back(slot)
 
     def drain(self) -> None:
-        """Replace every connection (psycopg_pool's ``drain()``), e.g. after a password or DNS
-        change: idle ones close now, borrowed ones when they come back; new ones are opened
-        up to min_size."""
+        """Replace every connection (psycopg_pool's ``drain()``; after a password or DNS change):
+        idle ones close now, borrowed ones when they come back."""
         with self._lock:
             idle = self._drain_idle_locked()
             for slot in self._all.values():
@@ -1178,10 +1096,8 @@ class ConnectionPool:
     def advise(
         self, workers: int = 1, server_cores: int | None = None, spindles: int = 1, query_server: bool = True
     ) -> dict[str, Any]:
-        """A recommended max_size with its reasoning, from what this pool measured (see
-        advisor.py). ``workers``: processes that each run such a pool against the same server.
-        With ``query_server`` it asks the server for max_connections and reserved slots; the
-        server's cores are taken from this machine when the server is on loopback."""
+        """A recommended max_size with its reasoning (advisor.py). ``workers``: processes that
+        each run such a pool against this server; ``query_server``: ask its max_connections."""
         now = self._clock()
         with self._lock:
             # every borrow attempt, served or not: timeouts and refusals are demand too
@@ -1221,12 +1137,8 @@ class ConnectionPool:
         return self._leaks.reports() if self._leaks is not None else []
 
     def borrowed(self) -> list[dict[str, Any]]:
-        """One record per connection out now: thread, held for, borrow site, busy or escaped,
-        holder stack."""
-        now = self._clock()
-        threads = {t.ident: t for t in threading.enumerate()}
-        return [describe(self.name, s, threads.get(s.owner), now - s.borrowed_at, reported=s.report is not None)
-                for s in self.leased()]  # fmt: skip
+        """One record per connection out now: thread, held for, borrow site, busy or escaped."""
+        return describe_all(self.name, self.leased(), self._clock())
 
     def tenant_label(self, tenant: str) -> str:
         return tenant if tenant in self._tenants.limits else "other"
@@ -1236,8 +1148,7 @@ class ConnectionPool:
     # -- fork ---------------------------------------------------------------------------------
     def _after_fork_child(self) -> None:
         """In a forked child: forget the parent's connections without touching their sockets,
-        retire the handles borrowed before the fork, and start again. Tenant counts start
-        from zero: the borrows they counted belong to the parent."""
+        retire the handles borrowed before the fork, and start again (tenant counts too)."""
         inherited = list(self._all.values())
         for slot in inherited:
             h = slot.handle
@@ -1259,16 +1170,13 @@ class ConnectionPool:
             self._start_threads()
 
     def _before_fork(self) -> Callable[[], None] | None:
-        """Take the lock for the fork, so the child inherits no half-done critical section.
-        Bounded: a fork must not hang on a pool (its critical sections are short)."""
+        """The lock, for the fork (no half-done critical section in the child); bounded."""
         lock = self._lock
         return lock.release if lock.acquire(timeout=FORK_LOCK_TIMEOUT) else None
 
     def _after_fork_parent(self) -> None:
-        """In the parent after os.fork(): a pre-fork server's master (gunicorn --preload with
-        an app factory that touches the database) must not keep idle backends that every
-        worker inherits by descriptor and that count against max_connections. Close them, and
-        stop refilling to min_size here; connections are still made on demand."""
+        """In the parent after os.fork(): a pre-fork server's master must not keep idle backends
+        that every worker inherits. Close them, and stop refilling to min_size here."""
         with self._lock:
             if self._closed or not self._opened or self._pid != os.getpid():
                 return
@@ -1278,7 +1186,6 @@ class ConnectionPool:
         for slot in idle:
             self._close_slot(slot)
         if first:
-            logger.info("pool %r: closed %d idle connection(s) in the parent after os.fork(); a pre-fork "
-                        "server's master should not hold backends its workers inherit. Connections are "
-                        "now opened on demand only (min_size no longer kept) in pid %d",
+            logger.info("pool %r: closed %d idle connection(s) in the parent after os.fork() (its workers would "
+                        "inherit them); from now on connections are opened on demand only in pid %d",
                         self.name, len(idle), os.getpid())  # fmt: skip

@@ -24,6 +24,14 @@ class _QueuedWaiter(Protocol):
     since: float
 
 
+def check_request(tenant: object, priority: object) -> None:
+    """A borrow's ``tenant`` (a str or None) and ``priority`` (a number or None), or ValueError."""
+    if tenant is not None and not isinstance(tenant, str):
+        raise ValueError(f"tenant must be a str or None, got {type(tenant).__name__}")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, (int, float))):
+        raise ValueError(f"priority must be a number or None, got {type(priority).__name__}")
+
+
 class TenantBook:
     """Per-tenant limits and counts (connections out now, and counters). Guarded by the pool
     lock: every method is called with it held."""
