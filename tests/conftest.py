@@ -126,3 +126,19 @@ def recorder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     else:
         monkeypatch.setattr(leaks, "NATIVE", None)
     return str(request.param)
+
+
+@pytest.fixture(params=["C", "Python"])
+def with_methods(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with each of the handle's with-block implementations: the C one (_sight.c)
+    and the Python one it falls back to (connection.PYTHON_WITH)."""
+    from threadpool_db import connection
+
+    from .helpers import require
+
+    chosen = connection.NATIVE_WITH if request.param == "C" else connection.PYTHON_WITH
+    require("the C with-block methods (threadpool_db/_sight.c)", chosen is not None,
+            "install gcc and the Python headers, then reinstall threadpool_db")  # fmt: skip
+    monkeypatch.setattr(connection.PooledConnection, "__enter__", chosen[0])  # type: ignore[index]
+    monkeypatch.setattr(connection.PooledConnection, "__exit__", chosen[1])  # type: ignore[index]
+    return str(request.param)

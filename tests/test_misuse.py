@@ -100,7 +100,7 @@ def test_misuse_each_gets_a_specific_error_and_the_pool_stays_healthy(make_pool)
     wait_until(lambda: pool.stats()["size"] == 0, what="all closed")
 
 
-def test_using_a_returned_connection_names_where_it_was_borrowed_and_returned(make_pool, recorder):
+def test_using_a_returned_connection_names_where_it_was_borrowed_and_returned(make_pool, recorder, with_methods):
     """Through the with idiom (the return passes three of our frames) and by hand: both sites
     are the user's lines, for the handle and for a cursor taken from it."""
     from .helpers import line_of

@@ -1,4 +1,5 @@
-/* threadpool_db._sight: what a borrow records for the leak detector, in C.
+/* threadpool_db._sight: what a borrow records for the leak detector, in C; and the handle's
+ * with-block methods (handle_methods, at the end of this file).
  *
  * The same answer as leaks.LeakDetector._sight_python (pure Python, the fallback
  * when this module was not built), at a fraction of the cost: in Python every frame field is a
@@ -24,6 +25,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <frameobject.h>
+#include <structmember.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -313,11 +315,114 @@ static PyTypeObject SightType = {
     .tp_doc = "Sight(prefix, depth, limit, every, rate)() -> Site or None: see threadpool_db/_sight.c",
 };
 
+/* -- the handle's with-block methods --------------------------------------------------------------
+ *
+ * handle_methods(cls, raw, pool, dead) -> (__enter__, __exit__): PooledConnection's with-block
+ * methods, the same as its Python ones (connection.py), as method descriptors of `cls`. `raw` and
+ * `pool` are the class's slot descriptors, read here at their offsets: in Python each read goes
+ * through the class's __getattr__ hook (it has one, to reach the driver's attributes), and the two
+ * Python frames cost about 0.3 us of a with block on CPython 3.11. `dead` is the name of the
+ * method that makes the error for a handle no longer borrowed. The descriptor checks that `self`
+ * is an instance of `cls` before any offset is read.
+ */
+static Py_ssize_t raw_offset = -1, pool_offset = -1;
+static PyObject *str_putconn, *str_dead;
+
+static PyObject *
+handle_enter(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *raw = *(PyObject **)((char *)self + raw_offset);
+    if (raw != NULL && raw != Py_None)
+        return Py_NewRef(self);
+    PyObject *err = PyObject_CallMethodNoArgs(self, str_dead);
+    if (err != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(err), err);
+        Py_DECREF(err);
+    }
+    return NULL;
+}
+
+static PyObject *
+handle_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "__exit__ takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *raw = *(PyObject **)((char *)self + raw_offset);
+    PyObject *pool = *(PyObject **)((char *)self + pool_offset);
+    if (raw == NULL || raw == Py_None || pool == NULL)
+        Py_RETURN_NONE; /* given back inside the block, or reclaimed */
+    /* pool.putconn(self, exc, commit): the return replaces the handle's pool reference */
+    Py_INCREF(pool);
+    PyObject *call[5] = {NULL, pool, self, args[1], args[0] == Py_None ? Py_True : Py_False};
+    PyObject *res = PyObject_VectorcallMethod(str_putconn, call + 1, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(pool);
+    if (res == NULL)
+        return NULL;
+    Py_DECREF(res);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef enter_def = {
+    "__enter__", (PyCFunction)handle_enter, METH_NOARGS,
+    "The handle itself; PoolError if it was given back already."};
+static PyMethodDef exit_def = {
+    "__exit__", (PyCFunction)(void (*)(void))handle_exit, METH_FASTCALL,
+    "Give the connection back: putconn(self, exc, commit=no exception)."};
+
+static Py_ssize_t
+slot_offset(PyObject *descr)
+{
+    if (!Py_IS_TYPE(descr, &PyMemberDescr_Type) || ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+        PyErr_SetString(PyExc_TypeError, "handle_methods: raw and pool must be __slots__ descriptors");
+        return -1;
+    }
+    return ((PyMemberDescrObject *)descr)->d_member->offset;
+}
+
+static PyObject *
+handle_methods(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4 || !PyType_Check(args[0]) || !PyUnicode_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "handle_methods(cls, raw, pool, dead)");
+        return NULL;
+    }
+    Py_ssize_t raw = slot_offset(args[1]), pool = slot_offset(args[2]);
+    if (raw < 0 || pool < 0)
+        return NULL;
+    raw_offset = raw;
+    pool_offset = pool;
+    Py_XSETREF(str_dead, Py_NewRef(args[3]));
+    if (str_putconn == NULL && (str_putconn = PyUnicode_InternFromString("putconn")) == NULL)
+        return NULL;
+    PyObject *enter = PyDescr_NewMethod((PyTypeObject *)args[0], &enter_def);
+    PyObject *leave = PyDescr_NewMethod((PyTypeObject *)args[0], &exit_def);
+    if (enter == NULL || leave == NULL) {
+        Py_XDECREF(enter);
+        Py_XDECREF(leave);
+        return NULL;
+    }
+    PyObject *pair = PyTuple_Pack(2, enter, leave);
+    Py_DECREF(enter);
+    Py_DECREF(leave);
+    return pair;
+}
+
+static PyMethodDef module_methods[] = {
+    {"handle_methods", (PyCFunction)(void (*)(void))handle_methods, METH_FASTCALL,
+     "handle_methods(cls, raw, pool, dead) -> (__enter__, __exit__): see threadpool_db/_sight.c"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     .m_base = PyModuleDef_HEAD_INIT,
     .m_name = "threadpool_db._sight",
-    .m_doc = "The borrow site and stack, recorded in C.",
+    .m_doc = "The borrow site and stack, recorded in C; the handle's with-block methods.",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC

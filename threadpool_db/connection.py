@@ -25,6 +25,7 @@ The handle knows its pool only through ``Owner``, the two things it asks of it.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import types
 import weakref
@@ -317,6 +318,8 @@ class PooledConnection:
     read_only = _setting("read_only")
     deferrable = _setting("deferrable")
 
+    # The with-block methods. These two are the reference (and the fallback); below the class,
+    # the same two in C replace them when _sight.c was built.
     def __enter__(self) -> PooledConnection:
         if self._raw is None:
             raise self._dead()
@@ -332,6 +335,27 @@ class PooledConnection:
         state = f"conn={slot.id} pid={slot.pid}" if self._raw is not None else "returned"  # type: ignore[union-attr]
         pool = self._owner()
         return f"<PooledConnection pool={pool.name if pool is not None else '?'!r} {state}>"
+
+
+PYTHON_WITH = (PooledConnection.__enter__, PooledConnection.__exit__)
+
+
+def _native_with() -> tuple[Any, Any] | None:
+    """The handle's __enter__ and __exit__ in C (_sight.c), or None: not built, or turned off
+    with THREADPOOL_DB_PURE_PYTHON=1 (as the borrow-site recorder)."""
+    if os.environ.get("THREADPOOL_DB_PURE_PYTHON"):
+        return None
+    try:
+        from ._sight import handle_methods
+    except ImportError:
+        return None
+    slots = PooledConnection.__dict__
+    return handle_methods(PooledConnection, slots["_raw"], slots["_pool"], "_dead")  # type: ignore[no-any-return]
+
+
+NATIVE_WITH = _native_with()
+if NATIVE_WITH is not None:
+    PooledConnection.__enter__, PooledConnection.__exit__ = NATIVE_WITH  # type: ignore[method-assign]
 
 
 # -- what dies with the handle ---------------------------------------------------------------
