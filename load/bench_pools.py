@@ -52,7 +52,8 @@ class Peer:
         raise NotImplementedError
 
     def idiom(self) -> None:
-        """A borrow and return the way users write them with this pool (no query)."""
+        """A borrow and return the way users write them with this pool (no query), in one
+        frame as the peers that override it do."""
         self.give_back(self.borrow())
 
     def close(self) -> None:
@@ -143,6 +144,9 @@ class QueuePool(Peer):
     def borrow(self) -> Any:
         return self.pool.connect()
 
+    def idiom(self) -> None:
+        self.pool.connect().close()  # in one frame, as ours
+
     def give_back(self, conn: Any) -> None:
         conn.close()
 
@@ -173,6 +177,9 @@ class DBUtilsPool(Peer):
 
     def statement(self) -> None:
         _dbapi_statement(self, self.pool.connection())
+
+    def idiom(self) -> None:
+        self.pool.connection().close()  # in one frame, as ours: no borrow/give_back helper frames
 
     def close(self) -> None:
         self.pool.close()
