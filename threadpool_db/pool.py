@@ -567,44 +567,6 @@ class ConnectionPool:
                 return s
         return None
 
-    # -- borrowing through a future (future.Granter: future.py does the rest) ---------------
-    def getconn_future(
-        self, timeout: float | None = None, *, tenant: str | None = None, priority: float | None = None
-    ) -> Future[PooledConnection]:
-        """Borrow through a ``concurrent.futures.Future``, in the same fair queue as getconn:
-        it resolves to a connection (give it back with ``putconn``) or fails with PoolTimeout or
-        PoolClosed; cancelling it gives its place (or its connection) back. asyncio:
-        ``asyncio.wrap_future(pool.getconn_future())``."""
-        return self._futures.borrow(timeout, tenant, priority, self._sight())  # the site: the caller's line
-
-    def admit(self, w: Queued, tenant: str | None, priority: float | None) -> Slot | None:
-        while True:
-            with self._lock:
-                slot = self._admit_locked(tenant, priority, w)
-            if slot is None or self._clock() <= slot.check_at or self._validate(slot):
-                return slot  # (a slot that failed validation is gone: admit again)
-
-    def hand_out(self, slot: Slot, since: float, thread: threading.Thread, site: Any) -> PooledConnection:
-        now = self._clock()
-        with self._lock:
-            handle = self._finish_borrow_locked(slot, now, thread.ident or 0, site, thread, now - since)
-        self._on_acquire(now - since)
-        return handle
-
-    def cancel_waiter(self, w: Queued) -> None:
-        with self._lock:
-            if w.slot is None and w in self._waiting:
-                self._waiting.remove(w)
-
-    def expire_waiter(self, w: Any) -> str | None:
-        with self._lock:
-            if w.slot is not None or w.error is not None or w not in self._waiting:
-                return None
-            self._waiting.remove(w)
-            self._timeouts += 1
-            self._tenants.count(w.tenant, "timeouts")
-            return self._timeout_message_locked(w.timeout)
-
     # -- returning ----------------------------------------------------------------------------
     def putconn(self, conn: PooledConnection, exc: BaseException | None = None, commit: bool | None = None) -> None:
         """Give a connection back. Any open transaction is rolled back, settings restored.
@@ -780,6 +742,44 @@ class ConnectionPool:
 
     def _close_slot(self, slot: Slot) -> None:
         self._connector.close_quietly(slot.raw)
+
+    # -- borrowing through a future (future.Granter: future.py does the rest) ---------------
+    def getconn_future(
+        self, timeout: float | None = None, *, tenant: str | None = None, priority: float | None = None
+    ) -> Future[PooledConnection]:
+        """Borrow through a ``concurrent.futures.Future``, in the same fair queue as getconn:
+        it resolves to a connection (give it back with ``putconn``) or fails with PoolTimeout or
+        PoolClosed; cancelling it gives its place (or its connection) back. asyncio:
+        ``asyncio.wrap_future(pool.getconn_future())``."""
+        return self._futures.borrow(timeout, tenant, priority, self._sight())  # the site: the caller's line
+
+    def admit(self, w: Queued, tenant: str | None, priority: float | None) -> Slot | None:
+        while True:
+            with self._lock:
+                slot = self._admit_locked(tenant, priority, w)
+            if slot is None or self._clock() <= slot.check_at or self._validate(slot):
+                return slot  # (a slot that failed validation is gone: admit again)
+
+    def hand_out(self, slot: Slot, since: float, thread: threading.Thread, site: Any) -> PooledConnection:
+        now = self._clock()
+        with self._lock:
+            handle = self._finish_borrow_locked(slot, now, thread.ident or 0, site, thread, now - since)
+        self._on_acquire(now - since)
+        return handle
+
+    def cancel_waiter(self, w: Queued) -> None:
+        with self._lock:
+            if w.slot is None and w in self._waiting:
+                self._waiting.remove(w)
+
+    def expire_waiter(self, w: Any) -> str | None:
+        with self._lock:
+            if w.slot is not None or w.error is not None or w not in self._waiting:
+                return None
+            self._waiting.remove(w)
+            self._timeouts += 1
+            self._tenants.count(w.tenant, "timeouts")
+            return self._timeout_message_locked(w.timeout)
 
     # -- why a borrow failed ------------------------------------------------------------------
     def _config_failed_locked(self) -> bool:
@@ -984,6 +984,7 @@ class ConnectionPool:
             self._cap = cap
             self._grow_locked()
 
+    # -- maintenance: psycopg_pool's resize, check, drain ---------------------------------------
     def resize(self, min_size: int, max_size: int | None = None) -> None:
         """Change min_size and max_size at runtime, as psycopg_pool's ``resize``: ``max_size``
         None means ``min_size``. Growing takes effect at once; surplus idle connections close
