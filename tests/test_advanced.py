@@ -13,7 +13,7 @@ import pytest
 from threadpool_db import PoolTimeout, TenantQuotaExceeded
 from threadpool_db.advisor import recommend
 
-from .helpers import run_threads, times_out, wait_until
+from .helpers import run_threads, sql, times_out, wait_until
 from .timing import JOIN, SETTLE
 
 # -- tenants -------------------------------------------------------------------------------------
@@ -242,6 +242,22 @@ def test_a_future_borrow_counts_its_wait_like_any_other(make_pool):
     assert after["requests_queued"] - before.get("requests_queued", 0) == 1
     assert after["requests_wait_ms"] - before.get("requests_wait_ms", 0) >= 300
     assert pool.stats()["borrows"] == 2  # the held one and the future's, each counted once
+
+
+def test_a_future_served_at_once_gets_a_checked_connection(make_pool, pg):
+    """A future served from the idle set is validated like a getconn borrow: a killed idle
+    connection is discarded, and the future resolves to a fresh one."""
+    pool = make_pool(min_size=1, max_size=1, check="always")
+    with pool.connection() as conn:
+        pid = conn.info.backend_pid
+    sql(pg.admin_url, "SELECT pg_terminate_backend(%s)", (pid,))
+    wait_until(lambda: sql(pg.admin_url, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))[0][0] == 0,
+               what="the backend to end")  # fmt: skip
+    conn = pool.getconn_future(timeout=SETTLE).result(SETTLE)
+    assert conn.info.backend_pid != pid
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+    pool.putconn(conn)
+    assert pool.stats()["check_failed"] == 1
 
 
 def test_future_cancel_before_grant_gives_its_place_back(make_pool):
