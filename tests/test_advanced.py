@@ -10,7 +10,7 @@ from concurrent.futures import CancelledError
 
 import pytest
 
-from threadpool_db import PoolTimeout, TenantQuotaExceeded
+from threadpool_db import PoolClosed, PoolTimeout, TenantQuotaExceeded
 from threadpool_db.advisor import recommend
 
 from .helpers import run_threads, sql, times_out, wait_until
@@ -258,6 +258,30 @@ def test_a_future_served_at_once_gets_a_checked_connection(make_pool, pg):
     assert conn.execute("SELECT 1").fetchone() == (1,)
     pool.putconn(conn)
     assert pool.stats()["check_failed"] == 1
+
+
+def test_a_future_queued_as_the_pool_closes_fails_with_pool_closed(make_pool, monkeypatch):
+    """close() lands after the future queued, before its notifier thread started: the future
+    still gets its PoolClosed (the notifier starts, resolves it, and ends)."""
+    from threadpool_db import future
+
+    pool = make_pool(min_size=1, max_size=1, name="closing-future")
+    pool.getconn()  # the only connection: the future has to queue
+    start = future.Futures._start
+
+    def close_first(self: future.Futures) -> None:
+        pool.close(timeout=1.0)
+        start(self)
+
+    monkeypatch.setattr(future.Futures, "_start", close_first)
+    f = pool.getconn_future(timeout=SETTLE)
+    with pytest.raises(PoolClosed, match="closed while waiting"):
+        f.result(SETTLE)
+    notifiers = [t for t in threading.enumerate() if t.name == "closing-future-futures"]
+    assert len(notifiers) <= 1
+    for t in notifiers:
+        t.join(JOIN)
+        assert not t.is_alive()  # it ended after resolving the future
 
 
 def test_future_cancel_before_grant_gives_its_place_back(make_pool):

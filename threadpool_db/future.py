@@ -116,15 +116,17 @@ class Futures:
             fut.set_running_or_notify_cancel()
             fut.set_result(pool.hand_out(slot, t0, threading.current_thread(), site))
             return fut
-        self._start()
         self.queue.put(("watch", w))
+        self._start()
         fut.add_done_callback(lambda f: pool.cancel_waiter(w) if f.cancelled() else None)
         return fut
 
     def _start(self) -> None:
         with self._lock:  # a thread start under the pool's lock would hold up every borrower
-            if self._notifier is None and not self._stopped:
+            if self._notifier is None:
                 self._notifier = Notifier(self._ref, self._clock, self.queue)
+                if self._stopped:  # the pool closed since this borrow queued: end after its wake-up
+                    self.queue.put(None)
 
     def stop(self) -> None:
         """After the pool's last wake-ups (close() queues them first): the thread ends."""
