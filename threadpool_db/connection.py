@@ -350,7 +350,7 @@ def _native_with() -> tuple[Any, Any] | None:
     except ImportError:
         return None
     slots = PooledConnection.__dict__
-    return handle_methods(PooledConnection, slots["_raw"], slots["_pool"], "_dead")  # type: ignore[no-any-return]
+    return handle_methods(PooledConnection, slots["_raw"], slots["_pool"], "_dead")
 
 
 NATIVE_WITH = _native_with()

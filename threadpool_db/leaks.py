@@ -25,7 +25,7 @@ import sysconfig
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import CodeType, FrameType
 from typing import Any, Protocol
 
@@ -434,7 +434,7 @@ def _watchdog(ref: weakref.ReferenceType[LeaseTable], det: LeakDetector) -> None
         del table
 
 
-def describe_all(pool_name: str, leased: list[Lease], now: float) -> list[dict[str, Any]]:
+def describe_all(pool_name: str, leased: Sequence[Lease], now: float) -> list[dict[str, Any]]:
     """``describe`` for each connection out now (pool.borrowed())."""
     threads = {t.ident: t for t in threading.enumerate()}
     return [describe(pool_name, s, threads.get(s.owner), now - s.borrowed_at, reported=s.report is not None)

@@ -220,14 +220,14 @@ class ConnectionPool:
         ``released``, ``connected`` (seconds) and ``tenant_acquired(label, seconds)`` (the label:
         the tenant if it has a quota, else "other"). Called without the pool lock: be quick."""
         with self._lock:
-            self._observers = [*self._observers, observer]
+            self._observers: list[Any] = [*self._observers, observer]
             self._wire_observers()
 
     def _wire_observers(self) -> None:
         """The recorders the hot path calls (stats.recorders). Written under the lock (or
         before any other thread exists), each replaced whole; the hot path reads them without
         it: a reference read is atomic, and the old and the new recorder both work."""
-        self._observers: list[Any] = getattr(self, "_observers", [])
+        self._observers = getattr(self, "_observers", [])
         self._on_acquire, self._on_release, self._on_connect, self._tenant_observer = stats.recorders(
             self._wait_window, self._hold_window, self._create_window, self._observers
         )
@@ -387,7 +387,7 @@ class ConnectionPool:
                         # The last idle one, with others out: does this thread hold one? (A
                         # nested borrow that has to wait can deadlock the pool.)
                         if not self._idle and self._nconns > 1 and self._leaks is not None:
-                            earlier = self._held_by_locked(ident, slot)  # type: ignore[arg-type]
+                            earlier = self._held_by_locked(ident, slot)
                 else:
                     slot = None
             if handle is None:
@@ -580,50 +580,50 @@ class ConnectionPool:
         if type(slot) is not Slot:  # foreign, already returned, or reclaimed meanwhile
             return self._bad_return(conn)
         back = self._sight_return()  # where the caller gives it back (None when detection is off)
-        raw, connector = slot.raw, self._connector  # type: ignore[union-attr]
+        raw, connector = slot.raw, self._connector
         status = connector.status(raw)
         if commit is not None and (status != IDLE or exc is not None):
             try:
-                connector.end_block(raw, status, commit, exc, slot)  # type: ignore[arg-type]
+                connector.end_block(raw, status, commit, exc, slot)
             except BaseException:
                 self.putconn(conn)  # a failed commit: the connection still goes back
                 raise
             status = connector.status(raw)
         now = self._clock()
-        held = now - slot.borrowed_at  # type: ignore[union-attr]
+        held = now - slot.borrowed_at
         self._on_release(held)
         # Why it cannot be reused: None (it can), "broken" or "reset_failed". The common case,
         # an idle connection with nothing to restore, costs the one status read above.
-        if status == IDLE and not slot.dirty and self._nothing_to_reset:  # type: ignore[union-attr]
+        if status == IDLE and not slot.dirty and self._nothing_to_reset:
             unfit = None
         else:
-            unfit = connector.reset(slot)  # type: ignore[arg-type]
+            unfit = connector.reset(slot)
         close = unfit is not None
         with self._lock:
             # Critical section: the handle is retired, the connection goes to the oldest waiter,
             # idle, or away. A concurrent second return (or a reclaim) fails on slot.handle
             # here; slot.expires is read here since resize() and drain() write it here.
-            if slot.handle is not conn:  # type: ignore[union-attr]
+            if slot.handle is not conn:
                 raise dead_handle_error(conn, self.name, "putconn: ")
-            slot.handle = None  # type: ignore[union-attr]
+            slot.handle = None
             self._usage_sum += held
             # retire the handle (PooledConnection._retire, inlined: this is the hot path)
             conn._raw = conn._slot = None
             conn._pool = self._ref
-            conn._borrowed_from = slot.site  # type: ignore[union-attr]  # what outlives the handle names them
+            conn._borrowed_from = slot.site  # what outlives the handle names them
             conn._returned_from = back
-            if slot.tenant is not None:  # type: ignore[union-attr]
-                self._release_quota_locked(slot)  # type: ignore[arg-type]
-            report = slot.report  # type: ignore[union-attr]
+            if slot.tenant is not None:
+                self._release_quota_locked(slot)
+            report = slot.report
             if report is not None:
-                slot.report = None  # type: ignore[union-attr]
-            if slot.gen != self._gen:  # type: ignore[union-attr]  # borrowed before a fork: not ours to close
+                slot.report = None
+            if slot.gen != self._gen:  # borrowed before a fork: not ours to close
                 return
             pool_open = not self._closed
             if not pool_open:
                 close = True
-                self._forget_locked(slot)  # type: ignore[arg-type]
-            elif close or now >= slot.expires or (not self._keep_idle and not self._waiting  # type: ignore[union-attr]
+                self._forget_locked(slot)
+            elif close or now >= slot.expires or (not self._keep_idle and not self._waiting
                                                   and len(self._idle) >= self._idle_cap):  # fmt: skip
                 if close:
                     self._returns_bad += 1
@@ -631,22 +631,22 @@ class ConnectionPool:
                         self._reset_failed += 1
                     else:
                         self._discarded_broken += 1
-                elif now >= slot.expires:  # type: ignore[union-attr]
+                elif now >= slot.expires:
                     self._expired += 1
                 close = True
-                self._discard_locked(slot)  # type: ignore[arg-type]
+                self._discard_locked(slot)
             else:
-                slot.last_used = now  # type: ignore[union-attr]  # _rest_locked, inlined: the hot path
-                slot.check_at = now + self._check_after  # type: ignore[union-attr]
+                slot.last_used = now  # _rest_locked, inlined: the hot path
+                slot.check_at = now + self._check_after
                 # Hand it to the oldest waiter (woken on its own condition), or make it idle.
                 if self._waiting or not self._plain:
-                    self._hand_over_locked(slot)  # type: ignore[arg-type]
+                    self._hand_over_locked(slot)
                 else:
-                    self._idle.append(slot)  # type: ignore[arg-type]
+                    self._idle.append(slot)
         if report is not None:
             self._leaks.on_return(report, held)  # type: ignore[union-attr]
         if close:
-            self._close_slot(slot)  # type: ignore[arg-type]
+            self._close_slot(slot)
         if not pool_open and commit is None:  # a with block may outlive its pool, quietly
             raise PoolClosed(f"pool {self.name!r} is closed: the connection was closed, not returned")
 
