@@ -17,6 +17,11 @@ from .redact import redact_conninfo
 CHECKS = ("auto", "always", "never")
 AUTO_CHECK_IDLE = 0.5  # seconds idle after which check="auto" validates on borrow
 CAPTURES = ("off", "sampled", "full")
+# network_timeout's default. A blip (a lost packet, a router's failover: a few retransmits,
+# the first five within ~6 s) must not kill healthy connections, but a silent partition must
+# free a gunicorn thread well before its worker timeout (30 s) and before the borrow timeout
+# (30 s) runs out for the requests queued behind it: 10 s, the same as connect_timeout.
+NETWORK_TIMEOUT = 10.0
 
 
 # -- the size rule and the checks every module shares -------------------------------------------
@@ -60,17 +65,26 @@ def check_sizes(min_size: Any, max_size: Any, *, null: bool = False) -> tuple[in
 
 
 def describe_target(conninfo: Any, kwargs: dict[str, Any] | None) -> str:
-    """host:port/dbname for messages, never the password."""
+    """host:port/dbname for messages, never the password: what libpq will try, the PG*
+    environment variables and libpq's own defaults filled in (an empty conninfo with PGHOST
+    set names PGHOST's host, not "localhost"); no host at all is libpq's Unix socket."""
     if callable(conninfo) or conninfo is None:
         return "(callable conninfo)" if callable(conninfo) else "(connect factory)"
     try:
+        from psycopg import pq
         from psycopg.conninfo import conninfo_to_dict
 
-        d = conninfo_to_dict(conninfo, **(kwargs or {}))
-        host = d.get("host") or d.get("hostaddr") or "localhost"
+        d = {k: v for k, v in conninfo_to_dict(conninfo, **(kwargs or {})).items() if v not in (None, "")}
+        # libpq's defaults: each keyword's PG* variable, else its built-in default, read now
+        # (as libpq reads them at each connect; the environment rarely changes in between).
+        defaults = {o.keyword.decode(): o.val.decode() for o in pq.Conninfo.get_defaults() if o.val is not None}
+        host = d.get("host") or d.get("hostaddr") or defaults.get("host") or defaults.get("hostaddr")
+        port = d.get("port") or defaults.get("port") or "5432"
+        dbname = d.get("dbname") or defaults.get("dbname") or d.get("user") or defaults.get("user") or ""
+        where = f"{host}:{port}" if host and not host.startswith("/") else f"unix socket {host or '(default)'}:{port}"
         # A field may itself hold a DSN pasted in the wrong place (host="postgresql://u:pw@h"):
         # the description goes through redaction too.
-        return redact_conninfo(f"{host}:{d.get('port') or 5432}/{d.get('dbname') or d.get('user') or ''}")
+        return redact_conninfo(f"{where}/{dbname}")
     except Exception:
         return redact_conninfo(str(conninfo))
 
@@ -103,6 +117,9 @@ class Lifecycle:
     max_idle: float = 600.0
     reconnect_timeout: float = 300.0
     connect_timeout: float | None = 10.0
+    # Seconds without hearing from the server before a connection counts as dead (libpq's
+    # keepalives and tcp_user_timeout, see drivers.network_settings); None: the OS defaults.
+    network_timeout: float | None = NETWORK_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -167,6 +184,7 @@ class PoolConfig:
         reconnect_timeout: Any = 300.0,
         reconnect_failed: Any = None,
         connect_timeout: Any = 10.0,
+        network_timeout: Any = NETWORK_TIMEOUT,
         num_workers: Any = 2,
         name: Any = None,
         leak_threshold: Any = 60.0,
@@ -224,6 +242,7 @@ class PoolConfig:
         positive("max_idle", max_idle, allow_zero=False)
         positive("reconnect_timeout", reconnect_timeout)
         positive("connect_timeout", connect_timeout, allow_zero=False, allow_none=True)
+        positive("network_timeout", network_timeout, allow_zero=False, allow_none=True)
         # -- checks ----------------------------------------------------------------------------
         if check is None:  # psycopg_pool's "no check"
             check = "never"
@@ -266,6 +285,7 @@ class PoolConfig:
                 float(max_idle),
                 float(reconnect_timeout),
                 None if connect_timeout is None else float(connect_timeout),
+                None if network_timeout is None else float(network_timeout),
             ),
             Checks(check, float(check_timeout)),
             Leaks(

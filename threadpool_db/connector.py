@@ -23,7 +23,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import config
-from .drivers import ACTIVE, IDLE, INERROR, INTRANS, Driver, is_fatal_sqlstate, make_driver, permanent_cause
+from .drivers import (
+    ACTIVE,
+    IDLE,
+    INERROR,
+    INTRANS,
+    Driver,
+    ValidationTimeout,
+    is_fatal_sqlstate,
+    make_driver,
+    permanent_cause,
+)
 from .errors import PoolError
 from .pgbouncer import guard_configure, take_flag
 from .records import BROKEN, DIRTY, Slot
@@ -37,6 +47,7 @@ BACKOFF_MAX_CONFIG = 10.0  # ceiling while the server refuses our configuration 
 CAUSES_KEPT = 100  # distinct connect errors remembered for "logged once per cause"
 LIFETIME_JITTER = 0.05  # each connection lives up to 5% less than max_lifetime
 BAD_RETURN_LOG_INTERVAL = 10.0  # seconds between two warnings about a returned open transaction
+MIN_CHECK = 0.05  # a check always gets this long, however little time its borrower has left
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,7 @@ class Connector:
 
     @classmethod
     def for_pool(cls, name: str, c: config.Connection, *, connect_timeout: float | None,
+                 network_timeout: float | None = None,
                  check: Callable[[Any], Any] | None, check_timeout: float,
                  clock: Callable[[], float], driver: Driver | None = None) -> Connector:  # fmt: skip
         """The connector for a pool's connection parameters: the driver (psycopg for a
@@ -146,7 +158,8 @@ class Connector:
         learner: list[Callable[[str, dict[str, Any]], None]] = []
         learn = (lambda ci, kw: learner[0](ci, kw)) if callable(conninfo) or callable(kwargs) else None
         if driver is None:
-            driver = make_driver(conninfo, c.connect, kwargs, connect_timeout, c.connection_class, learn=learn)
+            driver = make_driver(conninfo, c.connect, kwargs, connect_timeout, c.connection_class, learn=learn,
+                                 network_timeout=network_timeout)  # fmt: skip
         made = cls(name, driver, target, secrets, configure=configure, check=check, check_timeout=check_timeout,
                    clock=clock, reset=c.reset)  # fmt: skip
         learner.append(made.learn)
@@ -279,18 +292,20 @@ class Connector:
         return delay
 
     # -- checking -----------------------------------------------------------------------------
-    def validate(self, slot: Slot) -> BaseException | None:
-        """Check a connection at borrow time: None if fit, else why not. A connection that
+    def validate(self, slot: Slot, timeout: float | None = None) -> BaseException | None:
+        """Check a connection at borrow time: None if fit, else why not, within ``timeout``
+        seconds (the borrower's time left; never more than check_timeout). A connection that
         fails its check before it was ever used says more about the check (or the server)
         than about the connection: such failures in a row push the backoff like failed
         connects, so a check that always fails cannot open connections as fast as the server
         accepts them."""
         fresh = slot.last_used == slot.created
+        budget = self.check_timeout if timeout is None else max(MIN_CHECK, min(timeout, self.check_timeout))
         try:
             if self._check is not None:
-                self._run_check(slot)
+                self._run_check(slot, budget)
             else:
-                self.driver.validate(slot.raw, self.check_timeout)
+                self.driver.validate(slot.raw, budget)
         except Exception as e:
             if fresh:
                 with self._lock:
@@ -302,9 +317,9 @@ class Connector:
                 self._check_streak = 0
         return None
 
-    def _run_check(self, slot: Slot) -> None:
+    def _run_check(self, slot: Slot, timeout: float) -> None:
         """Run the user's check in a daemon helper thread, so a check that hangs is bounded by
-        check_timeout (and cannot hold up interpreter exit). On timeout the connection is
+        ``timeout`` (and cannot hold up interpreter exit). On timeout the connection is
         aborted (cancel, socket shut down: safe while the helper is inside libpq) and the
         helper closes it when it is done with it: never ``close`` under another thread."""
         result: list[BaseException | None] = []
@@ -326,13 +341,17 @@ class Connector:
 
         t = threading.Thread(target=run, name=f"{self.name}-check", daemon=True)
         t.start()
-        t.join(self.check_timeout)
+        t.join(timeout)
         with handoff:
             late = not state["done"]
             state["abandoned"] = late
         if late:
-            self.driver.abort(slot.raw)  # cancel and cut the socket: safe beside the helper
-            raise CheckTimedOut(f"check callback did not finish within check_timeout={self.check_timeout:g} s")
+            # Cancel and cut the socket (safe beside the helper), in the background: the cancel
+            # request opens a connection, which on a silent network would hold the borrower
+            # past its deadline.
+            threading.Thread(target=self.driver.abort, args=(slot.raw,), name=f"{self.name}-abort", daemon=True).start()
+            raise CheckTimedOut(f"check callback did not finish within {timeout:g} s "
+                                f"(check_timeout={self.check_timeout:g} s or the borrower's time left)")  # fmt: skip
         if result[0] is not None:
             raise result[0]
 
@@ -436,7 +455,7 @@ def _scrubbed_copy(exc: BaseException, text: str) -> BaseException:
     return copy
 
 
-class CheckTimedOut(PoolError):
+class CheckTimedOut(PoolError, ValidationTimeout):
     """A check callback ran past check_timeout. Its thread may still be inside the driver on
     the connection: the connection was aborted, and that thread closes it when it returns;
     nobody else may."""

@@ -9,12 +9,16 @@ adapter knows nothing of transactions, so it rolls back on every return, as SQLA
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 import select
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
+
+from psycopg import OperationalError
 
 # Transaction states, the values libpq's PQtransactionStatus uses.
 IDLE, ACTIVE, INTRANS, INERROR, UNKNOWN = 0, 1, 2, 3, 4
@@ -49,6 +53,12 @@ _PERMANENT_TEXTS = (
     ("could not translate host name", "unknown host"),
     ("name or service not known", "unknown host"),
 )
+
+
+class ValidationTimeout(OperationalError):
+    """A validation got no answer from the server in time. The link may be silent (a
+    partition), so the pool tests its other idle connections in the background instead of
+    handing them out one by one for each to time out in turn (``ConnectionPool._validate``)."""
 
 
 def permanent_cause(exc: BaseException) -> str | None:
@@ -139,22 +149,24 @@ class PsycopgDriver(Driver):
 
     def validate(self, raw: Any, timeout: float) -> None:
         """Round-trip an empty query, which opens no transaction, within ``timeout`` seconds."""
-        from psycopg import OperationalError
         from psycopg.pq import ExecStatus
 
         pgconn = raw.pgconn
         if pgconn.transaction_status != IDLE:
             raise OperationalError(f"connection not idle (status {pgconn.transaction_status})")
+        # One deadline for the whole round trip (not one timeout per select: a server that
+        # dribbles bytes must not stretch the borrower's wait).
+        deadline = time.monotonic() + timeout
         pgconn.send_query(b"")
         sock = pgconn.socket
         while pgconn.flush() != 0:
-            if not select.select([], [sock], [], timeout)[1]:
-                raise OperationalError(f"validation timed out after {timeout:g} s (send)")
+            if not select.select([], [sock], [], max(0.0, deadline - time.monotonic()))[1]:
+                raise ValidationTimeout(f"validation timed out after {timeout:g} s (send)")
         ok = False
         while True:
             while pgconn.is_busy():
-                if not select.select([sock], [], [], timeout)[0]:
-                    raise OperationalError(f"validation timed out after {timeout:g} s")
+                if not select.select([sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                    raise ValidationTimeout(f"validation timed out after {timeout:g} s")
                 pgconn.consume_input()
             res = pgconn.get_result()
             if res is None:
@@ -190,6 +202,41 @@ class PsycopgDriver(Driver):
             return None
 
 
+# libpq's keywords that network_timeout sets (unless the conninfo or kwargs set them).
+NETWORK_KEYWORDS = ("keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout")
+
+
+def network_settings(network_timeout: float) -> dict[str, int]:
+    """libpq's keepalives and TCP_USER_TIMEOUT for "dead after ``network_timeout`` seconds
+    without hearing from the server".
+
+    - ``tcp_user_timeout`` bounds how long sent data may stay unacknowledged (a query or a
+      COMMIT sent into a cut link): without it Linux retransmits for ~15 min (tcp_retries2).
+    - The keepalives bound a wait for a reply with nothing unacknowledged (a query running,
+      or an idle connection): first probe after half the budget, then one a second, so the
+      kernel gives up at about ``network_timeout`` (with TCP_USER_TIMEOUT set, Linux drops
+      the connection at the first probe past it). A healthy server's kernel answers the
+      probes however long its query runs: this is no statement timeout.
+    libpq takes whole seconds (and milliseconds for tcp_user_timeout)."""
+    idle = max(1, int(network_timeout / 2))
+    return {
+        "keepalives": 1,
+        "keepalives_idle": idle,
+        "keepalives_interval": 1,
+        "keepalives_count": max(1, math.ceil(network_timeout - idle)),
+        "tcp_user_timeout": max(1, round(network_timeout * 1000)),
+    }
+
+
+def _user_set(info: str) -> frozenset[str]:
+    """The keywords a conninfo string sets itself (they win over network_timeout's)."""
+    if not info:
+        return frozenset()
+    from psycopg.conninfo import conninfo_to_dict
+
+    return frozenset(conninfo_to_dict(info))
+
+
 def make_driver(
     conninfo: str | Callable[[], str] | None,
     connect: Callable[[], Any] | None,
@@ -197,17 +244,22 @@ def make_driver(
     connect_timeout: float | None,
     connection_class: type | None = None,
     learn: Callable[[str, dict[str, Any]], None] | None = None,
+    network_timeout: float | None = None,
 ) -> Driver:
     """Pick the adapter: psycopg for a conninfo, or for a factory that returns psycopg conns.
 
     A callable ``conninfo`` or ``kwargs`` is called once per new connection (rotating
     credentials), and ``learn(conninfo, kwargs)`` sees what it returned before anything can
-    fail with it, so the pool can keep the secrets out of every message."""
+    fail with it, so the pool can keep the secrets out of every message. ``network_timeout``
+    adds libpq's keepalives and tcp_user_timeout (``network_settings``) to every connection
+    made from a conninfo, below what the conninfo and kwargs set; a ``connect`` factory makes
+    its own connections, so it cannot apply there."""
     if connect is not None:
         return _SniffingDriver(connect)
     import psycopg
 
     cls = connection_class or psycopg.Connection
+    network = network_settings(network_timeout) if network_timeout is not None else None
 
     def _connect() -> Any:
         info = conninfo() if callable(conninfo) else conninfo
@@ -216,6 +268,9 @@ def make_driver(
             learn(info or "", kw)
         if connect_timeout is not None and "connect_timeout" not in kw:
             kw["connect_timeout"] = max(1, round(connect_timeout))
+        if network:
+            given = _user_set(info or "")
+            kw.update((k, v) for k, v in network.items() if k not in kw and k not in given)
         return cls.connect(info or "", **kw)
 
     return PsycopgDriver(_connect)

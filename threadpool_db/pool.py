@@ -27,10 +27,10 @@ from types import TracebackType
 from typing import Any
 
 from . import advisor, errors, forking, sched, stats, workers
-from .config import AUTO_CHECK_IDLE, UNLIMITED, PoolConfig, check_sizes, positive
+from .config import AUTO_CHECK_IDLE, NETWORK_TIMEOUT, UNLIMITED, PoolConfig, check_sizes, positive
 from .connection import PooledConnection, bad_return_error, check_connection, dead_handle_error
 from .connector import GIVE_UP, RETRY, STOP, CheckTimedOut, Connector, Failure
-from .drivers import IDLE, Driver
+from .drivers import IDLE, Driver, ValidationTimeout
 from .errors import PoolClosed, PoolConfigError, PoolError, PoolTimeout, TenantQuotaExceeded, TooManyWaiters
 from .future import Futures
 from .housekeeper import BURST_WINDOW, Housekeeper, View
@@ -41,6 +41,7 @@ from .stats import Window
 
 logger = logging.getLogger("threadpool_db")
 _pool_ids = itertools.count(1)
+RECHECKERS = 4  # threads testing idle connections in the background after a check timed out
 FORK_LOCK_TIMEOUT = 1.0  # seconds os.fork() waits for a pool's lock (see _before_fork)
 
 
@@ -95,6 +96,7 @@ class ConnectionPool:
         reconnect_timeout: float = 300.0,
         reconnect_failed: Callable[[ConnectionPool], Any] | None = None,
         connect_timeout: float | None = 10.0,
+        network_timeout: float | None = NETWORK_TIMEOUT,
         num_workers: int = 2,
         name: str | None = None,
         open: bool | None = True,
@@ -150,6 +152,7 @@ class ConnectionPool:
         ]
         # The connector makes, checks, resets and closes connections: the pool never talks to one.
         self._connector = Connector.for_pool(self.name, cfg.connection, connect_timeout=cfg.lifecycle.connect_timeout,
+                                             network_timeout=cfg.lifecycle.network_timeout,
                                              check=check if callable(check) else None,
                                              check_timeout=self.check_timeout, clock=self._clock,
                                              driver=driver)  # fmt: skip
@@ -403,9 +406,17 @@ class ConnectionPool:
                     # The slot is ours and no handle holds it yet: an exception (Ctrl-C too)
                     # must give it back, or the pool is one connection short.
                     try:
-                        if now > slot.check_at and not self._validate(slot):
-                            now = self._clock()
-                            continue  # discarded; try again within the same deadline
+                        if now > slot.check_at:
+                            if deadline is None:
+                                timeout = self.timeout if timeout is None else timeout
+                                deadline = t0 + timeout
+                            # The check gets the time left, at most check_timeout: a silent
+                            # server must not hold the borrower past its deadline.
+                            if not self._validate(slot, deadline - now):
+                                now = self._clock()
+                                if now >= deadline:
+                                    raise self._checks_timed_out(timeout, tenant)
+                                continue  # discarded; try again within the same deadline
                         with self._lock:
                             handle = self._finish_borrow_locked(slot, now, ident, site, me, now - t0)
                     except BaseException:
@@ -753,12 +764,15 @@ class ConnectionPool:
         ``asyncio.wrap_future(pool.getconn_future())``."""
         return self._futures.borrow(timeout, tenant, priority, self._sight())  # the site: the caller's line
 
-    def admit(self, w: Queued, tenant: str | None, priority: float | None) -> Slot | None:
+    def admit(self, w: Any, tenant: str | None, priority: float | None) -> Slot | None:
         while True:
             with self._lock:
                 slot = self._admit_locked(tenant, priority, w)
-            if slot is None or self._clock() <= slot.check_at or self._validate(slot):
-                return slot  # (a slot that failed validation is gone: admit again)
+            now = self._clock()
+            if slot is None or now <= slot.check_at or self._validate(slot, w.deadline - now):
+                return slot  # (a slot that failed validation is gone: admit again, in time)
+            if self._clock() >= w.deadline:
+                raise self._checks_timed_out(w.timeout, tenant)
 
     def hand_out(self, slot: Slot, since: float, thread: threading.Thread, site: Any) -> PooledConnection:
         now = self._clock()
@@ -806,20 +820,62 @@ class ConnectionPool:
         return msg
 
     # -- connection lifecycle: the connector makes them, the housekeeper retires them ---------
-    def _validate(self, slot: Slot) -> bool:
-        """Check a connection at borrow time (the connector does); a failed one is replaced."""
-        err = self._connector.validate(slot)
+    def _validate(self, slot: Slot, timeout: float | None = None) -> bool:
+        """Check a connection at borrow time (the connector does, within ``timeout``: the
+        borrower's time left); a failed one is replaced. A check that timed out points at a
+        silent link: the other idle connections due for a check are tested in the background
+        (HikariCP's soft eviction) rather than lent one by one for each to time out in turn."""
+        err = self._connector.validate(slot, timeout)
         if err is None:
             return True
         logger.info("pool %r: connection %d failed validation, discarded: %s",
                     self.name, slot.id, self._connector.scrub(str(err)))  # fmt: skip
+        suspects: list[Slot] = []
         with self._lock:
             self._check_failed += 1
             self._discarded_broken += 1
             self._discard_locked(slot)
+            if isinstance(err, ValidationTimeout) and not self._closed:
+                # Critical section: out of the idle set at once, so no borrower takes one.
+                now = self._clock()
+                suspects = [s for s in self._idle if now > s.check_at]
+                for s in suspects:
+                    self._idle.remove(s)
         if not isinstance(err, CheckTimedOut):  # else its check thread closes it, when done with it
             self._close_slot(slot)
+        if suspects:
+            logger.warning("pool %r: a check timed out (silent network?): testing %d other idle connection(s) "
+                           "in the background", self.name, len(suspects))  # fmt: skip
+            self._recheck(suspects)
         return False
+
+    def _recheck(self, suspects: list[Slot]) -> None:
+        """Test ``suspects`` (taken out of the idle set) in background threads, each within
+        check_timeout: the fit ones go back (to a waiter, or idle), the others are replaced."""
+        todo = deque(suspects)  # popleft is atomic: the threads share it without a lock
+
+        def run() -> None:
+            while True:
+                try:
+                    slot = todo.popleft()
+                except IndexError:
+                    return
+                try:
+                    if self._validate(slot):
+                        self._put_back(slot)
+                except BaseException:
+                    self._put_back(slot)
+                    raise
+
+        for _ in range(min(len(todo), RECHECKERS)):
+            threading.Thread(target=run, name=f"{self.name}-recheck", daemon=True).start()
+
+    def _checks_timed_out(self, timeout: float, tenant: str | None) -> PoolTimeout:
+        """The borrower's deadline passed while its connections failed their checks."""
+        with self._lock:
+            self._timeouts += 1
+            self._tenants.count(tenant, "timeouts")
+            return self._timeout_error_locked(timeout)
 
     def _grow_locked(self) -> None:
         """Ask for the connections the waiters need, up to the ceiling (_cap)."""
