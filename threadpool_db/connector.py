@@ -10,7 +10,7 @@ creator thread (more threads must not mean more connects per second against a fa
 and pushed by failed connects and by brand-new connections that fail their check. It also
 keeps the *configuration error*: set while the last attempt failed for a reason retrying
 cannot fix (see ``drivers.permanent_cause``), cleared by the next success. Its state is
-guarded by its own lock; the pool reads ``config_error`` (one reference, read atomically).
+guarded by its own lock; the pool reads ``refusal`` (one reference, read atomically).
 """
 
 from __future__ import annotations
@@ -117,12 +117,18 @@ class Connector:
         self._causes: set[str] = set()  # messages logged already since the last success
         self._bad_returns: dict[int, list[float]] = {}  # status -> [last logged at, suppressed]
         # Set while the last connect failed for a reason retrying cannot fix; read by the pool
-        # without this lock (a single reference each). config_error is the password-free text,
-        # config_exc the driver's exception re-made from that text (chained as __cause__).
-        self.config_error: str | None = None
-        self.config_exc: BaseException | None = None
+        # without this lock, so one reference holds both halves (two fields read one after the
+        # other could mix a failure's text with a later success's None): the password-free
+        # text, and the driver's exception re-made from it (chained as __cause__).
+        self.refusal: tuple[str, BaseException] | None = None
         # The last failed connect's exception, password-free likewise; cleared by a success.
         self.last_exc: BaseException | None = None
+
+    @property
+    def config_error(self) -> str | None:
+        """The configuration error's text, or None (read ``refusal`` for text and exception)."""
+        refusal = self.refusal  # one read
+        return refusal[0] if refusal is not None else None
 
     # What for_pool worked out from the pool's parameters (the pool shows them as its own).
     conninfo: Any = ""  # the conninfo, without a ?pgbouncer flag
@@ -252,8 +258,7 @@ class Connector:
         with self._lock:
             self._streak += 1
             delay = self._push_locked(self._streak, BACKOFF_MAX_CONFIG if cause else BACKOFF_MAX)
-            self.config_error = f"{cause}: {msg}" if cause else None
-            self.config_exc = clean if cause else None
+            self.refusal = (f"{cause}: {msg}", clean) if cause else None
             self.last_exc = clean
             key = msg if len(self._causes) < CAUSES_KEPT else ""
             first = key not in self._causes
@@ -282,8 +287,8 @@ class Connector:
             self._streak = 0
             self._retry_at = 0.0
             self._causes.clear()
-            self.config_error = None
-            self.config_exc = self.last_exc = None
+            self.refusal = None
+            self.last_exc = None
         return recovered
 
     def _push_locked(self, streak: int, cap: float) -> float:

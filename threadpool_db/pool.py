@@ -265,7 +265,7 @@ class ConnectionPool:
             if not self._opened and not self._closed:
                 raise PoolClosed(f"pool {self.name!r} is not open yet: call open()")
             # Critical section: _filled is notified by add_connection, attempt_failed, close.
-            while self._nconns < self.min_size and not self._closed and not self._config_failed_locked():
+            while self._nconns < self.min_size and not self._closed and self._refusal_locked() is None:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     break
@@ -273,21 +273,34 @@ class ConnectionPool:
             if self._closed:
                 raise PoolClosed(f"pool {self.name!r} was closed while waiting for it to fill")
             ok = self._nconns >= self.min_size
-            config = self._config_failed_locked()
+            refusal = self._refusal_locked()
             msg = (f"pool {self.name!r}: could not open {self.min_size} connection(s) to {self._target} "
                    f"within {timeout:g} s (have {self._nconns}); last error: {self._last_error or 'none'}")  # fmt: skip
         if not ok:
             self.close()  # as psycopg_pool: a pool that failed to fill is closed
-            if config:
+            if refusal is not None:
                 with self._lock:
-                    raise self._config_error_locked()
+                    raise self._config_error_locked(refusal)
             raise PoolTimeout(msg)
 
     def _start_threads(self) -> None:
-        self._threads = workers.start(self.name, self._create_one, self._housekeep, self._tasks, self._stop,
-                                      self.num_workers)  # fmt: skip
+        threads = workers.start(self.name, self._create_one, self._housekeep, self._tasks, self._stop,
+                                self.num_workers)  # fmt: skip
+        with self._lock:
+            # Critical section: close() may have run since open() decided to start the threads.
+            # It told the threads it saw (under this lock) to end; these it did not see are
+            # told here. Either way each creator gets exactly one stop sentinel.
+            self._threads = threads
+            closed = self._closed
+        if closed:
+            self._tasks.shutdown(len(threads))  # (the stop event is set: the housekeeper ends)
+            return
         if self._leaks is not None:
             self._leaks.start(self)
+            with self._lock:
+                closed = self._closed
+            if closed:  # closed between the two: its stop() may have come before this start()
+                self._leaks.stop(join=False)
 
     def close(self, timeout: float = 5.0) -> None:
         """Close the pool: idle connections now, borrowed ones when they come back. Waiters get
@@ -303,18 +316,20 @@ class ConnectionPool:
                 w.wake(error=PoolClosed(f"pool {self.name!r} was closed while waiting"))
             self._filled.notify_all()
             out = self._nconns
-        self._shut_down(idle, join=True)  # the futures' after the PoolClosed resolutions above
+            threads = self._threads  # those started so far; _start_threads stops any later ones
+        self._shut_down(idle, join=True, threads=threads)  # the futures' after the PoolClosed resolutions above
         me = threading.current_thread()
         deadline = self._clock() + timeout
-        for t in self._threads:
+        for t in threads:
             if t is not me:
                 t.join(max(0.0, deadline - self._clock()))
         logger.info("pool %r: closed (%d idle closed, %d still borrowed)", self.name, len(idle), out)
 
-    def _shut_down(self, idle: list[Slot], join: bool) -> None:
-        """After the lock: the threads told to end, ``idle`` closed, the services stopped."""
+    def _shut_down(self, idle: list[Slot], join: bool, threads: list[threading.Thread] | None = None) -> None:
+        """After the lock: the threads told to end (``threads``: those read under the lock),
+        ``idle`` closed, the services stopped."""
         self._stop.set()
-        self._tasks.shutdown(len(self._threads))
+        self._tasks.shutdown(len(self._threads if threads is None else threads))
         for slot in idle:
             self._close_slot(slot)
         if self._leaks is not None:
@@ -463,13 +478,14 @@ class ConnectionPool:
                 f"pool {self.name!r}: tenant {tenant!r} already holds its quota of "
                 f"{self._tenants.limit(tenant)} connection(s)"  # type: ignore[arg-type]
             )
-        if self._config_failed_locked():
+        refusal = self._refusal_locked()
+        if refusal is not None:
             # Refused, and no connection: waiting cannot help. One background attempt at a
             # time goes on (at the backoff's pace), so a fixed password is picked up.
             self._config_errors += 1
             if self._growing == 0:
                 self._create_locked(1)
-            raise self._config_error_locked()
+            raise self._config_error_locked(refusal)
         if self.max_waiting and len(self._waiting) >= self.max_waiting:
             self._rejected += 1
             self._tenants.count(tenant, "rejected")
@@ -796,12 +812,17 @@ class ConnectionPool:
             return self._timeout_message_locked(w.timeout)
 
     # -- why a borrow failed ------------------------------------------------------------------
-    def _config_failed_locked(self) -> bool:
-        return self._connector.config_error is not None and self._nconns == 0
+    def _refusal_locked(self) -> tuple[str, BaseException] | None:
+        """The configuration error (its text and exception) when the pool has no connection,
+        else None. Read once per decision, and the error is made from that same read: the
+        connector may clear it at any moment (a success), and a second read would say the
+        server "refuses … None"."""
+        refusal = self._connector.refusal  # one reference: text and exception together
+        return refusal if refusal is not None and self._nconns == 0 else None
 
-    def _config_error_locked(self) -> PoolConfigError:
-        c = self._connector
-        return errors.config_error(self.name, self._target, c.config_error, c.config_exc, retrying=not self._closed)
+    def _config_error_locked(self, refusal: tuple[str, BaseException]) -> PoolConfigError:
+        text, exc = refusal
+        return errors.config_error(self.name, self._target, text, exc, retrying=not self._closed)
 
     def _timeout_error_locked(self, timeout: float, held: Slot | None = None) -> PoolTimeout:
         """The timeout; ``held``: a connection the waiting thread holds (a deadlock to say)."""
@@ -908,10 +929,11 @@ class ConnectionPool:
             self._create_errors += 1
             self._connect_sum += took
             self._last_error = failure.message
-            if self._config_failed_locked():
+            refusal = self._refusal_locked()
+            if refusal is not None:
                 # A permanent failure and no connection: the waiters fail now (PoolConfigError
                 # says why), and so does any open(wait=True).
-                err = self._config_error_locked()
+                err = self._config_error_locked(refusal)
                 failed, self._waiting = list(self._waiting), deque()
                 self._config_errors += len(failed)
                 for w in failed:
@@ -1035,9 +1057,12 @@ class ConnectionPool:
             self._close_slot(slot)
 
     def set_ceiling(self, cap: int) -> None:
-        """How far the pool may grow now: max_size, or burst_size while bursting."""
+        """How far the pool may grow now: max_size, or burst_size while bursting. ``cap`` is
+        what the housekeeper computed, maybe before a resize() that ran since: the ceiling is
+        read again here, under the lock resize() writes it under, so a late call cannot undo
+        the resize."""
         with self._lock:
-            self._cap = cap
+            self._cap = self._housekeeper.ceiling()
             self._grow_locked()
 
     # -- maintenance: psycopg_pool's resize, check, drain ---------------------------------------
