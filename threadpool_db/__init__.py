@@ -45,6 +45,7 @@ calls putconn(conn, exc, commit).
 
 from .connection import PooledConnection
 from .errors import (
+    CommitOutcomeUnknown,
     ConnectionReclaimed,
     PoolClosed,
     PoolConfigError,
@@ -59,6 +60,7 @@ from .pool import ConnectionPool
 TooManyRequests = TooManyWaiters  # psycopg_pool's name for it
 
 __all__ = [
+    "CommitOutcomeUnknown",
     "ConnectionPool",
     "ConnectionReclaimed",
     "NullConnectionPool",

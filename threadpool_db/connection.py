@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .commits import commit
 from .errors import PoolError
 from .records import DIRTY, NAMED
 
@@ -269,10 +270,12 @@ class PooledConnection:
         return wrap(raw.notifies(*args, **kwargs), self, taken_at())
 
     def commit(self) -> None:
+        """Commit; a connection lost while COMMIT was in flight raises CommitOutcomeUnknown
+        (the transaction may or may not have been committed: see commits.py)."""
         raw = self._raw
         if raw is None:
             raise self._dead()
-        raw.commit()
+        commit(raw)
 
     def rollback(self) -> None:
         raw = self._raw

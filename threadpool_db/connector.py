@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import config
+from . import commits, config
 from .drivers import (
     ACTIVE,
     IDLE,
@@ -370,7 +370,7 @@ class Connector:
         try:
             if status == INTRANS:
                 if commit:
-                    raw.commit()
+                    commits.commit(raw)  # a COMMIT lost in flight says so (CommitOutcomeUnknown)
                 else:
                     self.driver.rollback(raw)
             elif status == INERROR:
