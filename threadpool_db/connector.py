@@ -47,6 +47,7 @@ BACKOFF_MAX_CONFIG = 10.0  # ceiling while the server refuses our configuration 
 CAUSES_KEPT = 100  # distinct connect errors remembered for "logged once per cause"
 LIFETIME_JITTER = 0.05  # each connection lives up to 5% less than max_lifetime
 BAD_RETURN_LOG_INTERVAL = 10.0  # seconds between two warnings about a returned open transaction
+OUTAGE_LOG_INTERVAL = 10.0  # seconds between two warnings about the same failed-connect cause
 MIN_CHECK = 0.05  # a check always gets this long, however little time its borrower has left
 
 
@@ -115,6 +116,7 @@ class Connector:
         self._check_streak = 0  # brand-new connections failing their check in a row
         self._retry_at = 0.0  # no attempt starts before this time (the pool's clock)
         self._causes: set[str] = set()  # messages logged already since the last success
+        self._outage_lines: dict[str, list[float]] = {}  # cause -> [last logged at, not logged since]
         self._bad_returns: dict[int, list[float]] = {}  # status -> [last logged at, suppressed]
         # Set while the last connect failed for a reason retrying cannot fix; read by the pool
         # without this lock, so one reference holds both halves (two fields read one after the
@@ -267,8 +269,9 @@ class Connector:
 
     def log_failure(self, f: Failure, next_in: float, give_up: bool) -> None:
         """Say why a connect failed: a permanent cause at ERROR once (it will not change until
-        someone fixes it; repeats at DEBUG), any other at WARNING on every attempt, with the
-        delay before the next one, as psycopg_pool does (the last one is the pool's ERROR)."""
+        someone fixes it; repeats at DEBUG), any other at WARNING the first time, then at most
+        once per OUTAGE_LOG_INTERVAL per cause with how many failed in between (the others at
+        DEBUG), with the delay before the next one (the last one is the pool's ERROR)."""
         if f.cause and f.first:
             logger.error("pool %r: cannot connect to %s (%s: fix the configuration): %s (retrying with backoff; "
                          "logged once per cause)", self.name, self.target, f.cause, f.message)  # fmt: skip
@@ -276,8 +279,32 @@ class Connector:
             logger.debug("pool %r: connection to %s failed again, next attempt in %.2f s: %s",
                          self.name, self.target, next_in, f.message)  # fmt: skip
         elif not give_up:
-            logger.warning("pool %r: cannot connect to %s (attempt %d; next in %.2f s): %s",
-                           self.name, self.target, self._streak, next_in, f.message)  # fmt: skip
+            suppressed = self._outage_line_due(f.message)
+            if suppressed is None:  # said less than OUTAGE_LOG_INTERVAL ago: the count grows
+                logger.debug("pool %r: cannot connect to %s (attempt %d; next in %.2f s): %s",
+                             self.name, self.target, self._streak, next_in, f.message)  # fmt: skip
+                return
+            more = f"; {suppressed} more failed attempt(s) like it since the last warning" if suppressed else ""
+            logger.warning("pool %r: cannot connect to %s (attempt %d; next in %.2f s): %s%s",
+                           self.name, self.target, self._streak, next_in, f.message, more)  # fmt: skip
+
+    def _outage_line_due(self, cause: str) -> int | None:
+        """An outage logs its first failure, then at most one line per OUTAGE_LOG_INTERVAL per
+        cause (an operator reads a line every 10 s, not 30 lines in 13 s): how many were not
+        logged since the last line of this cause, or None when this one is not due."""
+        now = self._clock()
+        with self._lock:
+            last = self._outage_lines.get(cause)
+            if last is None:
+                if len(self._outage_lines) >= CAUSES_KEPT:
+                    return None
+                self._outage_lines[cause] = [now, 0]
+                return 0
+            if now - last[0] < OUTAGE_LOG_INTERVAL:
+                last[1] += 1
+                return None
+            suppressed, last[0], last[1] = last[1], now, 0
+            return int(suppressed)
 
     def succeeded(self) -> int:
         """Record a successful connect; returns how many failed in a row before it (0 when
@@ -287,6 +314,7 @@ class Connector:
             self._streak = 0
             self._retry_at = 0.0
             self._causes.clear()
+            self._outage_lines.clear()
             self.refusal = None
             self.last_exc = None
         return recovered

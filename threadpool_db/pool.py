@@ -833,7 +833,9 @@ class ConnectionPool:
         return errors.timeout_error(msg, unreachable, self._connector.last_exc)
 
     def _timeout_message_locked(self, timeout: float) -> str:
-        msg = errors.timeout_message(self.name, timeout, self._nconns, len(self._idle), len(self._waiting),
+        """The borrower that timed out has left the queue (or never joined it, when its checks
+        ate its time): it was waiting too, so it counts in ``waiting=``."""
+        msg = errors.timeout_message(self.name, timeout, self._nconns, len(self._idle), len(self._waiting) + 1,
                                      self.max_size, self._last_error)  # fmt: skip
         holders = sorted((s for s in self._all.values() if s.handle is not None), key=lambda s: s.borrowed_at)
         if holders and self._leaks is not None:
