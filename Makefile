@@ -6,7 +6,7 @@ EXTRAS ?= test,demo,flask,metrics,load,bench
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml threadpool_db/_sight.c | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo quick-demo bench soak lint serve clean
+.PHONY: venv test demo quick-demo bench soak chaos lint serve clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,10 @@ test: venv
 
 soak: venv
 	$(BIN)/python -m pytest -m soak -o addopts='' $(PYTEST_ARGS)
+
+# 20 s silent network partitions (root: network namespaces), ours beside psycopg_pool; prints the figures
+chaos: venv
+	$(BIN)/python -m pytest -m chaos -o addopts='' -s tests/faults/test_partition.py $(PYTEST_ARGS)
 
 demo: venv
 	$(BIN)/python -m load.compare $(DEMO_ARGS)

@@ -170,8 +170,14 @@ class EmbeddedPostgres:
     random passwords. Use it as a context manager, or call :meth:`start` and :meth:`stop`.
     """
 
-    def __init__(self, settings: dict[str, Any] | None = None, port: int | None = None) -> None:
+    def __init__(self, settings: dict[str, Any] | None = None, port: int | None = None, *,
+                 listen: tuple[str, ...] = (), clients: tuple[str, ...] = ()) -> None:  # fmt: skip
+        """``listen``: addresses to listen on besides 127.0.0.1, and ``clients``: the networks
+        (CIDR) allowed in with a password besides loopback; both for a server started inside a
+        network namespace a test made (tests/faults/netns.py), never a real interface."""
         self.settings = {"max_connections": 100, **(settings or {})}
+        self.listen = listen
+        self.clients = clients
         self.port = port or 0
         self.host = "127.0.0.1"
         self.superuser_password = secrets.token_urlsafe(16)
@@ -269,6 +275,7 @@ class EmbeddedPostgres:
             "host all all 127.0.0.1/32 scram-sha-256\n"
             "host all all ::1/128 scram-sha-256\n"
             "host replication all 127.0.0.1/32 scram-sha-256\n"
+            + "".join(f"host all all {net} scram-sha-256\n" for net in self.clients)
         )
         self._start_server()
         atexit.register(self.stop)
@@ -280,7 +287,7 @@ class EmbeddedPostgres:
         for attempt in range(5):
             port = self.port or free_port()
             opts = {
-                "listen_addresses": "127.0.0.1",
+                "listen_addresses": ",".join(("127.0.0.1", *self.listen)),
                 "port": port,
                 "unix_socket_directories": "",
                 "password_encryption": "scram-sha-256",
