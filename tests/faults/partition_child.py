@@ -89,7 +89,8 @@ def reader(pool: Any, rec: Recorder, stop: threading.Event) -> None:
             time.sleep(0.1)
             continue
         try:
-            rec.timed("execute", lambda: conn.execute("SELECT pg_sleep(0.2)").fetchall())
+            cur = rec.timed("execute", conn.execute, "SELECT pg_sleep(0.2)")
+            cur.fetchall()
             rec.timed("rollback", conn.rollback)
         except Exception:
             time.sleep(0.05)
