@@ -213,15 +213,17 @@ def test_a_flapping_link(bed):
 LONG_CUT = 20.0
 
 
-def _long(bed: dict[str, Any], kind: str, network_timeout: Any) -> dict[str, Any]:
+def _long(bed: dict[str, Any], kind: str, network_timeout: Any, slow_commit: bool = False) -> dict[str, Any]:
     r = run(bed, [("load",), ("sleep", 2.0), ("cut",), ("sleep", LONG_CUT), ("heal",), ("sleep", 10.0)],
-            kind=kind, network_timeout=network_timeout, writers=8, readers=2, size=10, long_query=12.0)  # fmt: skip
+            kind=kind, network_timeout=network_timeout, writers=8, readers=2, size=10, long_query=12.0,
+            slow_commit=slow_commit)  # fmt: skip
     f = figures(r)
-    print(f"\nchaos {kind} network_timeout={network_timeout}: {json.dumps(f)}", flush=True)
+    what = "commits" if slow_commit else "queries"
+    print(f"\nchaos {what} {kind} network_timeout={network_timeout}: {json.dumps(f)}", flush=True)
     out = os.environ.get("CHAOS_FIGURES")
     if out:  # the figures, for docs/reliability.md
         with open(out, "a") as fh:
-            fh.write(json.dumps({"kind": kind, "network_timeout": network_timeout, **f}) + "\n")
+            fh.write(json.dumps({"what": what, "kind": kind, "network_timeout": network_timeout, **f}) + "\n")
     return f
 
 
@@ -247,4 +249,22 @@ def test_chaos_psycopg_pool_defaults(bed):
     """Measured, not judged: psycopg_pool with its defaults, in the same cut."""
     pytest.importorskip("psycopg_pool")
     f = _long(bed, "psycopg_pool", None)
+    assert f["lost"] == 0, f
+
+
+@pytest.mark.chaos
+def test_chaos_commits_network_timeout_3(bed):
+    """The 20 s cut lands on slow COMMITs (0.5 s each): each in flight says its outcome is
+    unknown, none acknowledged is lost."""
+    f = _long(bed, "ours", 3.0, slow_commit=True)
+    assert f["slowest_call"] <= 6.0, f
+    assert f["getconn_past_deadline"] <= 0.5, f
+    assert f["first_commit_after_heal"] is not None and f["first_commit_after_heal"] <= 3.0, f
+    assert f["lost"] == 0 and f["stuck"] == [], f
+
+
+@pytest.mark.chaos
+def test_chaos_commits_psycopg_pool_defaults(bed):
+    pytest.importorskip("psycopg_pool")
+    f = _long(bed, "psycopg_pool", None, slow_commit=True)
     assert f["lost"] == 0, f
