@@ -31,6 +31,21 @@ def why_not() -> str | None:
     return None
 
 
+PREFIX = "tpdb"  # every namespace made here: tpdb<pid of the test process>-<random>-<role>
+
+
+def remove_stale() -> list[str]:
+    """Delete the namespaces a killed run of this test left (SIGKILL: no finally ran): only
+    ours (PREFIX), and only those whose test process is gone."""
+    gone = []
+    for ns in _ip("netns", "list", check=False).stdout.split():
+        pid = ns[len(PREFIX) :].split("-", 1)[0]
+        if ns.startswith(PREFIX) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            _ip("netns", "del", ns, check=False)
+            gone.append(ns)
+    return gone
+
+
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
 
@@ -40,7 +55,7 @@ class Partition:
     deletes everything (the veths go with their namespaces)."""
 
     def __init__(self) -> None:
-        tag = f"tpdb{os.getpid()}-{uuid.uuid4().hex[:4]}"
+        tag = f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:4]}"
         self.client, self.router, self.server = f"{tag}-c", f"{tag}-r", f"{tag}-s"
         self.made: list[str] = []
 

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.skipif(netns.why_not() is not None, reason=netns.why_no
 # -- the test bed: namespaces and server, once per module -------------------------------------
 @pytest.fixture(scope="module")
 def bed() -> Any:
+    netns.remove_stale()
     part = netns.Partition()
     server: subprocess.Popen[str] | None = None
     try:
@@ -117,6 +118,9 @@ def run(bed: dict[str, Any], steps: list[tuple[Any, ...]], *, kind: str = "ours"
         child.stdin.write("stop\n")  # type: ignore[union-attr]
         child.stdin.flush()  # type: ignore[union-attr]
         report = json.loads(_read_line(child, cfg["join"] + 60.0, "the report"))
+    except BaseException:  # a failure or Ctrl-C: no report to wait for
+        child.kill()
+        raise
     finally:
         part.heal()
         _end(child, 30.0)
