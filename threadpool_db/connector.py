@@ -383,8 +383,9 @@ class Connector:
             # request opens a connection, which on a silent network would hold the borrower
             # past its deadline.
             threading.Thread(target=self.driver.abort, args=(slot.raw,), name=f"{self.name}-abort", daemon=True).start()
-            raise CheckTimedOut(f"check callback did not finish within {timeout:g} s "
-                                f"(check_timeout={self.check_timeout:g} s or the borrower's time left)")  # fmt: skip
+            limit = f"check_timeout={self.check_timeout:g} s"
+            bound = limit if timeout >= self.check_timeout else f"the borrower's time left, {timeout:.2f} s ({limit})"
+            raise CheckTimedOut(f"check callback did not finish within {bound}")
         if result[0] is not None:
             raise result[0]
 
