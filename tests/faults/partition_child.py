@@ -152,6 +152,8 @@ def main() -> None:
     for t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
     out["stuck"] = [t.name for t in threads if t.is_alive()]
+    if pool is not None and hasattr(pool, "connect_attempts"):  # ours: when each connect started
+        out["connect_attempts"] = pool.connect_attempts()
     for p in (pool, direct):
         if p is not None:
             t0 = time.monotonic()

@@ -194,9 +194,14 @@ def test_a_cut_while_idle(bed):
 
 def test_a_cut_during_connect(bed):
     """The pool opens into the cut: its creators connect into silence; borrows made meanwhile
-    fail at their deadline; after the heal the pool fills and serves."""
+    fail at their deadline; after the heal the pool fills and serves. No creator is held
+    longer than network_timeout by a connect: a new attempt starts at least that often."""
     r = run(bed, [("cut",), ("open",), ("sleep", 1.0), ("load",), ("sleep", CUT - 1.0), ("heal",), ("sleep", 5.0)])
     check(figures(r), NT)
+    cut_at, heal_at = r["windows"][0]
+    during = [t for t in r["connect_attempts"] if cut_at <= t <= heal_at]
+    gaps = [b - a for a, b in zip([cut_at, *during], [*during, heal_at], strict=True)]
+    assert len(during) >= 2 and max(gaps) <= NT + BACKOFF_CAP + 1.5, (during, gaps)
 
 
 def test_a_one_way_cut(bed):
