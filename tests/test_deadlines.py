@@ -17,7 +17,7 @@ from threadpool_db import ConnectionPool, PoolTimeout
 from threadpool_db.config import AUTO_CHECK_IDLE
 
 from .helpers import wait_until
-from .timing import SETTLE, TIMEOUT_SLACK
+from .timing import JOIN, SETTLE, TIMEOUT_SLACK
 
 
 def _silent_pool(pg, proxy, app_name: str, **kw) -> tuple[ConnectionPool, object]:
@@ -69,6 +69,22 @@ def _borrow_times_out_then_heals(pool: ConnectionPool, px) -> None:
     # After the heal the pool refills and lends again.
     with pool.connection(timeout=SETTLE) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_future_borrow_is_bounded_the_same_way(pg, proxy, app_name):
+    """getconn_future validates a due connection in the caller's thread (admit): the same
+    bound, the same background re-check of the others."""
+    pool, px = _silent_pool(pg, proxy, app_name)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(PoolTimeout):
+            pool.getconn_future(timeout=1.0).result(JOIN)
+        took = time.monotonic() - t0
+        assert took < 1.0 + TIMEOUT_SLACK, f"getconn_future(timeout=1) took {took:.1f} s with a silent server"
+        assert pool.stats()["idle"] == 0
+    finally:
+        px.mode = "pass"
+        pool.close()
 
 
 def test_a_borrow_with_time_to_spare_gets_a_good_connection_after_a_timed_out_check(pg, proxy, app_name):
