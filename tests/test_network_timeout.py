@@ -75,3 +75,10 @@ def test_the_keepalives_give_up_at_about_network_timeout(t):
     gives_up = s["keepalives_idle"] + s["keepalives_interval"] * s["keepalives_count"]
     assert t <= gives_up < t + 1 or (t < 2 and gives_up == 2)
     assert s["tcp_user_timeout"] == round(t * 1000)
+
+
+def test_an_abort_cancel_waits_no_longer_than_network_timeout():
+    """abort() (the leak watchdog's reclaim, a timed-out check) sends a cancel request over a
+    new connection: on a silent network it waits at most network_timeout (2 s without one)."""
+    assert ConnectionPool("", network_timeout=1, open=False)._connector.driver.cancel_timeout == 1
+    assert ConnectionPool("", network_timeout=None, open=False)._connector.driver.cancel_timeout == 2.0

@@ -132,6 +132,10 @@ class PsycopgDriver(Driver):
 
     name = "psycopg"
     knows_status = True
+    # How long abort()'s cancel request may take (it opens a connection): the leak watchdog and
+    # a timed-out check wait for it, so a silent network must not hold them longer than
+    # network_timeout (make_driver lowers it to that).
+    cancel_timeout = 2.0
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         super().__init__(connect)
@@ -182,7 +186,7 @@ class PsycopgDriver(Driver):
         # Cancel whatever runs, then cut the socket: the owner's next call fails with a broken
         # connection and the backend sees EOF and exits. libpq's cancel is thread-safe.
         try:
-            raw.cancel_safe(timeout=2.0)
+            raw.cancel_safe(timeout=self.cancel_timeout)
         except Exception:
             pass
         try:
@@ -273,7 +277,10 @@ def make_driver(
             kw.update((k, v) for k, v in network.items() if k not in kw and k not in given)
         return cls.connect(info or "", **kw)
 
-    return PsycopgDriver(_connect)
+    driver = PsycopgDriver(_connect)
+    if network_timeout is not None:
+        driver.cancel_timeout = min(driver.cancel_timeout, network_timeout)
+    return driver
 
 
 _ADAPTER_API = (
