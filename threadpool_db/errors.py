@@ -49,12 +49,13 @@ class TenantQuotaExceeded(PoolError, OperationalError):
     """The tenant already holds its quota of connections and ``tenant_wait`` is False."""
 
 
-class CommitOutcomeUnknown(PoolError, OperationalError):
+class CommitOutcomeUnknown(OperationalError):
     """The connection was lost while COMMIT was in flight: the server may have committed the
     transaction or not, and nobody on this side can tell. Check (an idempotency key, a row the
     transaction wrote) before doing it again. The driver's error is chained (``__cause__``).
     An error raised before COMMIT was sent (a connection already known broken) is not this
-    one: that transaction was certainly not committed."""
+    one: that transaction was certainly not committed. Not a PoolError: it is about the
+    database's work, not the pool's (an ``except PoolError`` around a return must not hide it)."""
 
 
 # -- the messages: made from what the pool read under its lock ---------------------------------
