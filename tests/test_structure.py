@@ -4,6 +4,7 @@ it through their seams, and demo_app/ and load/ import no private names of the l
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from .helpers import parse_python
@@ -89,37 +90,81 @@ def test_the_configuration_defaults_are_the_constructors():
     assert {n: (pool[n], cfg[n]) for n in shared if pool[n] != cfg[n]} == {}
 
 
-def _unguarded_updates(source: str) -> list[str]:
-    """``self._x += ...`` (any augmented assignment to the pool's own fields) that sits neither
-    inside a ``with self._lock:`` block nor in a ``*_locked`` method (whose callers hold it).
-    Under the GIL a timing test cannot catch a read-modify-write moved out of the lock; this
-    reads where each one stands."""
+_LOCK_MAKERS = {"Lock", "RLock", "Condition"}
+
+
+def _lock_fields(cls: ast.ClassDef) -> set[str]:
+    """The fields a class sets to a lock of its own: ``self._x = threading.Lock()`` (RLock,
+    Condition too) anywhere in its methods."""
+    out: set[str] = set()
+    for node in ast.walk(cls):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            func = node.value.func
+            made = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if made in _LOCK_MAKERS:
+                out |= {t.attr for t in node.targets if isinstance(t, ast.Attribute)
+                        and isinstance(t.value, ast.Name) and t.value.id == "self"}  # fmt: skip
+    return out
+
+
+def _self_fields(node: ast.AST) -> list[str]:
+    """``self.x`` targets of an assignment (tuple targets unpacked)."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+        return [node.attr]
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return [f for elt in node.elts for f in _self_fields(elt)]
+    return []
+
+
+def _reads_field(expr: ast.AST, field: str) -> bool:
+    return any(isinstance(n, ast.Attribute) and n.attr == field and isinstance(n.value, ast.Name)
+               and n.value.id == "self" for n in ast.walk(expr))  # fmt: skip
+
+
+def _unguarded_updates(source: str, path: str = "") -> list[str]:
+    """In every class that owns a lock: a read-modify-write of its own fields, ``self._x += ...``
+    or ``self._x = f(self._x ...)``, that sits neither inside a ``with self.<one of its locks>:``
+    block nor in a ``*_locked`` method (whose callers hold it), nor in ``__init__`` (before the
+    object is shared). Under the GIL a timing test cannot catch a read-modify-write moved out of
+    the lock; this reads where each one stands."""
     tree = parse_python(source)
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ConnectionPool")
     out: list[str] = []
+    for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+        locks = _lock_fields(cls)
+        if not locks:
+            continue
+        guards = {f"self.{name}" for name in locks}
 
-    def holds_lock(node: ast.With) -> bool:
-        return any(ast.unparse(item.context_expr) == "self._lock" for item in node.items)
+        def holds_lock(node: ast.With, guards: set[str] = guards) -> bool:
+            return any(ast.unparse(item.context_expr) in guards for item in node.items)
 
-    def visit(node: ast.AST, locked: bool, method: str) -> None:
-        target = node.target if isinstance(node, ast.AugAssign) else None
-        if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self" \
-                and not locked:  # fmt: skip
-            out.append(f"{method}:{node.lineno}: self.{target.attr}")
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.FunctionDef, ast.Lambda)) and node is not cls:
-                continue  # a nested function runs later, under whatever lock its caller holds
-            visit(child, locked or (isinstance(node, ast.With) and holds_lock(node)), method)
+        def visit(node: ast.AST, locked: bool, method: str, cls: ast.ClassDef = cls) -> None:
+            fields: list[str] = []
+            if isinstance(node, ast.AugAssign):
+                fields = _self_fields(node.target)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                fields = [f for t in targets for f in _self_fields(t) if _reads_field(node.value, f)]
+            if not locked:
+                out.extend(f"{path}{cls.name}.{method}:{node.lineno}: self.{f}" for f in fields)
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+                    continue  # a nested function runs later, under whatever lock its caller holds
+                visit(child, locked or (isinstance(node, ast.With) and holds_lock(node)), method)
 
-    for fn in cls.body:
-        if isinstance(fn, ast.FunctionDef):
-            visit(fn, fn.name.endswith("_locked"), fn.name)
+        for fn in cls.body:
+            if isinstance(fn, ast.FunctionDef) and fn.name != "__init__":
+                visit(fn, fn.name.endswith("_locked"), fn.name)
     return out
 
 
 def test_the_lock_check_finds_an_update_outside_the_lock():
     planted = (
+        "import threading\n"
         "class ConnectionPool:\n"
+        "    def __init__(self):\n"
+        "        self._lock = threading.Lock()\n"
+        "        self._borrows = self._borrows_before = 0\n"
         "    def putconn(self, held):\n"
         "        self._usage_sum += held\n"
         "        with self._lock:\n"
@@ -127,12 +172,57 @@ def test_the_lock_check_finds_an_update_outside_the_lock():
         "    def _give_locked(self):\n"
         "        self._borrows += 1\n"
     )
-    assert _unguarded_updates(planted) == ["putconn:3: self._usage_sum"]
+    assert _unguarded_updates(planted) == ["ConnectionPool.putconn:7: self._usage_sum"]
 
 
-def test_every_counter_update_in_the_pool_holds_the_pool_lock():
-    offenders = _unguarded_updates((PKG / "pool.py").read_text())
-    assert offenders == [], "read-modify-write of the pool's fields outside its lock:\n" + "\n".join(offenders)
+def test_the_lock_check_finds_a_plain_assignment_that_reads_what_it_writes():
+    planted = (
+        "from threading import Condition, Lock\n"
+        "class Detector:\n"
+        "    def __init__(self):\n"
+        "        self._cond = Condition(Lock())\n"
+        "    def saw(self, held):\n"
+        "        self.nested = self.nested + 1\n"
+        "        self._usage_sum, self.other = max(self._usage_sum, held), 0\n"
+        "        self.fresh = held\n"
+        "        with self._cond:\n"
+        "            self.nested = self.nested + 1\n"
+        "        with self._elsewhere:\n"
+        "            self.nested = self.nested - 1\n"
+        "class NoLock:\n"
+        "    def bump(self):\n"
+        "        self.n = self.n + 1\n"
+    )
+    assert _unguarded_updates(planted) == [
+        "Detector.saw:6: self.nested",
+        "Detector.saw:7: self._usage_sum",
+        "Detector.saw:12: self.nested",
+    ]
+
+
+def _package_files() -> list[Path]:
+    """Every module of the package, its subpackages' too."""
+    return sorted(PKG.rglob("*.py"))
+
+
+# Found by the check below in a file this round's first phase may not edit (issue 35): two
+# creator threads learning rotated secrets at once can lose one, which could then show in a log.
+# Fix it (under self._lock) after the merge and empty this; the equality below then holds.
+KNOWN_ELSEWHERE = ["threadpool_db/connector.py: Connector.learn: self._secrets"]
+
+
+def test_every_field_update_in_a_class_that_owns_a_lock_holds_it():
+    offenders: list[str] = []
+    classes = 0
+    for path in _package_files():
+        source = path.read_text()
+        offenders += _unguarded_updates(source, f"{path.relative_to(ROOT)}: ")
+        classes += sum(bool(_lock_fields(c)) for c in ast.walk(parse_python(source)) if isinstance(c, ast.ClassDef))
+    assert classes >= 10  # the pool, the detector, the connector, the futures, the advisor's facts...
+    offenders = [re.sub(r":\d+:", ":", o) for o in offenders]  # without line numbers
+    assert offenders == KNOWN_ELSEWHERE, "read-modify-write of a field outside its class's lock:\n" + "\n".join(
+        offenders
+    )
 
 
 def _imports_of_package() -> dict[str, set[str]]:
