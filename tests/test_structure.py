@@ -46,8 +46,8 @@ def test_the_check_finds_what_it_looks_for():
 def test_no_module_but_pool_py_touches_the_pools_private_state():
     private = _pool_privates()
     offenders = []
-    for path in sorted(PKG.glob("*.py")):
-        if path.name == "pool.py":
+    for path in sorted(PKG.rglob("*.py")):
+        if path == PKG / "pool.py":
             continue
         offenders += _touches(path, private)
     for folder in ("demo_app", "load"):
@@ -225,20 +225,43 @@ def test_every_field_update_in_a_class_that_owns_a_lock_holds_it():
     )
 
 
-def _imports_of_package() -> dict[str, set[str]]:
-    """Module -> the threadpool_db modules it imports, at any depth of its code: type-only
-    (TYPE_CHECKING) and function-level imports included."""
+TREES = ("threadpool_db", "load", "demo_app")  # the repository's Python, subpackages included
+
+
+def _module_names(base: Path, trees: tuple[str, ...]) -> dict[str, Path]:
+    """Dotted name -> file, for every module under ``trees`` (a package is its __init__)."""
+    out: dict[str, Path] = {}
+    for tree in trees:
+        for path in sorted((base / tree).rglob("*.py")):
+            parts = list(path.relative_to(base).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = path
+    return out
+
+
+def _import_graph(base: Path = ROOT, trees: tuple[str, ...] = TREES) -> dict[str, set[str]]:
+    """Module -> the modules of ``trees`` it imports, at any depth of its code: type-only
+    (TYPE_CHECKING) and function-level imports included, relative ones resolved. ``from p
+    import x`` is an edge to the module p.x when there is one, else to the package p."""
+    modules = _module_names(base, trees)
     graph: dict[str, set[str]] = {}
-    for path in sorted(PKG.glob("*.py")):
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         deps: set[str] = set()
         for node in ast.walk(parse_python(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("threadpool_db."):
-                deps.add(node.module.split(".")[1])  # type: ignore[union-attr]
-            elif isinstance(node, ast.Import):
-                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith("threadpool_db.")}
-        graph[path.stem] = {d for d in deps if (PKG / f"{d}.py").is_file() and d != path.stem}
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    parts = package.split(".")
+                    origin = ".".join(parts[: len(parts) - node.level + 1])
+                    source = f"{origin}.{node.module}" if node.module else origin
+                else:
+                    source = node.module or ""
+                for a in node.names:
+                    deps.add(f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source)
+        graph[name] = {d for d in deps if d in modules and d != name}
     return graph
 
 
@@ -271,6 +294,38 @@ def test_the_cycle_check_finds_a_ring():
     assert _cycles({"a": {"b"}, "b": set()}) == []
 
 
-def test_no_import_cycle_in_the_package_type_only_imports_included():
-    rings = _cycles(_imports_of_package())
-    assert rings == [], "import cycles in threadpool_db:\n" + "\n".join(" -> ".join(r) for r in rings)
+def test_the_import_graph_sees_subpackages_and_type_only_imports():
+    graph = _import_graph()
+    assert {"threadpool_db.records", "threadpool_db.leaks"} <= graph["threadpool_db.pool"]  # from .x import y
+    assert "threadpool_db.stats" in graph["threadpool_db.pool"]  # from . import stats
+    assert "load.cpu" in graph["load.compare"]  # from . import cpu
+    assert "demo_app.latency" in graph["load.compare"]  # from demo_app import latency
+
+
+def test_the_cycle_check_finds_a_ring_in_a_subpackage_through_a_type_only_import(tmp_path):
+    sub = tmp_path / "threadpool_db" / "django"
+    sub.mkdir(parents=True)
+    (tmp_path / "threadpool_db" / "__init__.py").write_text("")
+    (tmp_path / "threadpool_db" / "pool.py").write_text("from .django import base\n")
+    (sub / "__init__.py").write_text("")
+    (sub / "base.py").write_text("from . import features\nfrom ..pool import ConnectionPool\n")
+    (sub / "features.py").write_text(  # type-only, absolute
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from threadpool_db.django.base import DatabaseWrapper\n"
+    )
+    rings = _cycles(_import_graph(tmp_path, ("threadpool_db",)))
+    assert sorted(map(frozenset, rings), key=sorted) == sorted(
+        [
+            frozenset({"threadpool_db.django.base", "threadpool_db.django.features"}),
+            frozenset({"threadpool_db.django.base", "threadpool_db.pool"}),
+        ],
+        key=sorted,
+    )
+
+
+def test_no_import_cycle_in_the_repository_type_only_imports_included():
+    graph = _import_graph()
+    assert len([m for m in graph if m.startswith("threadpool_db.")]) >= 20 and "load.report" in graph
+    rings = _cycles(graph)
+    assert rings == [], "import cycles:\n" + "\n".join(" -> ".join(r) for r in rings)
