@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from threadpool_db import ConnectionPool, PoolError, PoolTimeout
-from threadpool_db.drivers import IDLE, UNKNOWN, Driver
+from threadpool_db.drivers import IDLE, UNKNOWN, DbapiDriver, Driver
 
 from .fakes import Factory
 from .helpers import run_threads, wait_until
@@ -153,24 +153,33 @@ class _Token:
         self.broken = False
 
 
-class _TokenDriver(Driver):
-    """Makes, checks, resets and closes tokens: the connector's seam, as FairQueuePool will use
-    it for SQLAlchemy's connection records. It records every call the pool makes of it."""
+class _TokenDriver:
+    """Makes, checks, resets and closes tokens: the connector's seam (drivers.Driver, a
+    Protocol: no base class), as FairQueuePool uses it for SQLAlchemy's connection records. It
+    records every call the pool makes of it."""
 
     name = "tokens"
     knows_status = True
 
     def __init__(self) -> None:
-        super().__init__(self._make)
         self.made: list[_Token] = []
         self.calls: list[str] = []
 
-    def _make(self) -> _Token:
+    def connect(self) -> _Token:
         self.made.append(_Token(len(self.made)))
         return self.made[-1]
 
     def settings(self, raw: Any) -> tuple[Any, ...]:
         return ()
+
+    def restore(self, raw: Any, settings: tuple[Any, ...]) -> None:
+        pass
+
+    def abort(self, raw: Any) -> None:
+        self.close(raw)
+
+    def backend_pid(self, raw: Any) -> int | None:
+        return None
 
     def status(self, raw: Any) -> int:
         return UNKNOWN if raw.closed else IDLE
@@ -190,6 +199,7 @@ class _TokenDriver(Driver):
 
 def test_a_second_kind_of_connection_plugs_in_through_the_driver_seam():
     driver = _TokenDriver()
+    assert isinstance(driver, Driver) and not issubclass(_TokenDriver, DbapiDriver)  # by its members alone
     pool = ConnectionPool(driver=driver, min_size=2, max_size=2, check="always", leak_threshold=None, name="tokens")
     try:
         pool.wait(10)
@@ -205,3 +215,12 @@ def test_a_second_kind_of_connection_plugs_in_through_the_driver_seam():
     assert all(t.closed for t in driver.made)  # closed through the driver, every one
     with pytest.raises(ValueError, match="driver, or conninfo or connect"):
         ConnectionPool("dbname=x", driver=_TokenDriver(), open=False)
+
+
+def test_a_driver_without_the_seams_members_is_refused():
+    no_abort = type("NoAbort", (), {k: v for k, v in vars(_TokenDriver).items() if k != "abort"})
+    assert not isinstance(no_abort(), Driver)
+    with pytest.raises(ValueError, match=r"driver must be a threadpool_db\.drivers\.Driver, got NoAbort"):
+        ConnectionPool(driver=no_abort(), open=False)
+    with pytest.raises(ValueError, match="got object"):
+        ConnectionPool(driver=object(), open=False)  # type: ignore[arg-type]
