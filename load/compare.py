@@ -30,7 +30,7 @@ import psycopg
 from demo_app import latency
 from demo_app.app import PER_REQUEST_APP, POOLED_APP
 from demo_app.serve import run_gunicorn
-from threadpool_db.testing import PgBouncer, Stopped, database, stop_on_signals
+from threadpool_db.embedded import PgBouncer, Stopped, database, stop_on_signals
 
 from . import cpu, report
 from .phase import Phase

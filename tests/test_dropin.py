@@ -401,7 +401,7 @@ def test_null_pool_connects_per_borrow_caps_and_queues_fairly(dsn, app_name):
 
 
 def _closed_port() -> int:
-    from threadpool_db.testing import free_port
+    from threadpool_db.embedded import free_port
 
     return free_port()
 

@@ -474,7 +474,7 @@ def test_background_threads_stop_on_close_and_on_gc(dsn):
 
 
 def test_open_wait_fails_fast_against_a_closed_port():
-    from threadpool_db.testing import free_port
+    from threadpool_db.embedded import free_port
 
     port = free_port()
     pool = ConnectionPool(f"postgresql://app:pw@127.0.0.1:{port}/app", min_size=1, open=False)
@@ -488,7 +488,7 @@ def test_open_wait_fails_fast_against_a_closed_port():
 
 
 def test_background_open_retries_with_backoff():
-    from threadpool_db.testing import free_port
+    from threadpool_db.embedded import free_port
 
     pool = ConnectionPool(f"postgresql://app:pw@127.0.0.1:{free_port()}/app", min_size=1, num_workers=1)
     try:

@@ -329,3 +329,13 @@ def test_no_import_cycle_in_the_repository_type_only_imports_included():
     assert len([m for m in graph if m.startswith("threadpool_db.")]) >= 20 and "load.report" in graph
     rings = _cycles(graph)
     assert rings == [], "import cycles:\n" + "\n".join(" -> ".join(r) for r in rings)
+
+
+def test_the_library_never_imports_its_test_bed():
+    graph = _import_graph()
+    bed = {"threadpool_db.embedded", "threadpool_db.devdb"}
+    users = sorted(m for m, deps in graph.items() if m.startswith("threadpool_db") and m not in bed and deps & bed)
+    assert users == [], users
+    assert (
+        "threadpool_db.embedded" in graph["threadpool_db.devdb"] and "threadpool_db.embedded" in graph["load._server"]
+    )
