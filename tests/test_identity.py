@@ -7,9 +7,10 @@ from __future__ import annotations
 import gc
 import threading
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from threadpool_db import ConnectionPool
+from threadpool_db import ConnectionPool, PoolTimeout
 from threadpool_db.metrics import PoolMetrics
 
 from .helpers import wait_until
@@ -65,6 +66,11 @@ def test_a_leak_report_names_the_thread_that_ended_not_the_one_that_got_its_iden
         assert rec["thread_name"] == "ended-holding"
         assert rec["thread_alive"] is False and rec["state"] == "thread ended"
         assert "newcomer" not in rec["holder_stack"]
+        mine = pool.getconn()  # the other one: a timeout now names both holders
+        with pytest.raises(PoolTimeout) as ei:
+            pool.getconn(timeout=0.1)
+        pool.putconn(mine)
+        assert "thread 'ended-holding'" in str(ei.value) and "newcomer" not in str(ei.value)
         # the watchdog: reported as a dead borrower's, so taken back at once
         wait_until(lambda: pool.stats()["leaks_reclaimed"] == 1, timeout=1.0 + SETTLE, what="the reclaim")
         s = pool.stats()
