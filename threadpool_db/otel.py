@@ -14,6 +14,8 @@ waiting borrowers, the timeouts, the leak counters) are *observable* instruments
 need a call on each borrow, return and connect: that observer is added to the pool only once
 a real meter provider is there (the API's no-op one never collects, so with it the borrow cycle
 does not change); with the global provider not set yet, it is added at the first collection.
+Each histogram advises its own bucket boundaries, at the scale of what it times (see
+``WAIT_BUCKETS`` and its neighbours below).
 """
 
 from __future__ import annotations
