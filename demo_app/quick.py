@@ -11,7 +11,7 @@ import threading
 import time
 
 from threadpool_db import ConnectionPool
-from threadpool_db.testing import database, stop_on_signals
+from threadpool_db.embedded import database, stop_on_signals
 
 
 def main() -> None:

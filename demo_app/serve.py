@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from threadpool_db.testing import Stopped, database, free_port, stop_on_signals
+from threadpool_db.embedded import Stopped, database, free_port, stop_on_signals
 
 HERE = Path(__file__).resolve().parent
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .compare import Phase
+from .phase import Phase
 
 COLORS = {"per-request": "#d62728", "pooled": "#1f77b4", "recommended": "#9467bd", "pgbouncer": "#2ca02c"}
 HEAD = ["phase", "ok req/s", "p50 ms", "p95 ms", "p99 ms", "errors %", "peak server conns", "conns opened",

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from threadpool_db import ConnectionPool
-from threadpool_db.testing import EmbeddedPostgres, database
+from threadpool_db.embedded import EmbeddedPostgres, database
 
 from .faults.proxy import FaultProxy
 from .timing import LOCK_TIMEOUT

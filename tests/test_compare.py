@@ -59,7 +59,7 @@ def test_comparison_smoke_run_writes_the_report_and_stops_everything(pg, tmp_pat
 
 
 def test_comparison_via_pgbouncer_keeps_backends_at_the_bouncers_pool_size(tmp_path):
-    from threadpool_db.testing import find_pgbouncer
+    from threadpool_db.embedded import find_pgbouncer
 
     from .helpers import require
 

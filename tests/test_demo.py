@@ -149,7 +149,7 @@ def test_a_refused_per_request_connection_tells_the_client_nothing_of_the_databa
     """The thread-per-request route answers 503 with the SQLSTATE and our own words: no host,
     port, role or driver text, which name the database."""
     from demo_app import create_app
-    from threadpool_db.testing import free_port
+    from threadpool_db.embedded import free_port
 
     port = free_port()
     monkeypatch.setenv("DATABASE_URL", pg.url)
@@ -183,7 +183,7 @@ def test_a_gunicorn_run_leaves_no_folder_behind(pg, tmp_path, monkeypatch):
     import tempfile
 
     from demo_app.serve import gunicorn_cmd, stop_process_group
-    from threadpool_db.testing import free_port
+    from threadpool_db.embedded import free_port
 
     from .helpers import wait_until
 

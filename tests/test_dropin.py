@@ -65,24 +65,6 @@ def test_connect_factory_returning_psycopg_connections_gets_the_psycopg_reset(ma
     assert pool._connector.driver.name == "psycopg"
 
 
-def test_a_check_that_always_fails_does_not_storm_the_server(make_pool):
-    calls = []
-
-    def bad_check(conn):
-        calls.append(time.monotonic())
-        raise RuntimeError("check says no")
-
-    pool = make_pool(min_size=0, max_size=2, check=bad_check, wait=False)
-    t0 = time.monotonic()
-    with times_out(1.0):
-        pool.getconn(timeout=1.0)
-    took = time.monotonic() - t0
-    created = pool.stats()["created"]
-    # 131 connections in 1 s before the fix; with backoff 0.1, 0.2, 0.4 ... a handful
-    assert created <= 8, f"{created} connections in {took:.1f} s"
-    assert len(calls) <= 8
-
-
 def test_interrupt_while_waiting_gives_the_place_back(make_pool):
     pool = make_pool(min_size=1, max_size=1)
     held = pool.getconn()
@@ -240,31 +222,6 @@ def test_kwargs_may_be_a_callable_called_per_connection(make_pool, dsn, app_name
         pool.close()
 
 
-def test_reconnect_failed_is_called_on_time_and_each_attempt_is_logged(caplog):
-    """With reconnect_timeout=1.0, reconnect_failed comes within 10% of 1 s (psycopg_pool's
-    precision: the last attempt is made at the deadline, not after the next backoff step), and
-    each failed attempt is logged with its cause before the final ERROR: the first at WARNING,
-    the repeats of the same cause within 10 s at DEBUG (an outage is not a line per attempt)."""
-    called: list[float] = []
-    caplog.set_level(logging.DEBUG, logger="threadpool_db")
-    t0 = time.monotonic()
-    pool = ConnectionPool(f"host=127.0.0.1 port={_closed_port()} dbname=x user=x", min_size=1,
-                          reconnect_timeout=1.0, reconnect_failed=lambda p: called.append(time.monotonic()),
-                          name="gives-up")  # fmt: skip
-    try:
-        wait_until(lambda: called, what="reconnect_failed")
-        assert 0.9 <= called[0] - t0 <= 1.1 + 0.1, f"reconnect_failed after {called[0] - t0:.2f} s"  # +0.1: start-up
-        lines = [r for r in caplog.records if "'gives-up': cannot connect" in r.getMessage()]
-        assert len(lines) >= 3, lines  # attempts at about 0, 0.1, 0.3, 0.7 s, then the last at 1.0 s
-        assert [r.levelno for r in lines] == [logging.WARNING] + [logging.DEBUG] * (len(lines) - 1)
-        assert all("connection refused" in r.getMessage().lower() for r in lines), lines
-        errors = [r.getMessage() for r in caplog.records
-                  if r.levelno == logging.ERROR and "giving up" in r.getMessage()]  # fmt: skip
-        assert len(errors) == 1
-    finally:
-        pool.close()
-
-
 def test_connection_class_is_used(make_pool):
     class DictConnection(psycopg.Connection):
         def __init__(self, *a, **kw):
@@ -402,7 +359,7 @@ def test_null_pool_connects_per_borrow_caps_and_queues_fairly(dsn, app_name):
 
 
 def _closed_port() -> int:
-    from threadpool_db.testing import free_port
+    from threadpool_db.embedded import free_port
 
     return free_port()
 

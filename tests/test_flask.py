@@ -212,7 +212,7 @@ def test_stats_blueprint_serves_stats_leaks_and_healthz_without_secrets(flask_ap
 
 
 def test_healthz_says_503_when_the_database_is_unreachable():
-    from threadpool_db.testing import free_port
+    from threadpool_db.embedded import free_port
 
     app = Flask("down")
     app.config["THREADPOOL_DB_CONNINFO"] = f"postgresql://app:Sekr1t-pw@127.0.0.1:{free_port()}/app"
@@ -281,7 +281,7 @@ def test_a_wrong_password_answers_503_and_logs_its_cause_once(pg, caplog):
 
 
 def test_an_unreachable_database_answers_503_naming_the_cause_not_busy():
-    from threadpool_db.testing import free_port
+    from threadpool_db.embedded import free_port
 
     app = Flask("down")
     app.config.update(THREADPOOL_DB_CONNINFO=f"postgresql://app:pw@127.0.0.1:{free_port()}/app")
@@ -302,7 +302,7 @@ def test_an_unreachable_database_answers_503_naming_the_cause_not_busy():
 
 @pytest.mark.parametrize("how", ["config", "debug"])
 def test_the_cause_reaches_the_body_only_when_the_app_opts_in(how):
-    from threadpool_db.testing import free_port
+    from threadpool_db.embedded import free_port
 
     app = Flask(f"optin-{how}")
     app.config.update(THREADPOOL_DB_CONNINFO=f"postgresql://app:pw@127.0.0.1:{free_port()}/app")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
-from .helpers import backends, in_child, sql, wait_until
-from .timing import SETTLE
+from .helpers import backends, in_child, run_threads, sql, wait_until
+from .timing import JOIN, SETTLE
 
 
 def test_child_gets_its_own_connections_and_parent_keeps_working(make_pool, dsn):
@@ -62,3 +64,29 @@ def test_parent_closes_idle_connections_at_fork_and_stops_refilling(make_pool, d
     assert pool.stats()["size"] == 0 and not backends(dsn, app_name)
     with pool.connection(timeout=SETTLE) as conn:  # on demand still works
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_forks_in_the_middle_of_borrows_leave_children_a_working_pool(make_pool):
+    pool = make_pool(min_size=2, max_size=4)
+    stop = threading.Event()
+
+    def churn(i: int) -> None:
+        while not stop.is_set():
+            with pool.connection(timeout=JOIN) as conn:
+                conn.execute("SELECT 1")
+
+    workers = threading.Thread(target=lambda: run_threads(4, churn), daemon=True)
+    workers.start()
+    try:
+
+        def child() -> dict:
+            with pool.connection(timeout=SETTLE) as conn:
+                return {"v": conn.execute("SELECT 1").fetchone()[0], "in_use": pool.stats()["in_use"]}
+
+        for _ in range(5):
+            time.sleep(0.05)
+            assert in_child(child) == {"v": 1, "in_use": 1}
+    finally:
+        stop.set()
+        workers.join(JOIN)
+    assert not workers.is_alive()

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from threadpool_db import testing
-from threadpool_db.testing import find_bindir, free_port
+from threadpool_db import embedded
+from threadpool_db.embedded import find_bindir, free_port
 
 from .helpers import connect, wait_until
 from .timing import JOIN, SETTLE
@@ -64,8 +64,10 @@ def test_devdb_runs_from_a_private_folder_and_cleans_up_on_ctrl_c(tmp_path):
         shutil.copytree(libs, private / "site" / libs.name, symlinks=True)
     # One public copy per wheel version, shared by every venv and run (this private install's
     # and the venv's alike): not one per install, which left 40 MB in /tmp per clone.
-    assert testing._wheel_stamp(install / "bin") == testing._wheel_stamp(find_bindir())
-    public_copy = Path(tempfile.gettempdir()) / f"threadpool_db-pg-{install.name}-{testing._wheel_stamp(find_bindir())}"
+    assert embedded._wheel_stamp(install / "bin") == embedded._wheel_stamp(find_bindir())
+    public_copy = (
+        Path(tempfile.gettempdir()) / f"threadpool_db-pg-{install.name}-{embedded._wheel_stamp(find_bindir())}"
+    )
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["THREADPOOL_DB_PG_BINDIR"] = str(install / "bin")
     proc = subprocess.Popen([sys.executable, "-m", "threadpool_db.devdb", "--max-connections", "20"],
@@ -96,12 +98,12 @@ def test_embedded_server_runs_as_a_non_root_user(tmp_path):
     """As a non-root user the launcher runs the server as that user. Run as root, this test
     starts a Python that loads what it needs and then drops to 'nobody' for good."""
     if os.geteuid() != 0:
-        with testing.EmbeddedPostgres() as pg, connect(pg.url()) as conn:
+        with embedded.EmbeddedPostgres() as pg, connect(pg.url()) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
         return
-    user = testing._service_user()
+    user = embedded._service_user()
     assert user is not None
-    bindir = testing._public_bindir(find_bindir(), user)  # readable by any user
+    bindir = embedded._public_bindir(find_bindir(), user)  # readable by any user
     home = Path(tempfile.mkdtemp(prefix="tpdb-nobody-"))
     os.chown(home, 65534, 65534)
     os.chmod(home, 0o700)
@@ -109,7 +111,7 @@ def test_embedded_server_runs_as_a_non_root_user(tmp_path):
 import os, sys, tempfile
 import psycopg
 from psycopg import sql  # loaded now: once we are 'nobody' the venv may be out of reach
-from threadpool_db.testing import EmbeddedPostgres
+from threadpool_db.embedded import EmbeddedPostgres
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 assert os.geteuid() == 65534
 tempfile.tempdir = sys.argv[1]

@@ -6,11 +6,13 @@ import gc
 import logging
 import threading
 import time
+from typing import Any
 
 import psycopg
 import pytest
 
 from threadpool_db import ConnectionPool, ConnectionReclaimed
+from threadpool_db.leaks import LeakDetector
 
 from .helpers import backends, line_of, times_out, wait_until
 from .timing import JOIN, SETTLE, SHORT_TIMEOUT
@@ -260,3 +262,45 @@ def test_captured_stacks_hold_no_locals_or_sql(make_pool):
     assert "test_captured_stacks_hold_no_locals_or_sql" in text
     assert "local-value-4711" not in text and "query-text-0815" not in text
     pool.putconn(conn)
+
+
+def test_an_idle_watchdog_sleeps_until_a_lease_could_cross_the_threshold(make_pool, monkeypatch):
+    """No tick: with nothing out, the watchdog wakes at most once per threshold; a lease taken
+    while it sleeps is still reported once it crosses the threshold (no borrow wakes it)."""
+    scans: list[float] = []
+    real_scan = LeakDetector.scan
+
+    def counted(self: LeakDetector, table: Any) -> float:
+        if table.name == "wd-idle":
+            scans.append(time.monotonic())
+        return real_scan(self, table)
+
+    monkeypatch.setattr(LeakDetector, "scan", counted)
+    pool = make_pool(min_size=1, max_size=1, leak_threshold=2.5, name="wd-idle")
+    time.sleep(2.0)
+    assert len(scans) <= 1, f"{len(scans)} wake-ups in 2 s with no lease out"
+    t0 = time.monotonic()
+    held = pool.getconn()
+    try:
+        wait_until(pool.leaks, timeout=2.5 + SETTLE, what="the report of a lease taken mid-sleep")
+        assert time.monotonic() - t0 >= 2.5
+        assert len(scans) <= 4  # the start, the idle cap, the lease's crossing (and one spare)
+    finally:
+        pool.putconn(held)
+
+
+def test_a_reclaim_before_the_return_gives_pool_errors_not_attribute_errors(make_pool):
+    pool = make_pool(min_size=1, max_size=1, leak_threshold=30.0)
+    conn = pool.getconn()
+    slot = next(s for s in pool.leased())
+    # the watchdog's reclaim, landing between the borrower's last use and its putconn
+    assert pool.reclaim(slot, conn, ConnectionReclaimed("reclaimed in the test"))
+    with pytest.raises(ConnectionReclaimed, match="reclaimed in the test"):
+        pool.putconn(conn)
+    with pytest.raises(ConnectionReclaimed):
+        conn.execute("SELECT 1")
+    with pytest.raises(ConnectionReclaimed):
+        _ = conn.info
+    assert conn.died is not None and conn.returned
+    with pool.connection(timeout=SETTLE) as c:  # and the slot went to the next borrower
+        c.execute("SELECT 1")

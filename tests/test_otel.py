@@ -12,9 +12,14 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from threadpool_db import ConnectionPool, PoolTimeout
-from threadpool_db.otel import POOL, STATE, instrument
+from threadpool_db.otel import instrument
 
 from .fakes import Factory
+
+# The attributes as the conventions spell them, written out: a test that imported otel.py's
+# constants would compare them with themselves.
+POOL = "db.client.connection.pool.name"
+STATE = "db.client.connection.state"
 
 CONVENTIONS = {  # name: unit, as the database client semantic conventions give them
     "db.client.connection.count": "{connection}",
@@ -217,3 +222,63 @@ def test_a_sqlalchemy_fair_queue_pool_is_instrumented_too(pg, otel):
         assert waited.count == 1
     finally:
         eng.dispose()
+
+
+def _bucket(point: Any, at_least: float = 0.0) -> list[tuple[float, float]]:
+    """The (lower, upper] bounds of each bucket of ``point`` that counted something."""
+    edges = [float("-inf"), *point.explicit_bounds, float("inf")]
+    return [(edges[i], edges[i + 1]) for i, n in enumerate(point.bucket_counts) if n]
+
+
+def test_the_time_histograms_have_buckets_at_the_scale_of_connection_times(make_pool, otel):
+    """Advised per instrument: the SDK's default boundaries (0, 5, 10, 25 ... 10000) would put
+    a borrow from an idle pool, a 50 ms hold and a connect in the same bucket."""
+    provider, reader = otel
+    pool = make_pool(min_size=1, max_size=1, name="otel-buckets", open=False, wait=False)
+    instrument(pool, meter_provider=provider)
+    pool.open(wait=True)  # the connect is recorded
+    with pool.connection():  # from the idle pool: microseconds of wait, a short use
+        pass
+    with pool.connection() as conn:
+        conn.execute("SELECT pg_sleep(0.05)")  # a use of 50 ms or a little more
+    m = _collect(reader)
+    (wait,) = _points(m["db.client.connection.wait_time"], **{POOL: "otel-buckets"})
+    (use,) = _points(m["db.client.connection.use_time"], **{POOL: "otel-buckets"})
+    (create,) = _points(m["db.client.connection.create_time"], **{POOL: "otel-buckets"})
+    for point in (wait, use, create):
+        bounds = list(point.explicit_bounds)
+        assert bounds == sorted(set(bounds)) and bounds[-1] >= 30.0  # up to a borrow timeout
+    assert wait.explicit_bounds[0] <= 0.00001  # an idle pool's borrow is microseconds
+    assert use.explicit_bounds[0] <= 0.0001
+    assert create.explicit_bounds[0] <= 0.001
+    # the two waits: both under 10 ms (an idle pool), each in a bucket that says so
+    assert all(upper <= 0.01 for _lower, upper in _bucket(wait)), _bucket(wait)
+    # the two uses fall in different buckets, the slept one in a bucket starting at 25 ms or more
+    uses = _bucket(use)
+    assert len(uses) == 2 and uses[1][0] >= 0.025 and uses[0][1] <= uses[1][0], uses
+    # a connect on localhost: in a bucket that ends within a few seconds, not at 5 s from 0
+    ((lower, upper),) = _bucket(create)
+    assert upper <= 2.5 and lower > 0, (lower, upper)
+    assert "db.client.connection.create_time" in m
+
+
+def test_the_docs_console_example_prints_each_metric_once(pg, tmp_path):
+    """docs/metrics.md's OpenTelemetry example: its reader exports once, not once on the
+    flush and again on the shutdown."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "metrics.md").read_text()
+    (code,) = [b for b in re.findall(r"^```python\n(.*?)^```", page, re.MULTILINE | re.DOTALL)
+               if "ConsoleMetricExporter" in b]  # fmt: skip
+    script = tmp_path / "console_example.py"
+    script.write_text(code)
+    env = {**os.environ, "DATABASE_URL": pg.url}
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count('"name": "db.client.connection.max"') == 1, proc.stdout[-3000:]
+    assert proc.stdout.count('"name": "db.client.connection.use_time"') == 1

@@ -1,10 +1,14 @@
-"""Invalid parameters raise ValueError naming the parameter, before anything connects."""
+"""The configuration (threadpool_db/config.py): invalid parameters raise ValueError naming the
+parameter, before anything connects; the configuration is frozen data, grouped, validated once."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
 from threadpool_db import ConnectionPool
+from threadpool_db.config import PoolConfig
 
 DSN = "postgresql://app:pw@127.0.0.1:1/app"
 
@@ -62,3 +66,17 @@ def test_bad_getconn_timeout_is_refused():
 def test_max_size_defaults_to_min_size():
     pool = ConnectionPool(DSN, min_size=3, open=False)
     assert pool.max_size == 3
+
+
+def test_configuration_is_data_frozen_grouped_and_validated_once(dsn):
+    cfg = PoolConfig.build(dsn, min_size=1, max_size=3, tenant_limits={"a": 1}, burst_size=5)
+    assert (cfg.sizing.min_size, cfg.sizing.max_size, cfg.burst.size) == (1, 3, 5)
+    assert cfg.tenants.limits == {"a": 1} and cfg.leaks.threshold == 60.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.sizing.max_size = 9  # type: ignore[misc]
+    with pytest.raises(ValueError, match="burst_size"):
+        PoolConfig.build(dsn, max_size=4, burst_size=2)
+    pool = ConnectionPool(dsn, min_size=1, max_size=2, open=False)
+    assert pool.config.sizing == PoolConfig.build(dsn, min_size=1, max_size=2).sizing
+    with pytest.raises(ValueError, match="max_size"):  # resize reuses the same size rule
+        pool.resize(3, 2)

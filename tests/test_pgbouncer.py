@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from threadpool_db import ConnectionPool, PoolTimeout
-from threadpool_db.testing import EmbeddedPostgres, PgBouncer, find_pgbouncer
+from threadpool_db.embedded import EmbeddedPostgres, PgBouncer, find_pgbouncer
 
 from .helpers import require, run_threads
 from .timing import SETTLE

@@ -1,14 +1,13 @@
-"""The core pool against a real PostgreSQL: fairness, exclusivity, bounds, reset, eviction,
-lifetimes, close."""
+"""The core pool against a real PostgreSQL: fairness, exclusivity, bounds, eviction, close.
+Lifetimes and idle limits: tests/test_housekeeper.py; checks and resets: tests/test_connector.py;
+the reconnect backoff: tests/test_backoff.py."""
 
 from __future__ import annotations
 
 import gc
-import itertools
 import threading
 import time
 
-import psycopg
 import pytest
 
 from threadpool_db import ConnectionPool, PoolClosed, PoolError, PoolTimeout, TooManyWaiters
@@ -198,136 +197,6 @@ def test_max_waiting_rejects_at_once(make_pool):
     assert pool.stats()["rejected"] == 1
 
 
-def test_uncommitted_work_and_settings_do_not_leak_to_the_next_borrower(make_pool, dsn):
-    pool = make_pool(min_size=1, max_size=1)
-    sql(dsn, "CREATE TABLE IF NOT EXISTS t_iso (v int)")
-    sql(dsn, "TRUNCATE t_iso")
-    c1 = pool.getconn()
-    pid = c1.info.backend_pid
-    c1.execute("INSERT INTO t_iso VALUES (42)")
-    c1.execute("SET LOCAL statement_timeout = '1s'")
-    pool.putconn(c1)  # no commit: the pool must roll back
-    c2 = pool.getconn()
-    assert c2.info.backend_pid == pid  # same connection, so the test means something
-    assert c2.execute("SELECT count(*) FROM t_iso").fetchone() == (0,)
-    c2.rollback()
-    c2.autocommit = True
-    c2.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
-    c2.read_only = True
-    pool.putconn(c2)
-    c3 = pool.getconn()
-    assert c3.info.backend_pid == pid
-    assert c3.autocommit is False
-    assert c3.isolation_level is None
-    assert c3.read_only is None
-    # the same settings changed through psycopg's methods rather than the properties
-    c3.set_autocommit(True)
-    c3.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
-    c3.set_read_only(True)
-    c3.set_deferrable(True)
-    pool.putconn(c3)
-    c4 = pool.getconn()
-    assert c4.info.backend_pid == pid
-    assert (c4.autocommit, c4.isolation_level, c4.read_only, c4.deferrable) == (False, None, None, None)
-    assert c4.execute("SHOW transaction_read_only").fetchone() == ("off",)
-    c4.rollback()
-    pool.putconn(c4)
-
-
-def test_a_failed_transaction_is_rolled_back_on_return(make_pool):
-    pool = make_pool(min_size=1, max_size=1)
-    conn = pool.getconn()
-    with pytest.raises(psycopg.errors.DivisionByZero):
-        conn.execute("SELECT 1/0")
-    pool.putconn(conn)  # INERROR now
-    with pool.connection() as conn:
-        assert conn.execute("SELECT 2").fetchone() == (2,)
-
-
-def test_killed_backend_is_discarded_and_replaced(make_pool, pg):
-    pool = make_pool(min_size=1, max_size=1, check="never")
-    with pool.connection() as conn:
-        pid = conn.info.backend_pid
-    sql(pg.admin_url, "SELECT pg_terminate_backend(%s)", (pid,))
-    with pytest.raises(psycopg.OperationalError):
-        with pool.connection() as conn:
-            conn.execute("SELECT 1")
-    with pool.connection(timeout=SETTLE) as conn:
-        assert conn.info.backend_pid != pid
-        conn.execute("SELECT 1")
-    assert pool.stats()["discarded_broken"] >= 1
-
-
-def test_validation_catches_a_killed_idle_connection(make_pool, pg):
-    pool = make_pool(min_size=1, max_size=1, check="always")
-    with pool.connection() as conn:
-        pid = conn.info.backend_pid
-    sql(pg.admin_url, "SELECT pg_terminate_backend(%s)", (pid,))
-    wait_until(lambda: pid not in [r[0] for r in sql(pg.admin_url, "SELECT pid FROM pg_stat_activity")])
-    with pool.connection(timeout=SETTLE) as conn:  # the user's query never sees the dead one
-        assert conn.info.backend_pid != pid
-        conn.execute("SELECT 1")
-    assert pool.stats()["check_failed"] == 1
-
-
-def test_max_lifetime_recycles_idle_connections_only(make_pool):
-    pool = make_pool(min_size=2, max_size=2, max_lifetime=0.5)
-    filled = time.monotonic()  # both connections exist: both expire by filled + max_lifetime
-    held = pool.getconn()
-    pid = held.info.backend_pid
-    # The idle twin expiring proves the housekeeper ran past its lifetime; once the held one's
-    # has passed too, it must still be untouched while in use.
-    wait_until(lambda: pool.stats()["expired"] >= 1 and time.monotonic() > filled + 0.5,
-               what="the idle connection to expire and both lifetimes to pass")  # fmt: skip
-    assert held.execute("SELECT pg_backend_pid()").fetchone() == (pid,)
-    pool.putconn(held)  # expired: closed on return, and replaced
-    with pool.connection(timeout=SETTLE) as conn:
-        assert conn.info.backend_pid != pid
-    assert pool.stats()["expired"] >= 2
-
-
-def test_housekeeper_retires_expired_idle_connections(make_pool):
-    pool = make_pool(min_size=2, max_size=2, max_lifetime=0.5)
-    first = pool.stats()["created"]
-    wait_until(lambda: pool.stats()["expired"] >= 2, what="two expired")
-    wait_until(lambda: pool.stats()["size"] == 2, what="refill to min_size")
-    assert pool.stats()["created"] >= first + 2
-
-
-def test_max_idle_shrinks_to_min_size(make_pool):
-    pool = make_pool(min_size=1, max_size=4, max_idle=0.3)
-    barrier = threading.Barrier(4)
-
-    def worker(i: int) -> None:
-        with pool.connection(timeout=JOIN):
-            barrier.wait(JOIN)
-
-    assert run_threads(4, worker) == []
-    assert pool.stats()["size"] == 4
-    wait_until(lambda: pool.stats()["size"] == 1, what="shrink to min_size")
-    assert pool.stats()["idle_closed"] == 3
-
-
-def test_max_idle_closes_the_idle_connections_not_the_one_in_use(make_pool):
-    """Which ones go: those idle past max_idle, never the one a borrower keeps using."""
-    pool = make_pool(min_size=3, max_size=3, max_idle=0.3)
-    time.sleep(0.5)  # all three idle past max_idle; min_size keeps them for now
-    used: set[int] = set()
-    with pool.connection(timeout=JOIN) as conn:
-        used.add(conn.info.backend_pid)
-    pool.resize(1, 3)  # now two of them may go
-    # Keep using one (the idle deque is LIFO: the same one comes back while it survives).
-    deadline = time.monotonic() + SETTLE
-    while pool.stats()["size"] > 1 and time.monotonic() < deadline:
-        with pool.connection(timeout=JOIN) as conn:
-            used.add(conn.info.backend_pid)
-        time.sleep(0.05)
-    assert pool.stats()["size"] == 1, "the pool did not shrink to min_size"
-    assert len(used) == 1, f"the connection in use was closed under its borrower: it went through backends {used}"
-    assert pool.backend_pids() == sorted(used)
-    assert pool.stats()["idle_closed"] == 2
-
-
 def test_pool_grows_on_demand_up_to_max_size(make_pool):
     pool = make_pool(min_size=0, max_size=3)
     assert pool.stats()["size"] == 0
@@ -413,35 +282,6 @@ def test_close_inside_a_with_block_returns_early(make_pool):
     assert pool.stats()["in_use"] == 0
 
 
-def test_configure_runs_once_per_new_connection(make_pool):
-    seen: list[int] = []
-
-    def configure(conn: psycopg.Connection) -> None:
-        seen.append(conn.info.backend_pid)
-        conn.execute("SET application_name = 'configured'")
-        conn.commit()
-
-    pool = make_pool(min_size=2, max_size=2, configure=configure)
-    for _ in range(5):
-        with pool.connection() as conn:
-            assert conn.execute("SHOW application_name").fetchone() == ("configured",)
-    assert len(seen) == 2
-
-
-def test_custom_check_and_reset_callbacks_are_called(make_pool):
-    checked: list[int] = []
-    resets: list[int] = []
-    pool = make_pool(
-        min_size=1, max_size=1,
-        check=lambda c: checked.append(c.info.backend_pid),
-        reset=lambda c: resets.append(c.info.backend_pid),
-    )  # fmt: skip
-    for _ in range(3):
-        with pool.connection():
-            pass
-    assert len(checked) == 3 and len(resets) == 3
-
-
 def test_stats_report_the_documented_keys(make_pool):
     pool = make_pool(min_size=1, max_size=2)
     with pool.connection():
@@ -475,7 +315,7 @@ def test_background_threads_stop_on_close_and_on_gc(dsn):
 
 
 def test_open_wait_fails_fast_against_a_closed_port():
-    from threadpool_db.testing import free_port
+    from threadpool_db.embedded import free_port
 
     port = free_port()
     pool = ConnectionPool(f"postgresql://app:pw@127.0.0.1:{port}/app", min_size=1, open=False)
@@ -486,20 +326,6 @@ def test_open_wait_fails_fast_against_a_closed_port():
     assert f"127.0.0.1:{port}" in str(ei.value)
     assert "refused" in str(ei.value).lower() or "failed" in str(ei.value).lower()
     assert pool.closed
-
-
-def test_background_open_retries_with_backoff():
-    from threadpool_db.testing import free_port
-
-    pool = ConnectionPool(f"postgresql://app:pw@127.0.0.1:{free_port()}/app", min_size=1, num_workers=1)
-    try:
-        wait_until(lambda: len(pool.connect_attempts()) >= 5, what="5 attempts")
-    finally:
-        pool.close()
-    ts = pool.connect_attempts()
-    gaps = [b - a for a, b in itertools.pairwise(ts)]
-    assert gaps[3] > gaps[0]  # exponential: 0.1, 0.2, 0.4, 0.8 s (±25%)
-    assert pool.stats()["create_errors"] >= 5
 
 
 def test_sqlite_through_the_generic_dbapi_factory(tmp_path):

@@ -1,18 +1,17 @@
-"""Pool logic over a fake driver: handoff races, counting, growth. No database involved."""
+"""Pool logic over a fake driver: handoff races, counting, close. No database involved. (The
+driver seam and its fakes: tests/test_connector.py.)"""
 
 from __future__ import annotations
 
 import random
 import threading
-from typing import Any
 
 import pytest
 
 from threadpool_db import ConnectionPool, PoolError, PoolTimeout
-from threadpool_db.drivers import IDLE, UNKNOWN, Driver
 
 from .fakes import Factory
-from .helpers import run_threads, wait_until
+from .helpers import run_threads
 from .timing import SETTLE
 
 
@@ -48,69 +47,6 @@ def test_timeouts_racing_returns_never_lose_a_connection():
         pool.close()
 
 
-def test_generic_driver_rolls_back_every_return_and_commits_on_clean_with():
-    factory = Factory()
-    pool = ConnectionPool(connect=factory, min_size=1, max_size=1, check="never")
-    try:
-        pool.wait(SETTLE)
-        c = pool.getconn()
-        pool.putconn(c)
-        raw = factory.made[0]
-        assert raw.rollbacks == 1
-        with pool.connection():
-            pass
-        assert raw.commits == 1
-    finally:
-        pool.close()
-
-
-def test_a_closed_fake_connection_is_discarded_and_replaced():
-    factory = Factory()
-    pool = ConnectionPool(connect=factory, min_size=1, max_size=1, check="never")
-    try:
-        pool.wait(SETTLE)
-        c = pool.getconn()
-        c.raw.close()
-        pool.putconn(c)
-        wait_until(lambda: len(factory.made) == 2 and pool.stats()["idle"] == 1, what="replacement")
-        assert pool.stats()["discarded_broken"] == 1
-    finally:
-        pool.close()
-
-
-def test_create_errors_back_off_then_recover():
-    factory = Factory()
-    factory.fail_next = 3
-    pool = ConnectionPool(connect=factory, min_size=1, max_size=1, num_workers=1)
-    try:
-        pool.wait(SETTLE)
-        s = pool.stats()
-        assert s["create_errors"] == 3 and s["size"] == 1 and s["last_error"] is None
-    finally:
-        pool.close()
-
-
-def test_reset_callback_that_raises_discards_and_carries_on():
-    factory = Factory()
-    calls = []
-
-    def reset(conn):
-        calls.append(conn.id)
-        if len(calls) == 1:
-            raise RuntimeError("reset exploded")
-
-    pool = ConnectionPool(connect=factory, min_size=1, max_size=1, check="never", reset=reset)
-    try:
-        pool.wait(SETTLE)
-        pool.putconn(pool.getconn())
-        with pool.connection(timeout=SETTLE):
-            pass
-        s = pool.stats()
-        assert s["reset_failed"] == 1 and len(factory.made) == 2
-    finally:
-        pool.close()
-
-
 def test_double_putconn_from_two_threads_returns_once():
     factory = Factory()
     pool = ConnectionPool(connect=factory, min_size=2, max_size=2, check="never")
@@ -142,66 +78,3 @@ def test_nothing_is_handed_out_after_close():
     pool.close()
     with pytest.raises(PoolError):
         pool.getconn()
-
-
-class _Token:
-    """A second kind of connection: not a DB-API connection at all."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.closed = False
-        self.broken = False
-
-
-class _TokenDriver(Driver):
-    """Makes, checks, resets and closes tokens: the connector's seam, as FairQueuePool will use
-    it for SQLAlchemy's connection records. It records every call the pool makes of it."""
-
-    name = "tokens"
-    knows_status = True
-
-    def __init__(self) -> None:
-        super().__init__(self._make)
-        self.made: list[_Token] = []
-        self.calls: list[str] = []
-
-    def _make(self) -> _Token:
-        self.made.append(_Token(len(self.made)))
-        return self.made[-1]
-
-    def settings(self, raw: Any) -> tuple[Any, ...]:
-        return ()
-
-    def status(self, raw: Any) -> int:
-        return UNKNOWN if raw.closed else IDLE
-
-    def rollback(self, raw: Any) -> None:
-        self.calls.append("rollback")
-
-    def validate(self, raw: Any, timeout: float) -> None:
-        self.calls.append("validate")
-        if raw.broken:
-            raise RuntimeError("token broken")
-
-    def close(self, raw: Any) -> None:
-        self.calls.append("close")
-        raw.closed = True
-
-
-def test_a_second_kind_of_connection_plugs_in_through_the_driver_seam():
-    driver = _TokenDriver()
-    pool = ConnectionPool(driver=driver, min_size=2, max_size=2, check="always", leak_threshold=None, name="tokens")
-    try:
-        pool.wait(10)
-        with pool.connection() as conn:
-            assert isinstance(conn.raw, _Token)  # the pool holds what the driver makes
-        assert "rollback" not in driver.calls  # a clean token is not "rolled back"
-        driver.made[0].broken = driver.made[1].broken = True
-        with pool.connection(timeout=10) as conn:  # a broken one fails its check: another serves
-            assert not conn.raw.broken and conn.raw in driver.made[2:]
-        assert pool.stats()["check_failed"] >= 1 and "validate" in driver.calls
-    finally:
-        pool.close()
-    assert all(t.closed for t in driver.made)  # closed through the driver, every one
-    with pytest.raises(ValueError, match="driver, or conninfo or connect"):
-        ConnectionPool("dbname=x", driver=_TokenDriver(), open=False)

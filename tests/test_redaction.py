@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from threadpool_db import ConnectionPool, PoolConfigError, PoolTimeout
+from threadpool_db.embedded import free_port
 from threadpool_db.redact import find_secrets, redact_conninfo, scrub
-from threadpool_db.testing import free_port
 
 from .helpers import times_out
 from .timing import SETTLE, SHORT_TIMEOUT

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from load.compare import Phase
+from load.phase import Phase
 from load.report import recommended_line
 
 META = {"cores": 4, "args": {"duration": 45, "recommended_duration": 20}}

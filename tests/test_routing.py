@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from threadpool_db import ConnectionPool
+from threadpool_db.embedded import EmbeddedPostgres
 from threadpool_db.routing import NoHealthyReplica, RoutingPool
-from threadpool_db.testing import EmbeddedPostgres
 
 from .helpers import run_threads, wait_until
 from .timing import SETTLE

@@ -5,6 +5,7 @@ reports naming the application's line)."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections import Counter
@@ -389,6 +390,31 @@ def test_leak_detection_tells_a_thread_that_ended_and_an_escape(engines, caplog)
     escaping_view()
     wait_until(lambda: any(r["state"] == "escaped" for r in eng.pool.core.leaks()), what="the escape's report")
     assert any("escaped" in r.getMessage() for r in caplog.records)
+
+
+def test_closing_a_connection_whose_core_handle_was_reclaimed(engines, recwarn):
+    """Closed by the application, not left to garbage collection: it fails as SQLAlchemy fails
+    a connection whose server went away mid-transaction (a disconnect error, the record
+    invalidated), the record goes back and is closed, nothing is raised from a finalizer, and
+    the pool lends its one connection again."""
+    eng = engines(pool_size=1, max_overflow=0, leak_threshold=0.3, reclaim_leaked=True)
+    seen = _events(eng)
+    conn = eng.connect()
+    conn.execute(sa.text("SELECT 1"))  # a transaction is open (autobegin)
+    dbapi = conn.connection.dbapi_connection
+    wait_until(lambda: eng.pool.core.stats()["leaks_reclaimed"] == 1, what="the reclaim")
+    assert eng.pool.core.stats()["in_use"] == 0  # the core has it back already
+    with pytest.raises(sa.exc.OperationalError) as ei:
+        conn.close()
+    assert ei.value.connection_invalidated  # SQLAlchemy's disconnect, as for a killed backend
+    assert conn.closed and dbapi.closed
+    assert seen["invalidate"] == 1 and seen["close"] == 1 and seen["checkin"] == 1
+    assert eng.pool.checkedout() == 0
+    with eng.connect() as again:  # pool_size 1: lent again, on a new connection
+        assert again.execute(sa.text("SELECT 2")).scalar() == 2
+        assert again.connection.dbapi_connection is not dbapi
+    gc.collect()
+    assert [str(w.message) for w in recwarn if "Unraisable" in type(w.message).__name__] == []
 
 
 def test_max_waiting_refuses_at_once_through_sqlalchemy(engines):

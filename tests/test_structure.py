@@ -4,6 +4,7 @@ it through their seams, and demo_app/ and load/ import no private names of the l
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from .helpers import parse_python
@@ -45,8 +46,8 @@ def test_the_check_finds_what_it_looks_for():
 def test_no_module_but_pool_py_touches_the_pools_private_state():
     private = _pool_privates()
     offenders = []
-    for path in sorted(PKG.glob("*.py")):
-        if path.name == "pool.py":
+    for path in sorted(PKG.rglob("*.py")):
+        if path == PKG / "pool.py":
             continue
         offenders += _touches(path, private)
     for folder in ("demo_app", "load"):
@@ -89,37 +90,96 @@ def test_the_configuration_defaults_are_the_constructors():
     assert {n: (pool[n], cfg[n]) for n in shared if pool[n] != cfg[n]} == {}
 
 
-def _unguarded_updates(source: str) -> list[str]:
-    """``self._x += ...`` (any augmented assignment to the pool's own fields) that sits neither
-    inside a ``with self._lock:`` block nor in a ``*_locked`` method (whose callers hold it).
-    Under the GIL a timing test cannot catch a read-modify-write moved out of the lock; this
-    reads where each one stands."""
+_LOCK_MAKERS = {"Lock", "RLock", "Condition"}
+
+
+def _lock_fields(cls: ast.ClassDef) -> set[str]:
+    """The fields a class sets to a lock of its own: ``self._x = threading.Lock()`` (RLock,
+    Condition too) anywhere in its methods."""
+    out: set[str] = set()
+    for node in ast.walk(cls):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            func = node.value.func
+            made = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if made in _LOCK_MAKERS:
+                out |= {t.attr for t in node.targets if isinstance(t, ast.Attribute)
+                        and isinstance(t.value, ast.Name) and t.value.id == "self"}  # fmt: skip
+    return out
+
+
+def _self_fields(node: ast.AST) -> list[str]:
+    """``self.x`` targets of an assignment (tuple targets unpacked)."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+        return [node.attr]
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return [f for elt in node.elts for f in _self_fields(elt)]
+    return []
+
+
+def _reads_field(expr: ast.AST, field: str) -> bool:
+    return any(isinstance(n, ast.Attribute) and n.attr == field and isinstance(n.value, ast.Name)
+               and n.value.id == "self" for n in ast.walk(expr))  # fmt: skip
+
+
+def _inherited_locks(classes: dict[str, ast.ClassDef], name: str, seen: frozenset[str] = frozenset()) -> set[str]:
+    """The lock fields of class ``name`` and of its bases found among ``classes`` (by name)."""
+    cls = classes.get(name)
+    if cls is None or name in seen:
+        return set()
+    out = _lock_fields(cls)
+    for base in cls.bases:
+        base_name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
+        out |= _inherited_locks(classes, base_name, seen | {name})
+    return out
+
+
+def _unguarded_updates(source: str, path: str = "", known: dict[str, ast.ClassDef] | None = None) -> list[str]:
+    """In every class that owns a lock (or inherits one from a class in ``known``, by name): a
+    read-modify-write of its own fields, ``self._x += ...`` or ``self._x = f(self._x ...)``,
+    that sits neither inside a ``with self.<one of its locks>:`` block nor in a ``*_locked``
+    method (whose callers hold it), nor in ``__init__`` (before the object is shared). Under the
+    GIL a timing test cannot catch a read-modify-write moved out of the lock; this reads where
+    each one stands."""
     tree = parse_python(source)
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ConnectionPool")
     out: list[str] = []
+    here = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+    classes = {**(known or {}), **here}
+    for cls in here.values():
+        locks = _inherited_locks(classes, cls.name)
+        if not locks:
+            continue
+        guards = {f"self.{name}" for name in locks}
 
-    def holds_lock(node: ast.With) -> bool:
-        return any(ast.unparse(item.context_expr) == "self._lock" for item in node.items)
+        def holds_lock(node: ast.With, guards: set[str] = guards) -> bool:
+            return any(ast.unparse(item.context_expr) in guards for item in node.items)
 
-    def visit(node: ast.AST, locked: bool, method: str) -> None:
-        target = node.target if isinstance(node, ast.AugAssign) else None
-        if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self" \
-                and not locked:  # fmt: skip
-            out.append(f"{method}:{node.lineno}: self.{target.attr}")
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.FunctionDef, ast.Lambda)) and node is not cls:
-                continue  # a nested function runs later, under whatever lock its caller holds
-            visit(child, locked or (isinstance(node, ast.With) and holds_lock(node)), method)
+        def visit(node: ast.AST, locked: bool, method: str, cls: ast.ClassDef = cls) -> None:
+            fields: list[str] = []
+            if isinstance(node, ast.AugAssign):
+                fields = _self_fields(node.target)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                fields = [f for t in targets for f in _self_fields(t) if _reads_field(node.value, f)]
+            if not locked:
+                out.extend(f"{path}{cls.name}.{method}:{node.lineno}: self.{f}" for f in fields)
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+                    continue  # a nested function runs later, under whatever lock its caller holds
+                visit(child, locked or (isinstance(node, ast.With) and holds_lock(node)), method)
 
-    for fn in cls.body:
-        if isinstance(fn, ast.FunctionDef):
-            visit(fn, fn.name.endswith("_locked"), fn.name)
+        for fn in cls.body:
+            if isinstance(fn, ast.FunctionDef) and fn.name != "__init__":
+                visit(fn, fn.name.endswith("_locked"), fn.name)
     return out
 
 
 def test_the_lock_check_finds_an_update_outside_the_lock():
     planted = (
+        "import threading\n"
         "class ConnectionPool:\n"
+        "    def __init__(self):\n"
+        "        self._lock = threading.Lock()\n"
+        "        self._borrows = self._borrows_before = 0\n"
         "    def putconn(self, held):\n"
         "        self._usage_sum += held\n"
         "        with self._lock:\n"
@@ -127,28 +187,100 @@ def test_the_lock_check_finds_an_update_outside_the_lock():
         "    def _give_locked(self):\n"
         "        self._borrows += 1\n"
     )
-    assert _unguarded_updates(planted) == ["putconn:3: self._usage_sum"]
+    assert _unguarded_updates(planted) == ["ConnectionPool.putconn:7: self._usage_sum"]
 
 
-def test_every_counter_update_in_the_pool_holds_the_pool_lock():
-    offenders = _unguarded_updates((PKG / "pool.py").read_text())
-    assert offenders == [], "read-modify-write of the pool's fields outside its lock:\n" + "\n".join(offenders)
+def test_the_lock_check_finds_a_plain_assignment_that_reads_what_it_writes():
+    planted = (
+        "from threading import Condition, Lock\n"
+        "class Detector:\n"
+        "    def __init__(self):\n"
+        "        self._cond = Condition(Lock())\n"
+        "    def saw(self, held):\n"
+        "        self.nested = self.nested + 1\n"
+        "        self._usage_sum, self.other = max(self._usage_sum, held), 0\n"
+        "        self.fresh = held\n"
+        "        with self._cond:\n"
+        "            self.nested = self.nested + 1\n"
+        "        with self._elsewhere:\n"
+        "            self.nested = self.nested - 1\n"
+        "class NoLock:\n"
+        "    def bump(self):\n"
+        "        self.n = self.n + 1\n"
+        "class Nested(Detector):\n"
+        "    def bump(self):\n"
+        "        self.n += 1\n"
+    )
+    assert _unguarded_updates(planted) == [
+        "Detector.saw:6: self.nested",
+        "Detector.saw:7: self._usage_sum",
+        "Detector.saw:12: self.nested",
+        "Nested.bump:18: self.n",
+    ]
 
 
-def _imports_of_package() -> dict[str, set[str]]:
-    """Module -> the threadpool_db modules it imports, at any depth of its code: type-only
-    (TYPE_CHECKING) and function-level imports included."""
+def _package_files() -> list[Path]:
+    """Every module of the package, its subpackages' too."""
+    return sorted(PKG.rglob("*.py"))
+
+
+# Found by the check below in a file this round's first phase may not edit (issue 35): two
+# creator threads learning rotated secrets at once can lose one, which could then show in a log.
+# Fix it (under self._lock) after the merge and empty this; the equality below then holds.
+KNOWN_ELSEWHERE = ["threadpool_db/connector.py: Connector.learn: self._secrets"]
+
+
+def test_every_field_update_in_a_class_that_owns_a_lock_holds_it():
+    offenders: list[str] = []
+    known = {c.name: c for path in _package_files() for c in ast.walk(parse_python(path.read_text()))
+             if isinstance(c, ast.ClassDef)}  # fmt: skip
+    assert sum(bool(_lock_fields(c)) for c in known.values()) >= 10  # the pool, the detector, the connector...
+    assert _inherited_locks(known, "NullConnectionPool") >= {"_lock"}  # a subclass of the pool: its lock
+    for path in _package_files():
+        offenders += _unguarded_updates(path.read_text(), f"{path.relative_to(ROOT)}: ", known)
+    offenders = [re.sub(r":\d+:", ":", o) for o in offenders]  # without line numbers
+    assert offenders == KNOWN_ELSEWHERE, "read-modify-write of a field outside its class's lock:\n" + "\n".join(
+        offenders
+    )
+
+
+TREES = ("threadpool_db", "load", "demo_app")  # the repository's Python, subpackages included
+
+
+def _module_names(base: Path, trees: tuple[str, ...]) -> dict[str, Path]:
+    """Dotted name -> file, for every module under ``trees`` (a package is its __init__)."""
+    out: dict[str, Path] = {}
+    for tree in trees:
+        for path in sorted((base / tree).rglob("*.py")):
+            parts = list(path.relative_to(base).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = path
+    return out
+
+
+def _import_graph(base: Path = ROOT, trees: tuple[str, ...] = TREES) -> dict[str, set[str]]:
+    """Module -> the modules of ``trees`` it imports, at any depth of its code: type-only
+    (TYPE_CHECKING) and function-level imports included, relative ones resolved. ``from p
+    import x`` is an edge to the module p.x when there is one, else to the package p."""
+    modules = _module_names(base, trees)
     graph: dict[str, set[str]] = {}
-    for path in sorted(PKG.glob("*.py")):
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         deps: set[str] = set()
         for node in ast.walk(parse_python(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("threadpool_db."):
-                deps.add(node.module.split(".")[1])  # type: ignore[union-attr]
-            elif isinstance(node, ast.Import):
-                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith("threadpool_db.")}
-        graph[path.stem] = {d for d in deps if (PKG / f"{d}.py").is_file() and d != path.stem}
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    parts = package.split(".")
+                    origin = ".".join(parts[: len(parts) - node.level + 1])
+                    source = f"{origin}.{node.module}" if node.module else origin
+                else:
+                    source = node.module or ""
+                for a in node.names:
+                    deps.add(f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source)
+        graph[name] = {d for d in deps if d in modules and d != name}
     return graph
 
 
@@ -181,6 +313,48 @@ def test_the_cycle_check_finds_a_ring():
     assert _cycles({"a": {"b"}, "b": set()}) == []
 
 
-def test_no_import_cycle_in_the_package_type_only_imports_included():
-    rings = _cycles(_imports_of_package())
-    assert rings == [], "import cycles in threadpool_db:\n" + "\n".join(" -> ".join(r) for r in rings)
+def test_the_import_graph_sees_subpackages_and_type_only_imports():
+    graph = _import_graph()
+    assert {"threadpool_db.records", "threadpool_db.leaks"} <= graph["threadpool_db.pool"]  # from .x import y
+    assert "threadpool_db.stats" in graph["threadpool_db.pool"]  # from . import stats
+    assert "load.cpu" in graph["load.compare"]  # from . import cpu
+    assert "demo_app.latency" in graph["load.compare"]  # from demo_app import latency
+
+
+def test_the_cycle_check_finds_a_ring_in_a_subpackage_through_a_type_only_import(tmp_path):
+    sub = tmp_path / "threadpool_db" / "django"
+    sub.mkdir(parents=True)
+    (tmp_path / "threadpool_db" / "__init__.py").write_text("")
+    (tmp_path / "threadpool_db" / "pool.py").write_text("from .django import base\n")
+    (sub / "__init__.py").write_text("")
+    (sub / "base.py").write_text("from . import features\nfrom ..pool import ConnectionPool\n")
+    (sub / "features.py").write_text(  # type-only, absolute
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from threadpool_db.django.base import DatabaseWrapper\n"
+    )
+    rings = _cycles(_import_graph(tmp_path, ("threadpool_db",)))
+    assert sorted(map(frozenset, rings), key=sorted) == sorted(
+        [
+            frozenset({"threadpool_db.django.base", "threadpool_db.django.features"}),
+            frozenset({"threadpool_db.django.base", "threadpool_db.pool"}),
+        ],
+        key=sorted,
+    )
+
+
+def test_no_import_cycle_in_the_repository_type_only_imports_included():
+    graph = _import_graph()
+    assert len([m for m in graph if m.startswith("threadpool_db.")]) >= 20 and "load.report" in graph
+    rings = _cycles(graph)
+    assert rings == [], "import cycles:\n" + "\n".join(" -> ".join(r) for r in rings)
+
+
+def test_the_library_never_imports_its_test_bed():
+    graph = _import_graph()
+    bed = {"threadpool_db.embedded", "threadpool_db.devdb"}
+    users = sorted(m for m, deps in graph.items() if m.startswith("threadpool_db") and m not in bed and deps & bed)
+    assert users == [], users
+    assert (
+        "threadpool_db.embedded" in graph["threadpool_db.devdb"] and "threadpool_db.embedded" in graph["load._server"]
+    )

@@ -26,11 +26,13 @@ Services (own their state; each declares the Protocol it needs of the pool)
 Records
   records.py     Slot (one connection), Waiter and ``Queued`` (a borrower in the queue).
 Leaves
-  config.py (every parameter validated once; the size rule), drivers.py (psycopg / DB-API
-  adapters, connect-error classes), sched.py (tenants, priorities), stats.py (windows and the
-  formatting of stats, the observers' recorders), advisor.py (sizing from a snapshot; what the
-  server said), errors.py (the exceptions, and the words of a timeout), redact.py, pgbouncer.py.
-Test bed: testing.py (embedded PostgreSQL, PgBouncer) and devdb.py. The library never imports it.
+  config.py (every parameter validated once; the size rule), drivers.py (the ``Driver``
+  Protocol, the psycopg / DB-API adapters, connect-error classes), quotas.py (who is served
+  next: tenant quotas, priorities), stats.py (windows and the formatting of stats, the
+  observers' recorders), advisor.py (sizing from a snapshot; what the server said), errors.py
+  (the exceptions, and the words of a timeout), redact.py, pgbouncer.py.
+Test bed: embedded.py (embedded PostgreSQL, PgBouncer) and devdb.py, its command line. The
+library never imports them.
 
 A borrow: getconn() asks the leak detector where it is called from (one frame walk), takes the
 lock, pops an idle connection and, unless it must be validated first, finishes the borrow

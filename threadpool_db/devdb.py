@@ -15,7 +15,7 @@ import argparse
 import sys
 import threading
 
-from .testing import EmbeddedPostgres, Stopped, stop_on_signals
+from .embedded import EmbeddedPostgres, Stopped, stop_on_signals
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ import select
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from psycopg import OperationalError
 
@@ -80,7 +80,37 @@ def permanent_cause(exc: BaseException) -> str | None:
     return next((cause for needle, cause in _PERMANENT_TEXTS if needle in text), None)
 
 
-class Driver:
+@runtime_checkable
+class Driver(Protocol):
+    """What the connector asks of a kind of connection (its seam, on the consumer's side): make
+    one, snapshot and restore its session settings, read its transaction status, roll it back,
+    check it within a timeout, close it, abort it from another thread, and name its backend.
+    Nothing needs to inherit from it: :class:`DbapiDriver` and :class:`PsycopgDriver` here,
+    FairQueuePool's SQLAlchemy records, or an application's own class with these members."""
+
+    name: str  # for messages: "psycopg", "dbapi" ...
+    knows_status: bool  # False: status() is a guess, so every return rolls back
+
+    def connect(self) -> Any: ...
+
+    def settings(self, raw: Any) -> Settings: ...
+
+    def restore(self, raw: Any, settings: Settings) -> None: ...
+
+    def status(self, raw: Any) -> int: ...
+
+    def rollback(self, raw: Any) -> None: ...
+
+    def validate(self, raw: Any, timeout: float) -> None: ...
+
+    def close(self, raw: Any) -> None: ...
+
+    def abort(self, raw: Any) -> None: ...
+
+    def backend_pid(self, raw: Any) -> int | None: ...
+
+
+class DbapiDriver:
     """The generic DB-API 2.0 adapter: a ``connect()`` callable and nothing more known."""
 
     name = "dbapi"
@@ -127,7 +157,7 @@ class Driver:
         return None
 
 
-class PsycopgDriver(Driver):
+class PsycopgDriver(DbapiDriver):
     """psycopg 3: status from libpq, settings tracked, a bounded validation query."""
 
     name = "psycopg"
@@ -288,7 +318,7 @@ _ADAPTER_API = (
 )  # fmt: skip
 
 
-class _SniffingDriver(Driver):
+class _SniffingDriver(DbapiDriver):
     """A user factory: behave as psycopg when it returns psycopg connections."""
 
     def __init__(self, connect: Callable[[], Any]) -> None:
@@ -299,7 +329,7 @@ class _SniffingDriver(Driver):
         raw = self._connect()
         if self._impl is None:
             psycopg3 = _is_psycopg3(raw)
-            self._impl = PsycopgDriver(self._connect) if psycopg3 else Driver(self._connect)
+            self._impl = PsycopgDriver(self._connect) if psycopg3 else DbapiDriver(self._connect)
             self.name = self._impl.name
             for attr in _ADAPTER_API:
                 setattr(self, attr, getattr(self._impl, attr))

@@ -167,12 +167,28 @@ def _user_frame(f: FrameType | None, skip: str | tuple[str, ...] = _PKG_DIR) -> 
     return f
 
 
+def borrower(slot: Lease, by_ident: dict[int, threading.Thread] | None = None) -> threading.Thread | None:
+    """The thread that borrowed ``slot``: the Thread object recorded with the borrow, alive or
+    not. Identity by object: a thread's ident is reused once it ends, so looking the ident up
+    among the running threads would name whoever got it next. Only when no Thread was recorded
+    (detection off, or a borrow with no frame of the user's) is the ident all there is: then
+    the running thread with that ident (``by_ident``, or threading's table), if any."""
+    if slot.thread is not None:
+        return slot.thread
+    if by_ident is None:
+        by_ident = {t.ident: t for t in threading.enumerate()}
+    return by_ident.get(slot.owner)
+
+
 def holders_text(holders: list[Lease], now: float) -> str:
     """The top holders of a pool, for its timeout message: thread, held for, borrow site."""
-    names = {t.ident: t.name for t in threading.enumerate()}
-    return ", ".join(f"thread {names.get(s.owner) or (s.thread.name if s.thread else '?')!r} for "
-                     f"{now - s.borrowed_at:.1f} s at {site_text(s.site)}"
-                     for s in holders)  # fmt: skip
+    out = []
+    for s in holders:
+        t = borrower(s)
+        out.append(
+            f"thread {t.name if t is not None else '?'!r} for {now - s.borrowed_at:.1f} s at {site_text(s.site)}"
+        )
+    return ", ".join(out)
 
 
 def held_text(held: Lease) -> str:
@@ -245,7 +261,10 @@ class LeakDetector:
 
     def _init_state(self) -> None:
         self._lock = threading.Lock()  # guards everything below
-        # The watchdog waits on _cond; stop() notifies it. Nothing else needs to.
+        # The watchdog waits on _cond until the next deadline (scan's answer: the first lease to
+        # cross the threshold, or a reclaim due; with none out, one threshold from now). Only
+        # stop() notifies it (the pool closing). A borrow never needs to: a lease that starts
+        # after a scan crosses the threshold after that scan's wake-up time.
         self._cond = threading.Condition(threading.Lock())
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -293,6 +312,8 @@ class LeakDetector:
         ``nested_borrows``; only one that ``waits`` can deadlock, and only that one is logged,
         at WARNING, once per call site (code that nests on purpose in a pool with room says
         nothing)."""
+        if earlier.thread is not None and earlier.thread is not thread:
+            return  # held by a thread that ended and whose ident this one got: not this thread's
         live = live_stack(thread.ident or 0)
         if not still_running(earlier.site, live):
             return
@@ -337,8 +358,10 @@ class LeakDetector:
     def scan(self, table: LeaseTable) -> float:
         """Report and reclaim what is due; return the seconds until the next deadline."""
         now = table.now()
+        # A lease that starts after this scan crosses the threshold after ``nearest``'s cap:
+        # so no borrow ever has to wake the watchdog (the borrow path stays free of it).
         nearest = now + self.threshold
-        threads = {t.ident: t for t in threading.enumerate()}
+        threads: dict[int, threading.Thread] | None = None  # by ident, only for a slot with no Thread
         for slot in table.leased():
             handle, start, record = slot.handle, slot.borrowed_at, slot.report
             if handle is None:
@@ -348,12 +371,17 @@ class LeakDetector:
                 if held < self.threshold:
                     nearest = min(nearest, start + self.threshold)
                     continue
-                record = self._report(table, slot, handle, threads.get(slot.owner), held)
+                if slot.thread is None and threads is None:
+                    threads = {t.ident: t for t in threading.enumerate()}
+                thread = borrower(slot, threads)
+                record = self._report(table, slot, handle, thread, held)
                 if record is None:
                     continue
             elif record.get("reclaimed"):
                 continue
-            alive = record["thread_alive"] and slot.owner in threads
+            else:
+                thread = borrower(slot)
+            alive = record["thread_alive"] and thread is not None and thread.is_alive()
             if not alive or (self.reclaim and held >= self.reclaim_after):
                 self._reclaim(table, slot, handle, record, held, alive)
             elif self.reclaim:
@@ -436,18 +464,22 @@ def _watchdog(ref: weakref.ReferenceType[LeaseTable], det: LeakDetector) -> None
 
 def describe_all(pool_name: str, leased: Sequence[Lease], now: float) -> list[dict[str, Any]]:
     """``describe`` for each connection out now (pool.borrowed())."""
-    threads = {t.ident: t for t in threading.enumerate()}
-    return [describe(pool_name, s, threads.get(s.owner), now - s.borrowed_at, reported=s.report is not None)
+    threads = {t.ident: t for t in threading.enumerate()} if any(s.thread is None for s in leased) else None
+    return [describe(pool_name, s, borrower(s, threads), now - s.borrowed_at, reported=s.report is not None)
             for s in leased]  # fmt: skip
 
 
 def describe(
     pool_name: str, slot: Lease, thread: threading.Thread | None, held: float, reported: bool = False
 ) -> dict[str, Any]:
-    """What a leak report and pool.borrowed() say about one borrowed connection."""
+    """What a leak report and pool.borrowed() say about one borrowed connection. ``thread``:
+    its borrower (see :func:`borrower`), whose name outlives it."""
     alive = thread is not None and thread.is_alive()
-    who = thread or slot.thread  # a thread that ended is still named by the record of its borrow
-    live = live_stack(slot.owner) if alive else None
+    live = live_stack(thread.ident or 0) if alive else None  # type: ignore[union-attr]
+    if live is not None and not thread.is_alive():  # type: ignore[union-attr]
+        # it ended between the two reads: the stack under its ident may be a newer thread's
+        alive, live = False, None
+    who = thread or slot.thread
     borrowed = slot.site
     at = site_text(borrowed, "<borrow site not captured>")
     stack = borrowed[3] if borrowed else None

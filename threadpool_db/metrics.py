@@ -77,13 +77,16 @@ _COUNTERS = {
     "leaks_reclaimed": ("leaks_reclaimed", "Leaked connections reclaimed"),
     "leaks_returned": ("leaks_returned_late", "Reported leaks whose connection came back after all"),
 }
-_shared: dict[int, dict[str, Any]] = {}  # one set of metric objects per registry
-_lock = threading.Lock()
+# One set of metric objects per registry, keyed by the registry itself, weakly: a registry's
+# id() is reused once it is gone, and a new registry at a freed one's address must not get the
+# dead one's metrics (registered there, not here). A registry that goes takes its set along.
+_shared: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Any]] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()  # guards _shared
 
 
 def _metrics_for(registry: CollectorRegistry) -> dict[str, Any]:
     with _lock:
-        m = _shared.get(id(registry))
+        m = _shared.get(registry)
         if m is None:
             multiproc = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
             gauge_kw: dict[str, Any] = {"multiprocess_mode": "livesum"} if multiproc else {}
@@ -109,7 +112,7 @@ def _metrics_for(registry: CollectorRegistry) -> dict[str, Any]:
                                          ["pool", "route"], registry=registry)  # fmt: skip
             m["route_acquire"] = Histogram(P + "routing_acquire_seconds", "RoutingPool time to borrow by route",
                                            ["pool", "route"], registry=registry, buckets=BUCKETS)  # fmt: skip
-            _shared[id(registry)] = m
+            _shared[registry] = m
         return m
 
 

@@ -14,6 +14,8 @@ waiting borrowers, the timeouts, the leak counters) are *observable* instruments
 need a call on each borrow, return and connect: that observer is added to the pool only once
 a real meter provider is there (the API's no-op one never collects, so with it the borrow cycle
 does not change); with the global provider not set yet, it is added at the first collection.
+Each histogram advises its own bucket boundaries, at the scale of what it times (see
+``WAIT_BUCKETS`` and its neighbours below).
 """
 
 from __future__ import annotations
@@ -59,6 +61,23 @@ _COUNTERS: tuple[tuple[str, str, str, str], ...] = (
 )  # fmt: skip
 
 
+# Bucket boundaries of the time histograms, in seconds, advised per instrument (the API's
+# explicit_bucket_boundaries_advisory, opentelemetry-api 1.30+), the way the semantic
+# conventions advise them for db.client.operation.duration (0.001 ... 10 s). They advise none
+# for the pool's three times, and the SDK's default (0, 5, 10, 25 ... 10000, made for
+# milliseconds) would put every one of them in its first two buckets. So, in 1-2.5-5 steps, at
+# the scale of each; a View the application registers still overrides them:
+# - waiting: a few microseconds from an idle pool, up to the borrow timeout (30 s by default);
+WAIT_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)  # fmt: skip
+# - creating: a TCP connect and password exchange, a millisecond on localhost, tens to hundreds
+#   with TLS across a network, up to connect_timeout;
+CREATE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# - using: a query or a request, from a hundred microseconds up to the leak threshold (60 s).
+USE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+               10.0, 30.0, 60.0)  # fmt: skip
+
+
 def _is_noop(provider: Any) -> bool:
     """Will this provider never collect? The API's no-op one; the global proxy until an SDK
     provider is set (then it is no more: checked again at the first collection)."""
@@ -83,14 +102,18 @@ class _Instruments:
                                                     description=description)  # fmt: skip
         for name, unit, description, key in _COUNTERS:
             meter.create_observable_counter(name, callbacks=[self._counter(key)], unit=unit, description=description)
-        hist = meter.create_histogram
-        self.wait = hist("db.client.connection.wait_time", unit="s", description="Time to obtain a connection")
-        self.use = hist("db.client.connection.use_time", unit="s", description="Time a connection was held")
-        self.create = hist("db.client.connection.create_time", unit="s", description="Time to create a connection")
-        self.tenant_wait = hist("threadpool_db.tenant.wait_time", unit="s",
-                                description="A tenant's time to obtain a connection")  # fmt: skip
-        self.route_wait = hist("threadpool_db.routing.wait_time", unit="s",
-                               description="A RoutingPool's time to obtain a connection, by route")  # fmt: skip
+
+        def hist(name: str, description: str, buckets: tuple[float, ...]) -> Any:
+            return meter.create_histogram(name, unit="s", description=description,
+                                          explicit_bucket_boundaries_advisory=buckets)  # fmt: skip
+
+        self.wait = hist("db.client.connection.wait_time", "Time to obtain a connection", WAIT_BUCKETS)
+        self.use = hist("db.client.connection.use_time", "Time a connection was held", USE_BUCKETS)
+        self.create = hist("db.client.connection.create_time", "Time to create a connection", CREATE_BUCKETS)
+        self.tenant_wait = hist("threadpool_db.tenant.wait_time", "A tenant's time to obtain a connection",
+                                WAIT_BUCKETS)  # fmt: skip
+        self.route_wait = hist("threadpool_db.routing.wait_time",
+                               "A RoutingPool's time to obtain a connection, by route", WAIT_BUCKETS)  # fmt: skip
 
     def add(self, inst: Instrumentation) -> None:
         with self._lock:

@@ -26,7 +26,8 @@ from threading import current_thread, get_ident
 from types import TracebackType
 from typing import Any
 
-from . import advisor, errors, forking, sched, stats, workers
+from . import advisor, errors, forking, stats, workers
+from . import quotas as sched  # (its uses below keep the old name until the pool.py rename round)
 from .config import AUTO_CHECK_IDLE, NETWORK_TIMEOUT, UNLIMITED, PoolConfig, check_sizes, positive
 from .connection import PooledConnection, bad_return_error, check_connection, dead_handle_error
 from .connector import GIVE_UP, RETRY, STOP, CheckTimedOut, Connector, Failure
@@ -35,8 +36,8 @@ from .errors import PoolClosed, PoolConfigError, PoolError, PoolTimeout, TenantQ
 from .future import Futures
 from .housekeeper import BURST_WINDOW, Housekeeper, View
 from .leaks import LeakDetector, describe_all, held_text, holders_text
+from .quotas import TenantBook
 from .records import Queued, Slot, Waiter
-from .sched import TenantBook
 from .stats import Window
 
 logger = logging.getLogger("threadpool_db")

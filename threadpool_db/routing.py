@@ -90,7 +90,7 @@ class RoutingPool:
         self._counts = {"primary_reads": 0, "replica_reads": 0, "writes": 0, "fallbacks": 0}
         # seconds each borrow took, by route; observers (RoutingMetrics) hear of each one too
         self.acquire_windows = {"primary": Window(), "replica": Window()}
-        self._observers: list[Callable[[str, float], Any]] = []  # replaced whole, never mutated
+        self._observers: list[Callable[[str, float], Any]] = []  # replaced whole under _lock, never mutated
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if self.replicas:
@@ -147,7 +147,8 @@ class RoutingPool:
     def add_observer(self, observer: Any) -> None:
         """Be told of each borrow: ``observer.route_acquired(route, seconds)``, route being
         "primary" or "replica", on the borrowing thread (keep it quick). RoutingMetrics is one."""
-        self._observers = [*self._observers, observer.route_acquired]
+        with self._lock:  # two at once must not lose one (the list is replaced whole, read without it)
+            self._observers = [*self._observers, observer.route_acquired]
 
     def _acquired(self, route: str, seconds: float) -> None:
         self.acquire_windows[route].append(seconds)

@@ -30,7 +30,7 @@ from sqlalchemy.pool import Pool
 from sqlalchemy.pool.base import _ConnectionRecord
 
 from .config import UNLIMITED, int_at_least
-from .drivers import IDLE, Driver, PsycopgDriver
+from .drivers import IDLE, DbapiDriver, PsycopgDriver
 from .errors import PoolTimeout
 from .pool import ConnectionPool
 
@@ -52,7 +52,7 @@ def _framework_dirs() -> tuple[str, ...]:
     return tuple(dirs)
 
 
-class _Records(Driver):
+class _Records(DbapiDriver):
     """The connector's seam for SQLAlchemy's connection records: made unconnected (SQLAlchemy
     connects them at checkout), reset by SQLAlchemy (so nothing to do here), closed through
     the record (which fires SQLAlchemy's ``close`` event)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from threadpool_db.testing import EmbeddedPostgres
+from threadpool_db.embedded import EmbeddedPostgres
 
 from .netns import CLIENT_NETS, DIRECT_ADDR, SERVER_ADDR
 

