@@ -352,8 +352,7 @@ def test_close_with_connections_out(make_pool, pg, app_name):
         except BaseException as e:
             blocked.append(e)
         finally:
-            with pytest.raises(PoolClosed):  # returned after close: closed, and said so
-                pool.putconn(p)
+            pool.putconn(p)  # returned after close: closed quietly, as psycopg_pool
 
     t = threading.Thread(target=waiter, daemon=True)
     t.start()
@@ -366,8 +365,8 @@ def test_close_with_connections_out(make_pool, pg, app_name):
         pool.getconn()
     # the borrowed connection still works until it is returned, then it is closed
     assert out.execute("SELECT 1").fetchone() == (1,)
-    with pytest.raises(PoolClosed, match="closed, not returned"):
-        pool.putconn(out)  # a clear error, and the connection is closed all the same
+    pool.putconn(out)  # quietly, as psycopg_pool (Django returns into a pool it closed)
+    assert out.returned and out.closed
     wait_until(lambda: pid_out not in backends(pg.admin_url, app_name), what="backend closed")
     assert pool.closed
     s = pool.stats()

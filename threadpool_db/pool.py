@@ -571,10 +571,10 @@ class ConnectionPool:
     def putconn(self, conn: PooledConnection, exc: BaseException | None = None, commit: bool | None = None) -> None:
         """Give a connection back. Any open transaction is rolled back, settings restored.
 
-        After ``close()`` the connection is closed instead, and ``PoolClosed`` says so. With
+        After ``close()`` the connection is closed instead, quietly (as psycopg_pool). With
         ``commit`` given, this is the end of a ``with`` block (the handle's ``__exit__``, in one
-        call): an open transaction is committed when ``commit`` is true, else rolled back, a
-        fatal ``exc`` marks the connection broken, and a closed pool takes it back quietly.
+        call): an open transaction is committed when ``commit`` is true, else rolled back, and
+        a fatal ``exc`` marks the connection broken.
         """
         slot = conn._slot if type(conn) is PooledConnection and conn._pool is self else None
         if type(slot) is not Slot:  # foreign, already returned, or reclaimed meanwhile
@@ -619,8 +619,7 @@ class ConnectionPool:
                 slot.report = None
             if slot.gen != self._gen:  # borrowed before a fork: not ours to close
                 return
-            pool_open = not self._closed
-            if not pool_open:
+            if self._closed:
                 close = True
                 self._forget_locked(slot)
             elif close or now >= slot.expires or (not self._keep_idle and not self._waiting
@@ -647,8 +646,9 @@ class ConnectionPool:
             self._leaks.on_return(report, held)  # type: ignore[union-attr]
         if close:
             self._close_slot(slot)
-        if not pool_open and commit is None:  # a with block may outlive its pool, quietly
-            raise PoolClosed(f"pool {self.name!r} is closed: the connection was closed, not returned")
+        # A return into a closed pool is quiet, as psycopg_pool's: the connection is closed
+        # (above), which is all the caller could want. Django's backend returns connections
+        # into a pool it closed itself (close_pool() on a settings change).
 
     def release(self, conn: PooledConnection, exc: BaseException | None = None, commit: bool = False) -> None:
         """Give a connection back as a ``with`` block ends (Flask's teardown): ``putconn`` with
