@@ -769,8 +769,13 @@ class ConnectionPool:
             if slot is None or self._clock() <= slot.check_at or self._validate(slot):
                 return slot  # (a slot that failed validation is gone: admit again)
 
-    def hand_out(self, slot: Slot, since: float, thread: threading.Thread, site: Any) -> PooledConnection:
+    def hand_out(self, slot: Slot, since: float, thread: threading.Thread, site: Any,
+                 checked: bool = False) -> PooledConnection | None:  # fmt: skip
         now = self._clock()
+        # A connection granted to a queued future is checked here, when due, as getconn checks
+        # one granted to a thread (admit already checked one it served at once: ``checked``).
+        if not checked and now > slot.check_at and not self._validate(slot):
+            return None  # discarded: the future queues again (future.Notifier._resolve)
         with self._lock:
             handle = self._finish_borrow_locked(slot, now, thread.ident or 0, site, thread, now - since)
         self._on_acquire(now - since)
