@@ -37,6 +37,11 @@ bench: venv
 upstream-pool: venv
 	$(BIN)/python tests/upstream/run_psycopg_pool.py $(PSYCOPG_SRC)
 
+# SQLAlchemy's test/engine/test_pool.py with QueuePool rebound to FairQueuePool (SQLALCHEMY_SRC:
+# its unpacked sdist, `pip download --no-binary :all: --no-deps sqlalchemy==<installed>`).
+upstream-sqlalchemy-pool: venv
+	$(BIN)/python tests/upstream/run_sqlalchemy_pool.py $(SQLALCHEMY_SRC)
+
 quick-demo: venv
 	$(BIN)/python -m demo_app.quick
 

@@ -1044,18 +1044,22 @@ class ConnectionPool:
             elif self._validate(slot):
                 self._put_back(slot)
 
-    def drain(self) -> None:
+    def drain(self, *, idle: bool = True, borrowed: bool = True) -> None:
         """Replace every connection (psycopg_pool's ``drain()``; after a password or DNS change):
-        idle ones close now, borrowed ones when they come back."""
+        idle ones close now, borrowed ones when they come back. ``idle=False`` or
+        ``borrowed=False`` leaves that half alone (FairQueuePool: QueuePool's ``dispose()``
+        closes the idle ones only; after ``recreate()`` the borrowed ones close on return)."""
         with self._lock:
-            idle = self._drain_idle_locked()
-            for slot in self._all.values():
-                slot.expires = 0.0  # read by putconn under this lock: closes on return
+            idle_slots = self._drain_idle_locked() if idle else []
+            for slot in self._all.values() if borrowed else ():
+                if idle or slot.handle is not None:
+                    slot.expires = 0.0  # read by putconn under this lock: closes on return
             self._fill_locked()
             self._grow_locked()
-        for slot in idle:
+        for slot in idle_slots:
             self._close_slot(slot)
-        logger.info("pool %r: drained (%d idle closed, the rest close on return)", self.name, len(idle))
+        logger.info("pool %r: drained (%d idle closed, %s)", self.name, len(idle_slots),
+                    "the borrowed close on return" if borrowed else "the borrowed kept")  # fmt: skip
 
     # -- reporting ------------------------------------------------------------------------------
     def _counts_locked(self) -> dict[str, Any]:
