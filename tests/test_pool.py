@@ -576,3 +576,30 @@ def test_a_future_that_waited_gets_a_checked_connection(make_pool, pg):
     assert conn.execute("SELECT 1").fetchone() == (1,)
     pool.putconn(conn)
     assert pool.stats()["check_failed"] == 1
+
+
+# -- a quiet pool's housekeeper sleeps until its next deadline (issue 32 item 9) ------------------
+def test_a_quiet_pools_housekeeper_does_not_tick_every_second(make_pool):
+    pool = make_pool(min_size=2, max_size=2)
+    with pool.connection() as conn:
+        conn.execute("SELECT 1")
+    time.sleep(1.5)  # a round sees the borrow, the next finds the pool quiet and sleeps
+    runs = pool.stats()["housekeeper_runs"]
+    time.sleep(3.0)
+    assert pool.stats()["housekeeper_runs"] - runs <= 1  # a one-second tick would make 3
+
+
+def test_resize_wakes_the_sleeping_housekeeper_for_the_new_surplus(make_pool):
+    """Quiet at min_size, the housekeeper sleeps; a resize that makes idle connections surplus
+    gets them retired by max_idle now, not at its next planned round."""
+    pool = make_pool(min_size=3, max_size=3, max_idle=0.5)
+    time.sleep(1.5)  # quiet: nothing is surplus, no lifetime ends soon
+    pool.resize(1, 3)
+    wait_until(lambda: pool.stats()["size"] == 1, timeout=5.0, what="the surplus to retire after max_idle")
+
+
+def test_close_of_a_quiet_pool_ends_its_threads_at_once(make_pool):
+    pool = make_pool(min_size=1, max_size=1)
+    time.sleep(1.5)  # its housekeeper sleeps (until the lifetime's end, or a minute)
+    pool.close(timeout=3.0)
+    assert pool.stats()["threads"] == 0  # the housekeeper was woken, not waited for

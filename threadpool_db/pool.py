@@ -213,6 +213,12 @@ class ConnectionPool:
         self._wire_observers()
         self._tasks = workers.TaskQueue()
         self._stop = threading.Event()
+        # Wakes the housekeeper before its next deadline (workers._housekeeper clears it): set by
+        # add_connection (a lifetime may end sooner), resize, a borrower queueing while the
+        # housekeeper sleeps long (_admit_locked), and _shut_down (after _stop).
+        self._nudge = threading.Event()
+        self._hk_quiet = False  # the housekeeper's last round found the pool quiet (under the lock)
+        self._hk_attempts = -1  # borrow attempts counted at that round (under the lock)
         self._threads: list[threading.Thread] = []
 
     def add_observer(self, observer: Any) -> None:
@@ -282,7 +288,7 @@ class ConnectionPool:
 
     def _start_threads(self) -> None:
         self._threads = workers.start(self.name, self._create_one, self._housekeep, self._tasks, self._stop,
-                                      self.num_workers)  # fmt: skip
+                                      self.num_workers, self._nudge)  # fmt: skip
         if self._leaks is not None:
             self._leaks.start(self)
 
@@ -311,6 +317,7 @@ class ConnectionPool:
     def _shut_down(self, idle: list[Slot], join: bool) -> None:
         """After the lock: the threads told to end, ``idle`` closed, the services stopped."""
         self._stop.set()
+        self._nudge.set()  # the housekeeper sees _stop at once
         self._tasks.shutdown(len(self._threads))
         for slot in idle:
             self._close_slot(slot)
@@ -469,6 +476,9 @@ class ConnectionPool:
         self._waits += 1
         self._tenants.count(tenant, "waits")
         self._grow_locked()
+        if self._hk_quiet:  # the housekeeper sleeps long: waits matter to bursts and the advisor
+            self._hk_quiet = False
+            self._nudge.set()
         return None
 
     def _wait_for_slot(self, deadline: float, timeout: float, tenant: str | None, priority: float | None, owner: int,
@@ -901,7 +911,9 @@ class ConnectionPool:
                 self._rest_locked(slot, slot.last_used)
                 self._hand_over_locked(slot)
                 self._filled.notify_all()  # for wait(), which waits for min_size
-        if not keep:
+        if keep:
+            self._nudge.set()  # its lifetime may end before the housekeeper's next deadline
+        else:
             self._close_slot(slot)
 
     def stopped_growing(self, gen: int) -> None:
@@ -962,11 +974,15 @@ class ConnectionPool:
             timeouts = self._timeouts + self._rejected + self._config_errors
             attempts = self._borrows + timeouts
             self._rate.append((now, attempts, timeouts))  # attempts, and those not served
-            nxt = min((s.expires for s in self._all.values()), default=now + 60.0)
+            # (a lifetime already over is for putconn to act on, when that connection comes back)
+            nxt = min((s.expires for s in self._all.values() if s.expires > now), default=math.inf)
             since = now - BURST_WINDOW
             start = next((n for t, n, _ in self._rate if t >= since), attempts)
-            return View(now, list(self._idle), self._nconns, 0 if self._forked_parent else self.min_size,
-                        attempts, start, [w.since for w in self._waiting], nxt)  # fmt: skip
+            keep = 0 if self._forked_parent else self.min_size
+            quiet = attempts == self._hk_attempts and not self._waiting and self._nconns + self._growing >= keep
+            self._hk_quiet, self._hk_attempts = quiet, attempts
+            return View(now, list(self._idle), self._nconns, keep, attempts, start, [w.since for w in self._waiting],
+                        nxt, quiet)  # fmt: skip
 
     def evict(self, victims: list[tuple[Slot, str]]) -> None:
         """Retire the housekeeper's choices that are still idle, then refill and grow."""
@@ -1025,6 +1041,7 @@ class ConnectionPool:
                     excess -= 1
             self._fill_locked()
             self._grow_locked()
+        self._nudge.set()  # min_size moved: which idle ones may retire, and when
         for slot in victims:
             self._close_slot(slot)
         logger.info("pool %r: resized to min_size=%d, max_size=%d", self.name, lo, self.max_size)
