@@ -78,3 +78,15 @@ def test_null_pool_resets_a_connection_only_when_it_is_lent_again(dsn, app_name)
 def _borrow_pid(pool: NullConnectionPool) -> int:
     with pool.connection() as conn:  # returned with nobody waiting: closed without a reset
         return conn.info.backend_pid
+
+
+def test_the_bad_return_warnings_name_libpqs_state(make_pool, caplog):
+    """As psycopg_pool's messages: the state by libpq's name, so a log search finds either."""
+    pool = make_pool(min_size=1, max_size=1)
+    with caplog.at_level(logging.WARNING, logger="threadpool_db"):
+        conn = pool.getconn()
+        conn.execute("SELECT 1")  # a transaction left open
+        pool.putconn(conn)
+    assert any("INTRANS" in r.getMessage() and "rolled back" in r.getMessage() for r in caplog.records)
+    with pool.connection() as conn:
+        assert conn.info.transaction_status == 0  # IDLE: rolled back

@@ -23,7 +23,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import config
-from .drivers import ACTIVE, IDLE, INERROR, INTRANS, Driver, is_fatal_sqlstate, make_driver, permanent_cause
+from .drivers import (
+    ACTIVE,
+    IDLE,
+    INERROR,
+    INTRANS,
+    STATUS_NAMES,
+    Driver,
+    is_fatal_sqlstate,
+    make_driver,
+    permanent_cause,
+)
 from .errors import PoolError
 from .pgbouncer import guard_configure, take_flag
 from .records import BROKEN, DIRTY, Slot
@@ -222,8 +232,8 @@ class Connector:
         try:
             if self._configure is not None:
                 self._configure(raw)
-                if driver.knows_status and driver.status(raw) != IDLE:
-                    raise PoolError("configure callback left the connection in a transaction; "
+                if driver.knows_status and (st := driver.status(raw)) != IDLE:
+                    raise PoolError(f"configure callback left the connection in a transaction ({STATUS_NAMES[st]}); "
                                     "commit or roll back inside it")  # fmt: skip
             settings = driver.settings(raw)
         except BaseException:
@@ -382,8 +392,8 @@ class Connector:
             slot.dirty = 0
             if self.reset_callback is not None:
                 self.reset_callback(raw)
-                if driver.knows_status and driver.status(raw) != IDLE:
-                    raise PoolError("reset callback left the connection in a transaction")
+                if driver.knows_status and (st := driver.status(raw)) != IDLE:
+                    raise PoolError(f"reset callback left the connection in a transaction ({STATUS_NAMES[st]})")
             return None
         except Exception as e:
             logger.warning("pool %r: connection %d could not be reset, discarded: %s",
@@ -410,8 +420,10 @@ class Connector:
                 last[1] += 1
                 return
             suppressed, last[0], last[1] = last[1], now, 0
-        what = {INTRANS: "inside an open transaction (rolled back)", INERROR: "in a failed transaction (rolled back)",
-                ACTIVE: "with a query still running (discarded)"}[status]  # fmt: skip
+        # libpq's names for the states too (INTRANS...), as psycopg_pool's messages have them
+        what = {INTRANS: "inside an open transaction (INTRANS, rolled back)",
+                INERROR: "in a failed transaction (INERROR, rolled back)",
+                ACTIVE: "with a query still running (ACTIVE, discarded)"}[status]  # fmt: skip
         more = f"; {suppressed} more such return(s) since the last warning" if suppressed else ""
         logger.warning("pool %r: connection %d was returned %s: commit or roll back before putconn%s",
                        self.name, slot.id, what, more)  # fmt: skip

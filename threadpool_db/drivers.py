@@ -18,6 +18,7 @@ from typing import Any
 
 # Transaction states, the values libpq's PQtransactionStatus uses.
 IDLE, ACTIVE, INTRANS, INERROR, UNKNOWN = 0, 1, 2, 3, 4
+STATUS_NAMES = ("IDLE", "ACTIVE", "INTRANS", "INERROR", "UNKNOWN")  # libpq's, for messages
 
 # SQLSTATEs after which a connection must not be reused: class 08 (connection exception) and
 # 57P01..57P03 (admin shutdown, crash shutdown, cannot connect now).
