@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from threadpool_db import NullConnectionPool, PoolClosed
+from threadpool_db import NullConnectionPool, PoolClosed, PoolTimeout
 
 from .helpers import backends, wait_until
 from .timing import JOIN
@@ -90,3 +90,15 @@ def test_the_bad_return_warnings_name_libpqs_state(make_pool, caplog):
     assert any("INTRANS" in r.getMessage() and "rolled back" in r.getMessage() for r in caplog.records)
     with pool.connection() as conn:
         assert conn.info.transaction_status == 0  # IDLE: rolled back
+
+
+def test_a_borrow_that_timed_out_counts_its_wait_in_requests_wait_ms(make_pool):
+    """psycopg_pool's requests_wait_ms is the time spent queueing, served or not."""
+    pool = make_pool(min_size=1, max_size=1)
+    before = pool.get_stats().get("requests_wait_ms", 0)
+    with pool.connection():
+        with pytest.raises(PoolTimeout):
+            pool.getconn(timeout=0.3)
+        with pytest.raises(PoolTimeout):
+            pool.getconn_future(timeout=0.3).result(JOIN)
+    assert pool.get_stats()["requests_wait_ms"] - before >= 2 * 250

@@ -513,6 +513,7 @@ class ConnectionPool:
                 # Critical section: give up, unless served while the wait was timing out.
                 if w.slot is None and w.error is None:
                     self._waiting.remove(w)
+                    self._wait_sum += self._clock() - w.since  # psycopg_pool's requests_wait_ms counts it
                     self._timeouts += 1
                     self._tenants.count(tenant, "timeouts")
                     raise self._timeout_error_locked(timeout, earlier)
@@ -801,6 +802,7 @@ class ConnectionPool:
             if w.slot is not None or w.error is not None or w not in self._waiting:
                 return None
             self._waiting.remove(w)
+            self._wait_sum += self._clock() - w.since  # a wait that timed out counts too
             self._timeouts += 1
             self._tenants.count(w.tenant, "timeouts")
             return self._timeout_message_locked(w.timeout)
