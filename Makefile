@@ -6,7 +6,7 @@ EXTRAS ?= test,demo,flask,metrics,load,bench
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml threadpool_db/_sight.c | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo quick-demo bench soak chaos lint serve clean
+.PHONY: venv test demo quick-demo bench soak chaos lint serve clean upstream-pool upstream-sqlalchemy-pool
 
 venv: $(STAMP)
 
@@ -35,6 +35,16 @@ demo: venv
 
 bench: venv
 	$(BIN)/python -m load.bench_pools
+
+# psycopg_pool's own sync pool tests, psycopg_pool rebound to threadpool_db (PSYCOPG_SRC: a
+# psycopg checkout; its proxy tests need `pip install pproxy`). Not part of `make test`.
+upstream-pool: venv
+	$(BIN)/python tests/upstream/run_psycopg_pool.py $(PSYCOPG_SRC)
+
+# SQLAlchemy's test/engine/test_pool.py with QueuePool rebound to FairQueuePool (SQLALCHEMY_SRC:
+# its unpacked sdist, `pip download --no-binary :all: --no-deps sqlalchemy==<installed>`).
+upstream-sqlalchemy-pool: venv
+	$(BIN)/python tests/upstream/run_sqlalchemy_pool.py $(SQLALCHEMY_SRC)
 
 quick-demo: venv
 	$(BIN)/python -m demo_app.quick

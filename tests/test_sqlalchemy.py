@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +19,7 @@ from sqlalchemy.pool import QueuePool
 
 from threadpool_db.sqlalchemy import FairQueuePool
 
-from .helpers import line_of, run_threads, sql, wait_until
+from .helpers import backends, line_of, run_threads, sql, wait_until
 from .timing import JOIN
 
 
@@ -169,11 +170,91 @@ def test_dispose_and_recreate_keep_the_class_options_and_listeners(engines):
     assert old.checkedin() == 0 and seen["close"] == 1
     new = eng.pool
     assert new is not old and isinstance(new, FairQueuePool)
-    assert old.core.closed and new.core.stats()["threads"] >= 1  # the old core's threads stopped
+    assert new.core.stats()["threads"] >= 1
     assert (new.size(), new._max_overflow, new.core.leak_threshold, new.core.name) == (2, 1, 15.0, "sa-recreate")
     with eng.connect():
         pass
     assert seen["checkout"] == 2  # the listeners came along
+
+
+def test_a_recreated_pool_stays_usable_and_closes_what_comes_back(engines, pg, app_name):
+    """As QueuePool: SQLAlchemy may still check out of a pool it recreated. A connection that was
+    out across engine.dispose() closes as it comes back; a new checkout of the old pool works;
+    once nothing holds the old pool its threads end (no wait for the cyclic collector)."""
+    eng = engines(pool_size=2, max_overflow=0, name="sa-old")
+    out = eng.connect()
+    out_pid = out.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+    old = eng.pool
+    eng.dispose()
+    out.close()  # back to the old pool: closed, not kept
+    wait_until(lambda: out_pid not in backends(pg.admin_url, app_name), what="the old connection closed")
+    assert old.checkedin() == 0
+    again = old.connect()  # the old pool still lends
+    assert again.cursor().execute("SELECT 1") is not None
+    again.close()
+    assert old.checkedin() == 1  # ...and keeps what it lent after the recreate
+    core = weakref.ref(old.core)
+    old.dispose()
+    del old, again
+    assert core() is None  # freed at once: its __del__ stopped its threads
+    mine = eng.pool.core.stats()["threads"]  # the new core has the same name: count them out
+    wait_until(lambda: len([t for t in threading.enumerate() if t.name.startswith("sa-old-")]) == mine,
+               what="the old core's threads to end")  # fmt: skip
+
+
+def test_dispose_closes_the_idle_and_keeps_what_is_out(engines, pg, app_name):
+    """QueuePool's dispose(): the idle connections close; one out comes back and is lent again."""
+    eng = engines(pool_size=2, max_overflow=0)
+    pool = eng.pool
+    first, second = pool.connect(), pool.connect()
+    idle_pid = first.dbapi_connection.info.backend_pid
+    out_pid = second.dbapi_connection.info.backend_pid
+    first.close()
+    pool.dispose()
+    wait_until(lambda: idle_pid not in backends(pg.admin_url, app_name), what="the idle one closed")
+    second.close()
+    third = pool.connect()
+    assert third.dbapi_connection.info.backend_pid == out_pid
+    third.close()
+
+
+@pytest.mark.parametrize("max_overflow", [-1, -5])
+def test_a_negative_max_overflow_means_no_limit_and_timeout_none_waits(engines, max_overflow):
+    """QueuePool's rules: any negative max_overflow is unlimited; pool_timeout=None waits as long
+    as it takes (here until a connection comes back)."""
+    eng = engines(pool_size=1, max_overflow=max_overflow, pool_timeout=None)
+    pool = eng.pool
+    held = [pool.connect() for _ in range(4)]  # four, from a pool_size of one
+    assert pool.checkedout() == 4 and pool.timeout() is None
+    for h in held:
+        h.close()
+    capped = engines(pool_size=1, max_overflow=0, pool_timeout=None).pool
+    one = capped.connect()
+    got: list[Any] = []
+    waiter = threading.Thread(target=lambda: got.append(capped.connect()), daemon=True)
+    waiter.start()
+    time.sleep(0.3)
+    assert not got  # still waiting: no timeout
+    one.close()
+    waiter.join(JOIN)
+    assert not waiter.is_alive() and len(got) == 1
+    got[0].close()
+
+
+def test_is_asyncio_is_false_whatever_the_dialect(pg):
+    """A sync pool, as QueuePool: an asyncio engine refuses it instead of running it."""
+    from sqlalchemy.pool.base import _AsyncConnDialect
+
+    pool = FairQueuePool(lambda: None, pool_size=1)
+    try:
+        pool._dialect = _AsyncConnDialect()
+        assert pool._is_asyncio is False
+        with pytest.raises(sa.exc.ArgumentError, match="cannot be used with asyncio engine"):
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            create_async_engine(_url(pg), poolclass=FairQueuePool)
+    finally:
+        pool.core.close()
 
 
 def test_dispose_without_close_in_a_forked_child(engines):

@@ -28,6 +28,7 @@ from .drivers import (
     IDLE,
     INERROR,
     INTRANS,
+    STATUS_NAMES,
     Driver,
     ValidationTimeout,
     is_fatal_sqlstate,
@@ -237,11 +238,14 @@ class Connector:
         configure raised."""
         driver = self.driver
         raw = driver.connect()
+        # The driver may change its status function as it connects (a _SniffingDriver becomes
+        # psycopg's on its first connection): read it again, or every return would reset.
+        self.status = driver.status
         try:
             if self._configure is not None:
                 self._configure(raw)
-                if driver.knows_status and driver.status(raw) != IDLE:
-                    raise PoolError("configure callback left the connection in a transaction; "
+                if driver.knows_status and (st := driver.status(raw)) != IDLE:
+                    raise PoolError(f"configure callback left the connection in a transaction ({STATUS_NAMES[st]}); "
                                     "commit or roll back inside it")  # fmt: skip
             settings = driver.settings(raw)
         except BaseException:
@@ -432,8 +436,8 @@ class Connector:
             slot.dirty = 0
             if self.reset_callback is not None:
                 self.reset_callback(raw)
-                if driver.knows_status and driver.status(raw) != IDLE:
-                    raise PoolError("reset callback left the connection in a transaction")
+                if driver.knows_status and (st := driver.status(raw)) != IDLE:
+                    raise PoolError(f"reset callback left the connection in a transaction ({STATUS_NAMES[st]})")
             return None
         except Exception as e:
             logger.warning("pool %r: connection %d could not be reset, discarded: %s",
@@ -460,8 +464,10 @@ class Connector:
                 last[1] += 1
                 return
             suppressed, last[0], last[1] = last[1], now, 0
-        what = {INTRANS: "inside an open transaction (rolled back)", INERROR: "in a failed transaction (rolled back)",
-                ACTIVE: "with a query still running (discarded)"}[status]  # fmt: skip
+        # libpq's names for the states too (INTRANS...), as psycopg_pool's messages have them
+        what = {INTRANS: "inside an open transaction (INTRANS, rolled back)",
+                INERROR: "in a failed transaction (INERROR, rolled back)",
+                ACTIVE: "with a query still running (ACTIVE, discarded)"}[status]  # fmt: skip
         more = f"; {suppressed} more such return(s) since the last warning" if suppressed else ""
         logger.warning("pool %r: connection %d was returned %s: commit or roll back before putconn%s",
                        self.name, slot.id, what, more)  # fmt: skip

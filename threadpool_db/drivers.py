@@ -22,6 +22,7 @@ from psycopg import OperationalError
 
 # Transaction states, the values libpq's PQtransactionStatus uses.
 IDLE, ACTIVE, INTRANS, INERROR, UNKNOWN = 0, 1, 2, 3, 4
+STATUS_NAMES = ("IDLE", "ACTIVE", "INTRANS", "INERROR", "UNKNOWN")  # libpq's, for messages
 
 # SQLSTATEs after which a connection must not be reused: class 08 (connection exception) and
 # 57P01..57P03 (admin shutdown, crash shutdown, cannot connect now).
@@ -295,12 +296,16 @@ def make_driver(
     cls = connection_class or psycopg.Connection
     network = network_settings(network_timeout) if network_timeout is not None else None
 
+    # The pool's connect_timeout is a default: one in the kwargs or in the conninfo wins.
+    static_timeout = isinstance(conninfo, str) and _names_connect_timeout(conninfo)
+
     def _connect() -> Any:
         info = conninfo() if callable(conninfo) else conninfo
         kw = dict(kwargs() if callable(kwargs) else (kwargs or {}))
         if learn is not None:
             learn(info or "", kw)
-        if connect_timeout is not None and "connect_timeout" not in kw:
+        if connect_timeout is not None and "connect_timeout" not in kw \
+                and not (static_timeout if isinstance(conninfo, str) else _names_connect_timeout(info)):  # fmt: skip
             kw["connect_timeout"] = max(1, round(connect_timeout))
         if network:
             given = _user_set(info or "")
@@ -311,6 +316,19 @@ def make_driver(
     if network_timeout is not None:
         driver.cancel_timeout = min(driver.cancel_timeout, network_timeout)
     return driver
+
+
+def _names_connect_timeout(conninfo: str | None) -> bool:
+    """Does the libpq string or URI set connect_timeout? (A malformed one: no; connecting
+    with it then raises psycopg's own error, which says what is wrong.)"""
+    if not conninfo or "connect_timeout" not in conninfo:
+        return False
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return "connect_timeout" in conninfo_to_dict(conninfo)
+    except Exception:
+        return False
 
 
 _ADAPTER_API = (

@@ -18,6 +18,9 @@ from typing import Protocol
 from .records import Slot
 
 BURST_WINDOW = 10.0  # seconds of recent borrows the burst decision looks at
+BUSY_TICK = 1.0  # the rhythm while borrowers come (rate samples for the advisor, burst decisions)
+QUIET_TICK = 60.0  # the longest sleep of a quiet pool: one advisor window (its samples span a minute)
+MIN_TICK = 0.05
 
 logger = logging.getLogger("threadpool_db")
 
@@ -33,7 +36,8 @@ class View:
     borrows: int  # borrow attempts since open
     borrows_at_window_start: int  # the same count BURST_WINDOW seconds ago (the pool's history)
     waiting_since: list[float]  # when each queued borrower started waiting
-    next_expiry: float  # the soonest expiry among all connections, idle or out
+    next_expiry: float  # the soonest lifetime end still ahead, idle or out (one out may come back)
+    quiet: bool = False  # no borrow attempt since the last round, nobody waiting, nothing to refill
 
 
 class Sweepable(Protocol):
@@ -82,10 +86,16 @@ class Housekeeper:
                 victims.append((slot, "idle"))
                 surplus -= 1
         pool.evict(victims)
+        # Sleep until the next deadline: a lifetime end, or an idle limit above min_size (a
+        # connection that comes to rest later reaches its limit after now + max_idle, so that
+        # bounds the wait for those too). While borrowers come, or a burst may start or decay,
+        # keep the one-second rhythm. What else changes the deadlines wakes the thread early
+        # (the pool's _nudge: a new connection, a resize, a queued borrower, close).
         nxt = v.next_expiry
-        if v.size > v.keep and v.idle:
-            nxt = min(nxt, min(s.last_used for s in v.idle) + self.max_idle)
-        return min(max(nxt - v.now, 0.05), 1.0)
+        if v.size > v.keep:
+            nxt = min(nxt, min((s.last_used for s in v.idle), default=v.now) + self.max_idle)
+        quiet = v.quiet and not (self.burst_size is not None and (self.bursting or any(s.burst for s in v.idle)))
+        return min(max(nxt - v.now, MIN_TICK), QUIET_TICK if quiet else BUSY_TICK)
 
     def _decide_burst(self, pool: Sweepable, v: View) -> bool:
         """Burst above max_size when the recent p99 borrow wait passes burst_wait_threshold,

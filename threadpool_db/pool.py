@@ -217,6 +217,12 @@ class ConnectionPool:
         self._wire_observers()
         self._tasks = workers.TaskQueue()
         self._stop = threading.Event()
+        # Wakes the housekeeper before its next deadline (workers._housekeeper clears it): set by
+        # add_connection (a lifetime may end sooner), resize, a borrower queueing while the
+        # housekeeper sleeps long (_admit_locked), and _shut_down (after _stop).
+        self._nudge = threading.Event()
+        self._hk_quiet = False  # the housekeeper's last round found the pool quiet (under the lock)
+        self._hk_attempts = -1  # borrow attempts counted at that round (under the lock)
         self._threads: list[threading.Thread] = []
 
     def add_observer(self, observer: Any) -> None:
@@ -286,7 +292,7 @@ class ConnectionPool:
 
     def _start_threads(self) -> None:
         threads = workers.start(self.name, self._create_one, self._housekeep, self._tasks, self._stop,
-                                self.num_workers)  # fmt: skip
+                                self.num_workers, self._nudge)  # fmt: skip
         with self._lock:
             # Critical section: close() may have run since open() decided to start the threads.
             # It told the threads it saw (under this lock) to end; these it did not see are
@@ -330,6 +336,7 @@ class ConnectionPool:
         """After the lock: the threads told to end (``threads``: those read under the lock),
         ``idle`` closed, the services stopped."""
         self._stop.set()
+        self._nudge.set()  # the housekeeper sees _stop at once
         self._tasks.shutdown(len(self._threads if threads is None else threads))
         for slot in idle:
             self._close_slot(slot)
@@ -458,7 +465,7 @@ class ConnectionPool:
         waiter leaves _waiting only under this lock, so none is served after it gave up."""
         sched.check_request(tenant, priority)
         if self._closed:
-            raise PoolClosed(f"pool {self.name!r} is closed")
+            raise PoolClosed(f"pool {self.name!r} is already closed")  # psycopg_pool's words
         if not self._opened:
             raise PoolClosed(f"pool {self.name!r} is not open yet: call open()")
         if tenant is not None or priority is not None:
@@ -497,6 +504,9 @@ class ConnectionPool:
         self._waits += 1
         self._tenants.count(tenant, "waits")
         self._grow_locked()
+        if self._hk_quiet:  # the housekeeper sleeps long: waits matter to bursts and the advisor
+            self._hk_quiet = False
+            self._nudge.set()
         return None
 
     def _wait_for_slot(self, deadline: float, timeout: float, tenant: str | None, priority: float | None, owner: int,
@@ -504,15 +514,18 @@ class ConnectionPool:
         """Queue and wait: the slot, and its handle when the granter could finish the borrow
         already (no validation due: this thread takes no pool lock again)."""
         w = Waiter(tenant, float(priority or 0.0), self._clock(), owner, site, thread)
-        earlier = None
+        earlier, stuck = None, False
         with self._lock:
             got = self._admit_locked(tenant, priority, w)
             if got is None and self._leaks is not None:
                 earlier = self._held_by_locked(owner, None)  # waiting while holding one: could deadlock
+                # ... only if nothing but a return can serve it: at the ceiling, none on its way
+                # (a replacement being made, or room to grow, serves it without a return).
+                stuck = self._growing == 0 and self._nconns >= self._cap
         if got is not None:
             return got, None
         if earlier is not None:
-            self._leaks.saw_nested(self.name, earlier, site, thread or current_thread(), True)  # type: ignore[union-attr]
+            self._leaks.saw_nested(self.name, earlier, site, thread or current_thread(), stuck)  # type: ignore[union-attr]
         try:
             # Our own condition (Waiter.signal), released by whoever serves us: _hand_over_locked,
             # _dispatch_locked (a connection), close(), attempt_failed (an error).
@@ -528,6 +541,7 @@ class ConnectionPool:
                 # Critical section: give up, unless served while the wait was timing out.
                 if w.slot is None and w.error is None:
                     self._waiting.remove(w)
+                    self._wait_sum += self._clock() - w.since  # psycopg_pool's requests_wait_ms counts it
                     self._timeouts += 1
                     self._tenants.count(tenant, "timeouts")
                     raise self._timeout_error_locked(timeout, earlier)
@@ -599,10 +613,10 @@ class ConnectionPool:
     def putconn(self, conn: PooledConnection, exc: BaseException | None = None, commit: bool | None = None) -> None:
         """Give a connection back. Any open transaction is rolled back, settings restored.
 
-        After ``close()`` the connection is closed instead, and ``PoolClosed`` says so. With
+        After ``close()`` the connection is closed instead, quietly (as psycopg_pool). With
         ``commit`` given, this is the end of a ``with`` block (the handle's ``__exit__``, in one
-        call): an open transaction is committed when ``commit`` is true, else rolled back, a
-        fatal ``exc`` marks the connection broken, and a closed pool takes it back quietly.
+        call): an open transaction is committed when ``commit`` is true, else rolled back, and
+        a fatal ``exc`` marks the connection broken.
         """
         slot = conn._slot if type(conn) is PooledConnection and conn._pool is self else None
         if type(slot) is not Slot:  # foreign, already returned, or reclaimed meanwhile
@@ -622,8 +636,14 @@ class ConnectionPool:
         self._on_release(held)
         # Why it cannot be reused: None (it can), "broken" or "reset_failed". The common case,
         # an idle connection with nothing to restore, costs the one status read above.
+        unreset = False  # not reset: it is to be closed (read again under the lock below)
         if status == IDLE and not slot.dirty and self._nothing_to_reset:
             unfit = None
+        elif self._closed or (not self._keep_idle and not self._waiting and len(self._idle) >= self._idle_cap):
+            # A connection nobody will borrow again (the pool closed; a null pool that nobody
+            # waits on) is closed without a reset, as psycopg_pool's: ``reset`` runs once per
+            # connection lent again. (A borrower queueing meanwhile gets a new one.)
+            unfit, unreset = None, True
         else:
             unfit = connector.reset(slot)
         close = unfit is not None
@@ -647,12 +667,11 @@ class ConnectionPool:
                 slot.report = None
             if slot.gen != self._gen:  # borrowed before a fork: not ours to close
                 return
-            pool_open = not self._closed
-            if not pool_open:
+            if self._closed:
                 close = True
                 self._forget_locked(slot)
-            elif close or now >= slot.expires or (not self._keep_idle and not self._waiting
-                                                  and len(self._idle) >= self._idle_cap):  # fmt: skip
+            elif close or unreset or now >= slot.expires or (not self._keep_idle and not self._waiting
+                                                             and len(self._idle) >= self._idle_cap):  # fmt: skip
                 if close:
                     self._returns_bad += 1
                     if unfit == "reset_failed":
@@ -675,8 +694,9 @@ class ConnectionPool:
             self._leaks.on_return(report, held)  # type: ignore[union-attr]
         if close:
             self._close_slot(slot)
-        if not pool_open and commit is None:  # a with block may outlive its pool, quietly
-            raise PoolClosed(f"pool {self.name!r} is closed: the connection was closed, not returned")
+        # A return into a closed pool is quiet, as psycopg_pool's: the connection is closed
+        # (above), which is all the caller could want. Django's backend returns connections
+        # into a pool it closed itself (close_pool() on a settings change).
 
     def release(self, conn: PooledConnection, exc: BaseException | None = None, commit: bool = False) -> None:
         """Give a connection back as a ``with`` block ends (Flask's teardown): ``putconn`` with
@@ -791,8 +811,13 @@ class ConnectionPool:
             if self._clock() >= w.deadline:
                 raise self._checks_timed_out(w.timeout, tenant)
 
-    def hand_out(self, slot: Slot, since: float, thread: threading.Thread, site: Any) -> PooledConnection:
+    def hand_out(self, slot: Slot, since: float, thread: threading.Thread, site: Any,
+                 checked: bool = False) -> PooledConnection | None:  # fmt: skip
         now = self._clock()
+        # A connection granted to a queued future is checked here, when due, as getconn checks
+        # one granted to a thread (admit already checked one it served at once: ``checked``).
+        if not checked and now > slot.check_at and not self._validate(slot):
+            return None  # discarded: the future queues again (future.Notifier._resolve)
         with self._lock:
             handle = self._finish_borrow_locked(slot, now, thread.ident or 0, site, thread, now - since)
         self._on_acquire(now - since)
@@ -808,6 +833,7 @@ class ConnectionPool:
             if w.slot is not None or w.error is not None or w not in self._waiting:
                 return None
             self._waiting.remove(w)
+            self._wait_sum += self._clock() - w.since  # a wait that timed out counts too
             self._timeouts += 1
             self._tenants.count(w.tenant, "timeouts")
             return self._timeout_message_locked(w.timeout)
@@ -968,7 +994,9 @@ class ConnectionPool:
                 self._rest_locked(slot, slot.last_used)
                 self._hand_over_locked(slot)
                 self._filled.notify_all()  # for wait(), which waits for min_size
-        if not keep:
+        if keep:
+            self._nudge.set()  # its lifetime may end before the housekeeper's next deadline
+        else:
             self._close_slot(slot)
 
     def stopped_growing(self, gen: int) -> None:
@@ -1029,11 +1057,15 @@ class ConnectionPool:
             timeouts = self._timeouts + self._rejected + self._config_errors
             attempts = self._borrows + timeouts
             self._rate.append((now, attempts, timeouts))  # attempts, and those not served
-            nxt = min((s.expires for s in self._all.values()), default=now + 60.0)
+            # (a lifetime already over is for putconn to act on, when that connection comes back)
+            nxt = min((s.expires for s in self._all.values() if s.expires > now), default=math.inf)
             since = now - BURST_WINDOW
             start = next((n for t, n, _ in self._rate if t >= since), attempts)
-            return View(now, list(self._idle), self._nconns, 0 if self._forked_parent else self.min_size,
-                        attempts, start, [w.since for w in self._waiting], nxt)  # fmt: skip
+            keep = 0 if self._forked_parent else self.min_size
+            quiet = attempts == self._hk_attempts and not self._waiting and self._nconns + self._growing >= keep
+            self._hk_quiet, self._hk_attempts = quiet, attempts
+            return View(now, list(self._idle), self._nconns, keep, attempts, start, [w.since for w in self._waiting],
+                        nxt, quiet)  # fmt: skip
 
     def evict(self, victims: list[tuple[Slot, str]]) -> None:
         """Retire the housekeeper's choices that are still idle, then refill and grow."""
@@ -1095,6 +1127,7 @@ class ConnectionPool:
                     excess -= 1
             self._fill_locked()
             self._grow_locked()
+        self._nudge.set()  # min_size moved: which idle ones may retire, and when
         for slot in victims:
             self._close_slot(slot)
         logger.info("pool %r: resized to min_size=%d, max_size=%d", self.name, lo, self.max_size)
@@ -1114,18 +1147,22 @@ class ConnectionPool:
             elif self._validate(slot):
                 self._put_back(slot)
 
-    def drain(self) -> None:
+    def drain(self, *, idle: bool = True, borrowed: bool = True) -> None:
         """Replace every connection (psycopg_pool's ``drain()``; after a password or DNS change):
-        idle ones close now, borrowed ones when they come back."""
+        idle ones close now, borrowed ones when they come back. ``idle=False`` or
+        ``borrowed=False`` leaves that half alone (FairQueuePool: QueuePool's ``dispose()``
+        closes the idle ones only; after ``recreate()`` the borrowed ones close on return)."""
         with self._lock:
-            idle = self._drain_idle_locked()
-            for slot in self._all.values():
-                slot.expires = 0.0  # read by putconn under this lock: closes on return
+            idle_slots = self._drain_idle_locked() if idle else []
+            for slot in self._all.values() if borrowed else ():
+                if idle or slot.handle is not None:
+                    slot.expires = 0.0  # read by putconn under this lock: closes on return
             self._fill_locked()
             self._grow_locked()
-        for slot in idle:
+        for slot in idle_slots:
             self._close_slot(slot)
-        logger.info("pool %r: drained (%d idle closed, the rest close on return)", self.name, len(idle))
+        logger.info("pool %r: drained (%d idle closed, %s)", self.name, len(idle_slots),
+                    "the borrowed close on return" if borrowed else "the borrowed kept")  # fmt: skip
 
     # -- reporting ------------------------------------------------------------------------------
     def _counts_locked(self) -> dict[str, Any]:

@@ -14,13 +14,17 @@ connects one in the borrower's thread when it is checked out (``get_connection``
 errors and the ``connect`` events happen where QueuePool has them, and a record whose connect
 failed comes back to the pool to try again, as QueuePool's do. QueuePool's arithmetic holds:
 ``pool_size`` records rest idle at most (a return beyond that closes the record, as QueuePool
-closes its overflow), ``pool_size + max_overflow`` exist at most (``max_overflow=-1``: no limit).
+closes its overflow), ``pool_size + max_overflow`` exist at most (a negative ``max_overflow``:
+no limit). ``timeout=None`` waits as long as it takes. ``recreate()`` leaves the pool it
+replaces working, as QueuePool's does (``engine.dispose()`` disposes of it first: its idle
+connections close, and the rest as they come back).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import weakref
 from typing import Any
 
 import sqlalchemy
@@ -61,7 +65,11 @@ class _Records(DbapiDriver):
     knows_status = True
 
     def __init__(self, pool: Pool) -> None:
-        super().__init__(lambda: _ConnectionRecord(pool, connect=False))
+        # Weakly: the pool holds its core, which holds this driver. A pool that a recreate()
+        # replaced is then freed as soon as nothing holds it (no record out, none idle), and
+        # its core's __del__ ends its threads: no wait for the cyclic garbage collector.
+        ref = weakref.ref(pool)
+        super().__init__(lambda: _ConnectionRecord(ref(), connect=False))
 
     def settings(self, raw: Any) -> tuple[Any, ...]:
         return ()
@@ -110,12 +118,14 @@ class FairQueuePool(Pool):
     """A ``sqlalchemy.pool.Pool`` with QueuePool's options and arithmetic, FIFO handoff,
     leak detection, admission control and threadpool_db's stats. Sync only."""
 
+    _is_asyncio = False  # as QueuePool: whatever the dialect, so an asyncio engine refuses it
+
     def __init__(
         self,
         creator: Any,
         pool_size: int = 5,
         max_overflow: int = 10,
-        timeout: float = 30.0,
+        timeout: float | None = 30.0,
         use_lifo: bool = False,
         # threadpool_db's own options (positional-or-keyword: create_engine passes them on by name)
         leak_threshold: float | None = 60.0,
@@ -128,15 +138,16 @@ class FairQueuePool(Pool):
     ) -> None:
         Pool.__init__(self, creator, **kw)
         int_at_least("pool_size", pool_size, 0)
-        int_at_least("max_overflow", max_overflow, -1)
+        int_at_least("max_overflow", max_overflow, -(1 << 62), " (negative: no limit)")
         self._pool_size, self._timeout, self._use_lifo = pool_size, timeout, use_lifo
-        self._max_overflow = -1 if pool_size == 0 else max_overflow
+        self._max_overflow = -1 if pool_size == 0 or max_overflow < 0 else max_overflow  # QueuePool's rule
         self._ours = {"leak_threshold": leak_threshold, "capture_stacks": capture_stacks,
                       "stack_sample_rate": stack_sample_rate, "reclaim_leaked": reclaim_leaked,
                       "max_waiting": max_waiting, "name": name}  # fmt: skip
         cap = 0 if self._max_overflow == -1 else pool_size + self._max_overflow
         # Lifetimes, idle limits and checks are SQLAlchemy's (recycle, pre-ping): the core's are off.
-        self._core = _Core(pool_size, use_lifo, driver=_Records(self), min_size=0, max_size=cap, timeout=timeout,
+        wait = math.inf if timeout is None else timeout  # None: QueuePool waits as long as it takes
+        self._core = _Core(pool_size, use_lifo, driver=_Records(self), min_size=0, max_size=cap, timeout=wait,
                            max_lifetime=math.inf, max_idle=math.inf, check="never", num_workers=1,
                            framework_dirs=_framework_dirs(),
                            **{**self._ours, "name": name or f"sqlalchemy-{id(self):x}"})  # fmt: skip
@@ -154,7 +165,7 @@ class FairQueuePool(Pool):
         except PoolTimeout as e:
             raise exc.TimeoutError(
                 f"FairQueuePool limit of size {self.size()} overflow {self.overflow()} reached, connection "
-                f"timed out, timeout {self._timeout:0.2f}: {e}",
+                f"timed out, timeout {self._timeout or 0:0.2f}: {e}",
                 code="3o7r",
             ) from None
         record = handle.driver_connection
@@ -169,13 +180,15 @@ class FairQueuePool(Pool):
         self._core.putconn(handle, None, False)  # a closed core closes it, quietly
 
     def dispose(self) -> None:
-        """Close the idle connections; those out close when they come back (the pool goes on)."""
-        self._core.drain()
+        """Close the idle connections, as QueuePool's: those out come back to the pool as
+        usual (after ``recreate()``, they close as they come back)."""
+        self._core.drain(borrowed=False)
         self.logger.info("Pool disposed. %s", self.status())
 
     def recreate(self) -> FairQueuePool:
-        """A new pool like this one (what engine.dispose() puts in its place); this one's core
-        closes: its threads stop, and connections still out close when they come back."""
+        """A new pool like this one (what engine.dispose() puts in its place). This one goes on
+        working, as a recreated QueuePool does: SQLAlchemy may still check connections out of
+        it and back in. Its threads end when it is collected (the core's __del__)."""
         self.logger.info("Pool recreating")
         made = self.__class__(
             self._creator, pool_size=self._pool_size, max_overflow=self._max_overflow, timeout=self._timeout,
@@ -183,7 +196,7 @@ class FairQueuePool(Pool):
             logging_name=self._orig_logging_name, reset_on_return=self._reset_on_return, _dispatch=self.dispatch,
             dialect=self._dialect, **self._ours,
         )  # fmt: skip
-        self._core.close(timeout=1.0)
+        self._core.drain(idle=False)  # what was out closes as it comes back (engine.dispose() replaced us)
         return made
 
     def status(self) -> str:
@@ -194,7 +207,7 @@ class FairQueuePool(Pool):
     def size(self) -> int:
         return self._pool_size
 
-    def timeout(self) -> float:
+    def timeout(self) -> float | None:
         return self._timeout
 
     def checkedin(self) -> int:

@@ -46,9 +46,16 @@ def _creator(create: weakref.WeakMethod[Callable[[], None]], name: str, tasks: T
         del fn
 
 
-def _housekeeper(tick: weakref.WeakMethod[Callable[[], float]], name: str, stop: threading.Event) -> None:
+def _housekeeper(tick: weakref.WeakMethod[Callable[[], float]], name: str, stop: threading.Event,
+                 nudge: threading.Event) -> None:  # fmt: skip
     delay = 0.05
-    while not stop.wait(delay):
+    while True:
+        # Until the next deadline, or a nudge (set by the pool when deadlines change, and by
+        # close() after stop): cleared before the round, whose fresh view covers what it said.
+        nudge.wait(delay)
+        if stop.is_set():
+            return
+        nudge.clear()
         fn = tick()
         if fn is None:
             return
@@ -61,16 +68,16 @@ def _housekeeper(tick: weakref.WeakMethod[Callable[[], float]], name: str, stop:
 
 
 def start(name: str, create: Callable[[], None], tick: Callable[[], float], tasks: TaskQueue,
-          stop: threading.Event, n: int) -> list[threading.Thread]:  # fmt: skip
+          stop: threading.Event, n: int, nudge: threading.Event) -> list[threading.Thread]:  # fmt: skip
     """``n`` creator threads running ``create()`` per task, and one housekeeper running
-    ``tick()`` (which returns the delay until its next run). Both get bound methods of the pool
-    and hold them weakly."""
+    ``tick()`` (which returns the delay until its next run; ``nudge`` runs it earlier). Both get
+    bound methods of the pool and hold them weakly."""
     creator = weakref.WeakMethod(create)  # type: ignore[arg-type]
     threads = [
         threading.Thread(target=_creator, args=(creator, name, tasks), name=f"{name}-creator-{i}", daemon=True)
         for i in range(n)
     ]
-    threads.append(threading.Thread(target=_housekeeper, args=(weakref.WeakMethod(tick), name, stop),
+    threads.append(threading.Thread(target=_housekeeper, args=(weakref.WeakMethod(tick), name, stop, nudge),
                                     name=f"{name}-housekeeper", daemon=True))  # fmt: skip
     for t in threads:
         t.start()
