@@ -1,6 +1,7 @@
 """Tenant quotas and priorities (threadpool_db/quotas.py, through the pool's fair queue): a greedy
 tenant cannot starve a polite one, a quota is shared and can fail fast, higher priority goes
-first with FIFO inside a priority, and aging keeps low priority from starving."""
+first with FIFO inside a priority, and aging keeps low priority from starving.
+Quotas after os.fork(): tests/test_dropin.py::test_tenant_quota_is_rebuilt_in_a_forked_child."""
 
 from __future__ import annotations
 

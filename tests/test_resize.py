@@ -1,5 +1,6 @@
 """resize() at runtime: growing lets waiters through, shrinking closes the idle surplus now and
-the borrowed surplus on return, and the size rule is checked."""
+the borrowed surplus on return, and the size rule is checked. psycopg_pool's reading of resize(min_size, max_size):
+tests/test_dropin.py::test_resize_has_psycopg_pool_meaning."""
 
 from __future__ import annotations
 
