@@ -51,7 +51,7 @@ def test_a_ceiling_computed_before_a_resize_does_not_undo_it(pg):
         stale = pool._housekeeper.ceiling()  # what the housekeeper read, before the resize
         assert stale == 4
         pool.resize(1, 2)
-        pool.set_ceiling(stale)  # ... and applied after it
+        pool._set_ceiling(stale)  # ... and applied after it
         held = [pool.getconn(timeout=SETTLE) for _ in range(2)]
         with pytest.raises(PoolTimeout):
             held.append(pool.getconn(timeout=SHORT_TIMEOUT))

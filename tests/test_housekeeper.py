@@ -95,13 +95,13 @@ class _Pool:
         self._view = view
         self.evicted: list[Any] = []
 
-    def view(self) -> View:
+    def _begin_round(self) -> View:
         return self._view
 
-    def evict(self, victims: list[Any]) -> None:
+    def _evict(self, victims: list[Any]) -> None:
         self.evicted.extend(victims)
 
-    def set_ceiling(self, cap: int) -> None:
+    def _set_ceiling(self, cap: int) -> None:
         pass
 
 

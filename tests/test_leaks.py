@@ -292,9 +292,9 @@ def test_an_idle_watchdog_sleeps_until_a_lease_could_cross_the_threshold(make_po
 def test_a_reclaim_before_the_return_gives_pool_errors_not_attribute_errors(make_pool):
     pool = make_pool(min_size=1, max_size=1, leak_threshold=30.0)
     conn = pool.getconn()
-    slot = next(s for s in pool.leased())
+    slot = next(s for s in pool._leased())
     # the watchdog's reclaim, landing between the borrower's last use and its putconn
-    assert pool.reclaim(slot, conn, ConnectionReclaimed("reclaimed in the test"))
+    assert pool._reclaim(slot, conn, ConnectionReclaimed("reclaimed in the test"))
     with pytest.raises(ConnectionReclaimed, match="reclaimed in the test"):
         pool.putconn(conn)
     with pytest.raises(ConnectionReclaimed):

@@ -105,7 +105,7 @@ def _setting(name: str) -> property:
         raw = self._raw
         if raw is None:
             raise self._dead()
-        self._slot.dirty |= DIRTY  # type: ignore[union-attr]
+        self._slot.return_flags |= DIRTY  # type: ignore[union-attr]
         setattr(raw, name, value)
 
     return property(fget, fset, doc=f"The connection's {name}; restored to the pool default on return.")
@@ -219,7 +219,7 @@ class PooledConnection:
         raw = self._raw
         if raw is None:
             raise self._dead()
-        self._slot.dirty |= DIRTY  # type: ignore[union-attr]
+        self._slot.return_flags |= DIRTY  # type: ignore[union-attr]
         return raw
 
     @property
@@ -257,7 +257,7 @@ class PooledConnection:
             if slot.named is None:  # type: ignore[union-attr]
                 slot.named = []  # type: ignore[union-attr]
             slot.named.append(cur)  # type: ignore[union-attr]
-            slot.dirty |= NAMED  # type: ignore[union-attr]  # so the return looks at them
+            slot.return_flags |= NAMED  # type: ignore[union-attr]  # so the return looks at them
         return Guarded(cur, self, "cursor", taken_at())
 
     transaction = _guarded("transaction")
@@ -313,7 +313,7 @@ class PooledConnection:
         if raw is None:
             raise self._dead()
         if name.startswith("set_") and name[4:] in _SETTINGS:
-            self._slot.dirty |= DIRTY  # type: ignore[union-attr]
+            self._slot.return_flags |= DIRTY  # type: ignore[union-attr]
         return getattr(raw, name)
 
     autocommit = _setting("autocommit")

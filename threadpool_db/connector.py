@@ -70,20 +70,20 @@ RETRY, STOP, GIVE_UP = "retry", "stop", "give up"  # what a pool says of a faile
 class Growing(Protocol):
     """What making a connection asks of the pool that wants it (ConnectionPool is one)."""
 
-    def attempting(self, at: float) -> None:
+    def _attempting(self, at: float) -> None:
         """An attempt starts (the pool keeps the recent ones: ``connect_attempts()``)."""
         ...
 
-    def attempt_failed(self, failure: Failure, gen: int, took: float, give_up_at: float) -> str:
+    def _attempt_failed(self, failure: Failure, gen: int, took: float, give_up_at: float) -> str:
         """Count a failed attempt; RETRY while a connection is still needed and time is left,
         STOP when it is not needed (or the pool moved on), GIVE_UP when the time ran out."""
         ...
 
-    def add_connection(self, slot: Slot, gen: int, took: float) -> None:
+    def _add_connection(self, slot: Slot, gen: int, took: float) -> None:
         """Take a new connection in (or close it: a pool that no longer wants it)."""
         ...
 
-    def stopped_growing(self, gen: int) -> None:
+    def _stopped_growing(self, gen: int) -> None:
         """The pool is stopping: the connection asked for will not be made."""
         ...
 
@@ -197,12 +197,12 @@ class Connector:
         start = self._clock()
         while self.wait_turn(stop, give_up_at):
             attempt = self._clock()
-            pool.attempting(attempt)
+            pool._attempting(attempt)
             try:
                 slot = self.open_slot(gen, max_lifetime)
             except Exception as e:
                 f = self.failed(e)
-                verdict = pool.attempt_failed(f, gen, self._clock() - attempt, give_up_at)
+                verdict = pool._attempt_failed(f, gen, self._clock() - attempt, give_up_at)
                 self.log_failure(f, min(f.delay, max(0.0, give_up_at - self._clock())), verdict != RETRY)
                 if verdict == RETRY:
                     continue
@@ -216,12 +216,12 @@ class Connector:
                             logger.exception("pool %r: the reconnect_failed callback raised", self.name)
                 return
             recovered = self.succeeded()
-            pool.add_connection(slot, gen, self._clock() - attempt)  # connect and configure
+            pool._add_connection(slot, gen, self._clock() - attempt)  # connect and configure
             if recovered:
                 logger.warning("pool %r: connected to %s again after %d failed attempt(s)",
                                self.name, self.target, recovered)  # fmt: skip
             return
-        pool.stopped_growing(gen)
+        pool._stopped_growing(gen)
 
     def wait_turn(self, stop: threading.Event, until: float | None = None) -> bool:
         """Sleep until the backoff allows an attempt, or until ``until`` (the caller's last
@@ -410,7 +410,7 @@ class Connector:
                 self.driver.rollback(raw)
         finally:
             if exc is not None and is_fatal_sqlstate(exc):
-                slot.dirty |= BROKEN
+                slot.return_flags |= BROKEN
 
     def reset(self, slot: Slot) -> str | None:
         """Make a returned connection fit for the next borrower, or say why it must go:
@@ -419,7 +419,7 @@ class Connector:
         raw, driver = slot.raw, self.driver
         if slot.named:
             self._close_named(slot.named)
-        if slot.dirty & BROKEN:
+        if slot.return_flags & BROKEN:
             return "broken"
         try:
             status = driver.status(raw)
@@ -431,9 +431,9 @@ class Connector:
                 if status == ACTIVE:
                     self._warn_bad_return(slot, status)
                 return "broken"
-            if slot.dirty & DIRTY:
+            if slot.return_flags & DIRTY:
                 driver.restore(raw, slot.settings)
-            slot.dirty = 0
+            slot.return_flags = 0
             if self.reset_callback is not None:
                 self.reset_callback(raw)
                 if driver.knows_status and (st := driver.status(raw)) != IDLE:

@@ -33,22 +33,22 @@ class Granter(Protocol):
     name: str
     timeout: float
 
-    def admit(self, w: Any, tenant: str | None, priority: float | None) -> Slot | None:
+    def _admit(self, w: Any, tenant: str | None, priority: float | None) -> Slot | None:
         """Serve ``w`` at once (a slot, validated when due) or queue it (None); raises as a
         borrow that cannot wait would (closed, too many waiters, a configuration error)."""
         ...
 
-    def hand_out(self, slot: Slot, since: float, thread: threading.Thread, site: Any, checked: bool = False) -> Any:
+    def _hand_out(self, slot: Slot, since: float, thread: threading.Thread, site: Any, checked: bool = False) -> Any:
         """Finish the borrow granted to a future waiter: its handle; None when the connection
         failed the check due before a borrow (skipped when ``checked``: admit did it), and was
         discarded."""
         ...
 
-    def cancel_waiter(self, w: Any) -> None:
+    def _cancel_waiter(self, w: Any) -> None:
         """A cancelled future's waiter leaves the queue, unless it was served already."""
         ...
 
-    def expire_waiter(self, w: Any) -> str | None:
+    def _expire_waiter(self, w: Any) -> str | None:
         """Take a waiter whose deadline passed out of the queue: the timeout message, or None
         when it was served meanwhile."""
         ...
@@ -113,14 +113,14 @@ class Futures:
             raise ValueError(f"timeout must be >= 0, got {timeout!r}")
         fut: Future[Any] = Future()
         w = FutureWaiter(fut, t0 + timeout, timeout, tenant, float(priority or 0.0), self.queue, site, t0)
-        slot = pool.admit(w, tenant, priority)
+        slot = pool._admit(w, tenant, priority)
         if slot is not None:
             fut.set_running_or_notify_cancel()
-            fut.set_result(pool.hand_out(slot, t0, threading.current_thread(), site, checked=True))
+            fut.set_result(pool._hand_out(slot, t0, threading.current_thread(), site, checked=True))
             return fut
         self.queue.put(("watch", w))
         self._start()
-        fut.add_done_callback(lambda f: pool.cancel_waiter(w) if f.cancelled() else None)
+        fut.add_done_callback(lambda f: pool._cancel_waiter(w) if f.cancelled() else None)
         return fut
 
     def _start(self) -> None:
@@ -180,14 +180,14 @@ class Notifier:
             return
         assert w.slot is not None
         slot, checked = w.slot, False
-        while (handle := pool.hand_out(slot, w.since, w.thread, w.site, checked)) is None:
+        while (handle := pool._hand_out(slot, w.since, w.thread, w.site, checked)) is None:
             # The granted connection failed its check and is gone: queue again, as getconn
             # does (served at once by a connection admit checked, or by a later grant).
             w.slot = None
             if w.future.cancelled():
                 return
             try:
-                got = pool.admit(w, w.tenant, w.priority)
+                got = pool._admit(w, w.tenant, w.priority)
             except PoolError as e:
                 _set(w.future, exc=e)
                 return
@@ -204,7 +204,7 @@ class Notifier:
         now = self._clock()
         while self._deadlines and self._deadlines[0][0] <= now:
             _, _, w = heapq.heappop(self._deadlines)
-            msg = pool.expire_waiter(w)
+            msg = pool._expire_waiter(w)
             if msg is not None:
                 _set(w.future, exc=PoolTimeout(msg))
 

@@ -45,11 +45,11 @@ class Sweepable(Protocol):
 
     name: str
 
-    def view(self) -> View: ...
+    def _begin_round(self) -> View: ...
 
-    def evict(self, victims: list[tuple[Slot, str]]) -> None: ...
+    def _evict(self, victims: list[tuple[Slot, str]]) -> None: ...
 
-    def set_ceiling(self, cap: int) -> None: ...
+    def _set_ceiling(self, cap: int) -> None: ...
 
 
 class Housekeeper:
@@ -69,7 +69,7 @@ class Housekeeper:
 
     def tick(self, pool: Sweepable) -> float:
         """One round: decide, ask the pool to evict, return the seconds until the next one."""
-        v = pool.view()
+        v = pool._begin_round()
         decay = False
         if self.burst_size is not None:
             decay = self._decide_burst(pool, v)
@@ -85,7 +85,7 @@ class Housekeeper:
             elif surplus > 0 and v.now - slot.last_used >= self.max_idle:
                 victims.append((slot, "idle"))
                 surplus -= 1
-        pool.evict(victims)
+        pool._evict(victims)
         # Sleep until the next deadline: a lifetime end, or an idle limit above min_size (a
         # connection that comes to rest later reaches its limit after now + max_idle, so that
         # bounds the wait for those too). While borrowers come, or a burst may start or decay,
@@ -113,7 +113,7 @@ class Housekeeper:
                 cap = None
             bursting = self.bursting
         if cap is not None:
-            pool.set_ceiling(cap)  # type: ignore[arg-type]
+            pool._set_ceiling(cap)  # type: ignore[arg-type]
         return not bursting and any(s.burst for s in v.idle)
 
     def set_max_size(self, max_size: int) -> None:

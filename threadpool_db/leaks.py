@@ -219,13 +219,13 @@ class LeaseTable(Protocol):
 
     name: str
 
-    def leased(self) -> list[Lease]: ...
+    def _leased(self) -> list[Lease]: ...
 
-    def mark_reported(self, slot: Lease, handle: Any, record: dict[str, Any]) -> bool: ...
+    def _mark_reported(self, slot: Lease, handle: Any, record: dict[str, Any]) -> bool: ...
 
-    def reclaim(self, slot: Lease, handle: Any, error: ConnectionReclaimed) -> bool: ...
+    def _reclaim(self, slot: Lease, handle: Any, error: ConnectionReclaimed) -> bool: ...
 
-    def now(self) -> float: ...
+    def _now(self) -> float: ...
 
 
 # -- the detector -----------------------------------------------------------------------------
@@ -357,12 +357,12 @@ class LeakDetector:
 
     def scan(self, table: LeaseTable) -> float:
         """Report and reclaim what is due; return the seconds until the next deadline."""
-        now = table.now()
+        now = table._now()
         # A lease that starts after this scan crosses the threshold after ``nearest``'s cap:
         # so no borrow ever has to wake the watchdog (the borrow path stays free of it).
         nearest = now + self.threshold
         threads: dict[int, threading.Thread] | None = None  # by ident, only for a slot with no Thread
-        for slot in table.leased():
+        for slot in table._leased():
             handle, start, record = slot.handle, slot.borrowed_at, slot.report
             if handle is None:
                 continue
@@ -386,12 +386,12 @@ class LeakDetector:
                 self._reclaim(table, slot, handle, record, held, alive)
             elif self.reclaim:
                 nearest = min(nearest, start + self.reclaim_after)
-        return max(nearest - table.now(), 0.01)
+        return max(nearest - table._now(), 0.01)
 
     def _report(self, table: LeaseTable, slot: Lease, handle: Any, thread: threading.Thread | None,
                 held: float) -> dict[str, Any] | None:  # fmt: skip
         rec = describe(table.name, slot, thread, held, reported=True)
-        if not table.mark_reported(slot, handle, rec):
+        if not table._mark_reported(slot, handle, rec):
             return None  # returned meanwhile
         with self._lock:
             self.detected += 1
@@ -412,7 +412,7 @@ class LeakDetector:
             f"connection was reclaimed as leaked after {held:.1f} s, borrowed at {record['borrow_site']} "
             f"by thread {record['thread_name']!r} (pool {table.name!r})"
         )
-        if not table.reclaim(slot, handle, error):
+        if not table._reclaim(slot, handle, error):
             return  # a return won the race
         with self._lock:
             record["reclaimed"] = True

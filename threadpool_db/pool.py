@@ -194,10 +194,13 @@ class ConnectionPool:
         self._nconns = 0  # live connections (== len(self._all))
         self._growing = 0  # connections being created by the workers right now
         self._gen = getattr(self, "_gen", 0) + 1
-        # FIFO on the fast path, until tenants or priorities switch to sched.py's order for good
-        self._plain = not self._tenants.active
+        # FIFO on the fast path while no tenant or priority was ever asked for; the first one switches
+        # to quotas.py's order for good (a one-way switch)
+        self._fifo_only = not self._tenants.active
         self._cap = self._max_size  # growth ceiling: max_size, or burst_size while bursting
-        self._rate: deque[tuple[float, int, int]] = deque(maxlen=600)  # (when, attempts, unserved) per tick
+        self._demand_samples: deque[tuple[float, int, int]] = deque(
+            maxlen=600
+        )  # (when, attempts, unserved), one per housekeeping round
         self._futures = Futures(self, self._clock)  # getconn_future's (its own lock)
         self._pid = os.getpid()
         self._borrows = self._waits = self._timeouts = self._rejected = 0
@@ -405,7 +408,7 @@ class ConnectionPool:
             with self._lock:
                 # Critical section: fast path. An idle connection and nobody queued before us:
                 # take it and, unless it must be validated first, finish the borrow here.
-                if self._plain and self._idle and not self._waiting and not self._closed \
+                if self._fifo_only and self._idle and not self._waiting and not self._closed \
                         and tenant is None and priority is None:  # fmt: skip
                     slot: Slot | None = self._pop_idle()
                     if now <= slot.check_at:  # type: ignore[union-attr]
@@ -469,8 +472,8 @@ class ConnectionPool:
         if not self._opened:
             raise PoolClosed(f"pool {self.name!r} is not open yet: call open()")
         if tenant is not None or priority is not None:
-            self._plain = False
-        if self._plain:
+            self._fifo_only = False
+        if self._fifo_only:
             if self._idle and not self._waiting:
                 return self._pop_idle()
         elif self._tenants.under_quota(tenant):
@@ -552,7 +555,7 @@ class ConnectionPool:
     def _hand_over_locked(self, slot: Slot) -> None:
         """The granter: ``slot`` to the next waiter (the oldest, or sched.py's pick), or idle.
         Called by whoever frees a connection (putconn, a new connection, an undone grant)."""
-        if self._plain:
+        if self._fifo_only:
             if self._waiting:
                 w = self._waiting.popleft()
                 w.wake(slot, handle=self._prefinish_locked(w, slot))
@@ -637,7 +640,7 @@ class ConnectionPool:
         # Why it cannot be reused: None (it can), "broken" or "reset_failed". The common case,
         # an idle connection with nothing to restore, costs the one status read above.
         unreset = False  # not reset: it is to be closed (read again under the lock below)
-        if status == IDLE and not slot.dirty and self._nothing_to_reset:
+        if status == IDLE and not slot.return_flags and self._nothing_to_reset:
             unfit = None
         elif self._closed or (not self._keep_idle and not self._waiting and len(self._idle) >= self._idle_cap):
             # A connection nobody will borrow again (the pool closed; a null pool that nobody
@@ -686,7 +689,7 @@ class ConnectionPool:
                 slot.last_used = now  # _rest_locked, inlined: the hot path
                 slot.check_at = now + self._check_after
                 # Hand it to the oldest waiter (woken on its own condition), or make it idle.
-                if self._waiting or not self._plain:
+                if self._waiting or not self._fifo_only:
                     self._hand_over_locked(slot)
                 else:
                     self._idle.append(slot)
@@ -801,7 +804,7 @@ class ConnectionPool:
         ``asyncio.wrap_future(pool.getconn_future())``."""
         return self._futures.borrow(timeout, tenant, priority, self._sight())  # the site: the caller's line
 
-    def admit(self, w: Any, tenant: str | None, priority: float | None) -> Slot | None:
+    def _admit(self, w: Any, tenant: str | None, priority: float | None) -> Slot | None:
         while True:
             with self._lock:
                 slot = self._admit_locked(tenant, priority, w)
@@ -811,7 +814,7 @@ class ConnectionPool:
             if self._clock() >= w.deadline:
                 raise self._checks_timed_out(w.timeout, tenant)
 
-    def hand_out(self, slot: Slot, since: float, thread: threading.Thread, site: Any,
+    def _hand_out(self, slot: Slot, since: float, thread: threading.Thread, site: Any,
                  checked: bool = False) -> PooledConnection | None:  # fmt: skip
         now = self._clock()
         # A connection granted to a queued future is checked here, when due, as getconn checks
@@ -823,12 +826,12 @@ class ConnectionPool:
         self._on_acquire(now - since)
         return handle
 
-    def cancel_waiter(self, w: Queued) -> None:
+    def _cancel_waiter(self, w: Queued) -> None:
         with self._lock:
             if w.slot is None and w in self._waiting:
                 self._waiting.remove(w)
 
-    def expire_waiter(self, w: Any) -> str | None:
+    def _expire_waiter(self, w: Any) -> str | None:
         with self._lock:
             if w.slot is not None or w.error is not None or w not in self._waiting:
                 return None
@@ -929,7 +932,7 @@ class ConnectionPool:
 
     def _grow_locked(self) -> None:
         """Ask for the connections the waiters need, up to the ceiling (_cap)."""
-        waiting = len(self._waiting) if self._plain else sched.eligible(self._waiting, self._tenants)
+        waiting = len(self._waiting) if self._fifo_only else sched.eligible(self._waiting, self._tenants)
         self._create_locked(min(waiting - self._growing, self._cap - self._nconns - self._growing))
 
     def _fill_locked(self) -> None:
@@ -949,11 +952,11 @@ class ConnectionPool:
                                  self._clock() + self.reconnect_timeout, self._reconnect_failed)  # fmt: skip
 
     # the creators' seam (connector.Growing)
-    def attempting(self, at: float) -> None:
+    def _attempting(self, at: float) -> None:
         with self._lock:
             self._connect_attempts.append(at)
 
-    def attempt_failed(self, failure: Failure, gen: int, took: float, give_up_at: float) -> str:
+    def _attempt_failed(self, failure: Failure, gen: int, took: float, give_up_at: float) -> str:
         with self._lock:
             self._create_errors += 1
             self._connect_sum += took
@@ -976,7 +979,7 @@ class ConnectionPool:
                 self._growing -= 1
             return GIVE_UP if mine and needed else STOP
 
-    def add_connection(self, slot: Slot, gen: int, took: float) -> None:
+    def _add_connection(self, slot: Slot, gen: int, took: float) -> None:
         self._on_connect(took)
         with self._lock:
             keep = gen == self._gen and not self._closed
@@ -999,7 +1002,7 @@ class ConnectionPool:
         else:
             self._close_slot(slot)
 
-    def stopped_growing(self, gen: int) -> None:
+    def _stopped_growing(self, gen: int) -> None:
         with self._lock:
             if gen == self._gen:
                 self._growing -= 1
@@ -1009,12 +1012,12 @@ class ConnectionPool:
         return self._housekeeper.tick(self)
 
     # -- the leak detector's seam (leaks.LeaseTable) -------------------------------------------
-    def leased(self) -> list[Slot]:
+    def _leased(self) -> list[Slot]:
         """The connections out now (a snapshot taken under the lock)."""
         with self._lock:
             return [s for s in self._all.values() if s.handle is not None]
 
-    def mark_reported(self, slot: Slot, handle: Any, record: dict[str, Any]) -> bool:
+    def _mark_reported(self, slot: Slot, handle: Any, record: dict[str, Any]) -> bool:
         """Attach a leak report to a borrow, unless it was returned meanwhile."""
         with self._lock:
             if slot.handle is not handle:
@@ -1022,7 +1025,7 @@ class ConnectionPool:
             slot.report = record
             return True
 
-    def reclaim(self, slot: Slot, handle: Any, error: PoolError) -> bool:
+    def _reclaim(self, slot: Slot, handle: Any, error: PoolError) -> bool:
         """Take a leaked connection back: its handle dies (its next use raises ``error``), and
         the connection is aborted (never closed under a thread that may be inside libpq)."""
         with self._lock:
@@ -1040,7 +1043,7 @@ class ConnectionPool:
             self._close_slot(slot)
         return True
 
-    def now(self) -> float:
+    def _now(self) -> float:
         return self._clock()
 
     def backend_pids(self) -> list[int]:
@@ -1049,25 +1052,26 @@ class ConnectionPool:
             return sorted(s.pid for s in self._all.values() if s.pid)
 
     # -- the housekeeper's seam (housekeeper.Sweepable) ----------------------------------------
-    def view(self) -> View:
-        """A snapshot for the housekeeper, taken under the lock in one go."""
+    def _begin_round(self) -> View:
+        """A housekeeping round begins: it is counted, the demand sampled (the burst logic and
+        the advisor read the samples), and a snapshot returned, all under the lock in one go."""
         now = self._clock()
         with self._lock:
             self._housekeeper_runs += 1
             timeouts = self._timeouts + self._rejected + self._config_errors
             attempts = self._borrows + timeouts
-            self._rate.append((now, attempts, timeouts))  # attempts, and those not served
+            self._demand_samples.append((now, attempts, timeouts))  # attempts, and those not served
             # (a lifetime already over is for putconn to act on, when that connection comes back)
             nxt = min((s.expires for s in self._all.values() if s.expires > now), default=math.inf)
             since = now - BURST_WINDOW
-            start = next((n for t, n, _ in self._rate if t >= since), attempts)
+            start = next((n for t, n, _ in self._demand_samples if t >= since), attempts)
             keep = 0 if self._forked_parent else self.min_size
             quiet = attempts == self._hk_attempts and not self._waiting and self._nconns + self._growing >= keep
             self._hk_quiet, self._hk_attempts = quiet, attempts
             return View(now, list(self._idle), self._nconns, keep, attempts, start, [w.since for w in self._waiting],
                         nxt, quiet)  # fmt: skip
 
-    def evict(self, victims: list[tuple[Slot, str]]) -> None:
+    def _evict(self, victims: list[tuple[Slot, str]]) -> None:
         """Retire the housekeeper's choices that are still idle, then refill and grow."""
         gone: list[Slot] = []
         with self._lock:
@@ -1091,7 +1095,7 @@ class ConnectionPool:
             logger.debug("pool %r: closing connection %d (lifetime or idle limit)", self.name, slot.id)
             self._close_slot(slot)
 
-    def set_ceiling(self, cap: int) -> None:
+    def _set_ceiling(self, cap: int) -> None:
         """How far the pool may grow now: max_size, or burst_size while bursting. ``cap`` is
         what the housekeeper computed, maybe before a resize() that ran since: the ceiling is
         read again here, under the lock resize() writes it under, so a late call cannot undo
@@ -1182,7 +1186,7 @@ class ConnectionPool:
         }  # fmt: skip
         if self.burst_size is not None:
             c["burst_size"], c["bursting"] = self.burst_size, self._housekeeper.bursting
-        if not self._plain:
+        if not self._fifo_only:
             c["tenants"] = self._tenants.stats()
         return c
 
@@ -1225,7 +1229,7 @@ class ConnectionPool:
             # every borrow attempt, served or not: timeouts and refusals are demand too
             timeouts = self._timeouts + self._rejected + self._config_errors
             measured = advisor.Measured(
-                now, [x for x in self._rate if x[0] >= now - 60.0], self._borrows + timeouts, timeouts,
+                now, [x for x in self._demand_samples if x[0] >= now - 60.0], self._borrows + timeouts, timeouts,
                 self._opened_at, self._hold_window.mean(), self._wait_window.percentiles_ms(99)[0], self.max_size,
                 self._target,
             )  # fmt: skip
@@ -1260,7 +1264,7 @@ class ConnectionPool:
 
     def borrowed(self) -> list[dict[str, Any]]:
         """One record per connection out now: thread, held for, borrow site, busy or escaped."""
-        return describe_all(self.name, self.leased(), self._clock())
+        return describe_all(self.name, self._leased(), self._clock())
 
     def tenant_label(self, tenant: str) -> str:
         return tenant if tenant in self._tenants.limits else "other"

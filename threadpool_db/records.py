@@ -12,7 +12,7 @@ from .errors import PoolError
 
 _ids = itertools.count(1)
 
-# Slot.dirty flags, set through the handle, read on return
+# Slot.return_flags: what the return must do beyond the rollback, set through the handle
 DIRTY = 1  # a session setting was changed: restore the pool's defaults
 BROKEN = 2  # a fatal error was seen: never reuse
 NAMED = 4  # server-side cursors were opened (Slot.named): close them on return
@@ -24,12 +24,12 @@ class Slot:
     Who guards what: ``raw``, ``id``, ``pid``, ``created``, ``settings`` and ``gen`` are set
     once (immutable after). Everything about the current borrow (``handle``, ``owner``,
     ``thread``, ``borrowed_at``, ``site``, ``report``, ``tenant``) and ``expires``,
-    ``last_used``, ``check_at``, ``burst`` are written under the pool lock. ``dirty`` and ``named`` belong to
+    ``last_used``, ``check_at``, ``burst`` are written under the pool lock. ``return_flags`` and ``named`` belong to
     the borrower's thread while the connection is out (the pool reads them in putconn, on
     that same thread, before it takes the lock)."""
 
     __slots__ = (
-        "raw", "id", "pid", "created", "expires", "last_used", "check_at", "settings", "dirty", "gen",
+        "raw", "id", "pid", "created", "expires", "last_used", "check_at", "settings", "return_flags", "gen",
         "handle", "borrowed_at", "owner", "thread", "site", "report", "tenant", "burst", "named",
     )  # fmt: skip
 
@@ -44,7 +44,7 @@ class Slot:
         self.check_at = created
         self.expires = expires
         self.settings = settings
-        self.dirty = 0  # DIRTY / BROKEN
+        self.return_flags = 0  # DIRTY | BROKEN | NAMED: what the return must do
         self.gen = gen
         self.handle: Any = None  # the borrower's connection.PooledConnection while it is out
         self.borrowed_at = 0.0  # when (the pool's clock)
