@@ -6,6 +6,7 @@ import contextlib
 import inspect
 import os
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -115,14 +116,20 @@ def in_child(fn: Callable[[], Any], timeout: float = JOIN) -> Any:
             os._exit(code)
     os.close(w)
     buf = b""
+    eof = False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if select.select([r], [], [], 0.5)[0]:
             chunk = os.read(r, 65536)
             if not chunk:
+                eof = True  # the child's end closed: it is exiting
                 break
             buf += chunk
     os.close(r)
+    if not eof:  # past its deadline and still running: it goes, so the run leaves nothing
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        raise AssertionError(f"child still running after {timeout:g} s: killed; it said {buf!r}")
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child failed: {buf!r}"
     out = json.loads(buf)

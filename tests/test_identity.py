@@ -64,6 +64,8 @@ def test_a_leak_report_names_the_thread_that_ended_not_the_one_that_got_its_iden
         assert newcomer.ident == ended.ident and newcomer.is_alive()
         (rec,) = pool.borrowed()
         assert rec["thread_name"] == "ended-holding"
+        (leased,) = pool._leased()
+        raw = leased.raw  # the dead borrower's connection: nobody can be inside it
         assert rec["thread_alive"] is False and rec["state"] == "thread ended"
         assert "newcomer" not in rec["holder_stack"]
         mine = pool.getconn()  # the other one: a timeout now names both holders
@@ -75,6 +77,8 @@ def test_a_leak_report_names_the_thread_that_ended_not_the_one_that_got_its_iden
         wait_until(lambda: pool.stats()["leaks_reclaimed"] == 1, timeout=1.0 + SETTLE, what="the reclaim")
         s = pool.stats()
         assert s["borrower_thread_died"] == 1 and s["leaks_detected"] == 1
+        # closed for real, not only aborted as under a live borrower (the newcomer with its ident)
+        assert raw.closed
         (report,) = pool.leak_reports()
         assert report["thread_name"] == "ended-holding" and report["thread_alive"] is False
         assert "newcomer" not in report["summary"] + report["holder_stack"]

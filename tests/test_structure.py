@@ -27,6 +27,21 @@ def _pool_privates() -> set[str]:
     return names
 
 
+def _seam_names() -> set[str]:
+    """The methods the services' Protocols declare (Growing, Sweepable, LeaseTable, Granter …):
+    private on the pool, so no user takes them for API, and the one way a service reaches it."""
+    seams: set[str] = set()
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(parse_python(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                (isinstance(b, ast.Name) and b.id == "Protocol")
+                or (isinstance(b, ast.Attribute) and b.attr == "Protocol")
+                for b in node.bases
+            ):
+                seams |= {f.name for f in node.body if isinstance(f, ast.FunctionDef)}
+    return seams
+
+
 def _touches(path: Path, private: set[str]) -> list[str]:
     """``x._name`` with ``_name`` one of the pool's privates, on anything but ``self``."""
     out = []
@@ -44,7 +59,10 @@ def test_the_check_finds_what_it_looks_for():
 
 
 def test_no_module_but_pool_py_touches_the_pools_private_state():
-    private = _pool_privates()
+    """... but through a seam a service's Protocol declares."""
+    seams = _seam_names()
+    assert {"_admit", "_attempt_failed", "_leased", "_begin_round"} <= seams
+    private = _pool_privates() - seams
     offenders = []
     for path in sorted(PKG.rglob("*.py")):
         if path == PKG / "pool.py":
@@ -227,7 +245,7 @@ def _package_files() -> list[Path]:
 # Found by the check below in a file this round's first phase may not edit (issue 35): two
 # creator threads learning rotated secrets at once can lose one, which could then show in a log.
 # Fix it (under self._lock) after the merge and empty this; the equality below then holds.
-KNOWN_ELSEWHERE = ["threadpool_db/connector.py: Connector.learn: self._secrets"]
+KNOWN_ELSEWHERE: list[str] = []
 
 
 def test_every_field_update_in_a_class_that_owns_a_lock_holds_it():

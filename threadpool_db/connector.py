@@ -182,8 +182,10 @@ class Connector:
     # -- secrets ------------------------------------------------------------------------------
     def learn(self, conninfo: str, kwargs: dict[str, Any]) -> None:
         """A callable conninfo or kwargs may rotate passwords: learn each before anything can
-        log it."""
-        self._secrets = self._secrets | find_secrets(conninfo, kwargs)
+        log it. Creator threads may learn at once: under the lock, so no secret is lost."""
+        found = find_secrets(conninfo, kwargs)
+        with self._lock:
+            self._secrets = self._secrets | found
 
     def scrub(self, text: str) -> str:
         return scrub(text, self._secrets)

@@ -26,8 +26,7 @@ from threading import current_thread, get_ident
 from types import TracebackType
 from typing import Any
 
-from . import advisor, errors, forking, stats, workers
-from . import quotas as sched  # (its uses below keep the old name until the pool.py rename round)
+from . import advisor, errors, forking, quotas, stats, workers
 from .config import AUTO_CHECK_IDLE, NETWORK_TIMEOUT, UNLIMITED, PoolConfig, check_sizes, positive
 from .connection import PooledConnection, bad_return_error, check_connection, dead_handle_error
 from .connector import GIVE_UP, RETRY, STOP, CheckTimedOut, Connector, Failure
@@ -466,7 +465,7 @@ class ConnectionPool:
     def _admit_locked(self, tenant: str | None, priority: float | None, waiter: Queued) -> Slot | None:
         """Critical section: a connection ready now (its slot), or queue ``waiter`` (None). A
         waiter leaves _waiting only under this lock, so none is served after it gave up."""
-        sched.check_request(tenant, priority)
+        quotas.check_request(tenant, priority)
         if self._closed:
             raise PoolClosed(f"pool {self.name!r} is already closed")  # psycopg_pool's words
         if not self._opened:
@@ -477,7 +476,7 @@ class ConnectionPool:
             if self._idle and not self._waiting:
                 return self._pop_idle()
         elif self._tenants.under_quota(tenant):
-            # While a connection is idle no queued waiter is eligible (sched.py): take it.
+            # While a connection is idle no queued waiter is eligible (quotas.py): take it.
             if self._idle:
                 slot = self._pop_idle()
                 self._take_quota_locked(slot, tenant)
@@ -553,7 +552,7 @@ class ConnectionPool:
         return w.slot, w.handle  # type: ignore[return-value]
 
     def _hand_over_locked(self, slot: Slot) -> None:
-        """The granter: ``slot`` to the next waiter (the oldest, or sched.py's pick), or idle.
+        """The granter: ``slot`` to the next waiter (the oldest, or quotas.py's pick), or idle.
         Called by whoever frees a connection (putconn, a new connection, an undone grant)."""
         if self._fifo_only:
             if self._waiting:
@@ -568,7 +567,7 @@ class ConnectionPool:
     def _dispatch_locked(self) -> None:
         """Scheduler mode: serve eligible waiters while connections are idle."""
         while self._idle and self._waiting:
-            w = sched.pick(self._waiting, self._tenants, self._clock(), self.priority_aging)
+            w = quotas.pick(self._waiting, self._tenants, self._clock(), self.priority_aging)
             if w is None:
                 return
             slot = self._pop_idle()
@@ -932,7 +931,7 @@ class ConnectionPool:
 
     def _grow_locked(self) -> None:
         """Ask for the connections the waiters need, up to the ceiling (_cap)."""
-        waiting = len(self._waiting) if self._fifo_only else sched.eligible(self._waiting, self._tenants)
+        waiting = len(self._waiting) if self._fifo_only else quotas.eligible(self._waiting, self._tenants)
         self._create_locked(min(waiting - self._growing, self._cap - self._nconns - self._growing))
 
     def _fill_locked(self) -> None:
@@ -1038,7 +1037,9 @@ class ConnectionPool:
             self._discarded_broken += 1
             self._discard_locked(slot)
         self._connector.abort(slot.raw)
-        owner_alive = any(t.ident == slot.owner for t in threading.enumerate())
+        # The borrower by its Thread, never its ident (a new thread may have its ident by now);
+        # a borrow made with leak detection's site unknown recorded no Thread: assume alive.
+        owner_alive = slot.thread.is_alive() if slot.thread is not None else True
         if not owner_alive:  # nobody can be inside libpq on it: close it for real
             self._close_slot(slot)
         return True
