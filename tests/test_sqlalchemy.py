@@ -488,7 +488,10 @@ def test_closing_a_connection_whose_core_handle_was_reclaimed(engines, recwarn):
     with pytest.raises(sa.exc.OperationalError) as ei:
         conn.close()
     assert ei.value.connection_invalidated  # SQLAlchemy's disconnect, as for a killed backend
-    assert conn.closed and dbapi.closed
+    assert dbapi.closed
+    # SQLAlchemy 2.1 marks the Connection closed when its close() raised; 2.0 leaves the flag
+    # (its own behaviour with QueuePool too, for a backend that went away mid-transaction)
+    assert conn.closed or sa.__version__.startswith("2.0.")
     assert seen["invalidate"] == 1 and seen["close"] == 1 and seen["checkin"] == 1
     assert eng.pool.checkedout() == 0
     with eng.connect() as again:  # pool_size 1: lent again, on a new connection
