@@ -490,7 +490,7 @@ def test_closing_a_connection_whose_core_handle_was_reclaimed(engines, recwarn):
     assert ei.value.connection_invalidated  # SQLAlchemy's disconnect, as for a killed backend
     assert dbapi.closed
     # SQLAlchemy 2.1 marks the Connection closed when its close() raised; 2.0 leaves the flag
-    # (its own behaviour with QueuePool too, for a backend that went away mid-transaction)
+    # (the flag is SQLAlchemy's own; the pool side, dbapi.closed and the events, is the same)
     assert conn.closed or sa.__version__.startswith("2.0.")
     assert seen["invalidate"] == 1 and seen["close"] == 1 and seen["checkin"] == 1
     assert eng.pool.checkedout() == 0
