@@ -6,7 +6,7 @@ EXTRAS ?= test,demo,flask,metrics,load,bench
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml threadpool_db/_sight.c | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo quick-demo bench soak lint serve clean
+.PHONY: venv test demo quick-demo bench soak lint serve clean upstream-psycopg
 
 venv: $(STAMP)
 
@@ -31,6 +31,12 @@ demo: venv
 
 bench: venv
 	$(BIN)/python -m load.bench_pools
+
+# psycopg's own tests, raw and through our handle (tests/upstream/run_psycopg.py): give it a
+# checkout of psycopg's source at the installed version's tag; not part of `make test`.
+upstream-psycopg: venv
+	@test -n "$(PSYCOPG_SRC)" || { echo "usage: make upstream-psycopg PSYCOPG_SRC=/path/to/psycopg"; exit 2; }
+	$(BIN)/python tests/upstream/run_psycopg.py "$(PSYCOPG_SRC)" $(UPSTREAM_ARGS)
 
 quick-demo: venv
 	$(BIN)/python -m demo_app.quick
