@@ -37,7 +37,7 @@ from .drivers import (
 )
 from .errors import PoolError
 from .pgbouncer import guard_configure, take_flag
-from .records import BROKEN, DIRTY, Slot
+from .records import ADAPTERS, BROKEN, DIRTY, Slot
 from .redact import find_secrets, scrub
 
 logger = logging.getLogger("threadpool_db")
@@ -435,6 +435,8 @@ class Connector:
                 return "broken"
             if slot.return_flags & DIRTY:
                 driver.restore(raw, slot.settings)
+            if slot.return_flags & ADAPTERS and hasattr(driver, "restore_adapters"):  # not in the Protocol
+                driver.restore_adapters(raw, slot.settings)
             slot.return_flags = 0
             if self.reset_callback is not None:
                 self.reset_callback(raw)
