@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .commits import commit
 from .drivers import PYTHON_SETTINGS
-from .errors import ConnectionReturned, PoolError
-from .records import ADAPTERS, DIRTY, NAMED
+from .errors import BadReturn, ConnectionReturned, PoolError, ReturnedTwice
+from .records import ADAPTERS, BROKEN, DIRTY, NAMED
 
 if TYPE_CHECKING:
     from .records import Slot
@@ -46,6 +46,7 @@ class Owner(Protocol):
     """What a handle asks of the pool it came from (ConnectionPool is one)."""
 
     name: str
+    close_returns: bool  # what the handle's close() does: False, close it; True, give it back
 
     def putconn(self, conn: Any, exc: BaseException | None = None, commit: bool | None = None) -> None:
         """Give ``conn`` back; ``commit`` not None: the end of a ``with`` block (commit, or
@@ -93,13 +94,15 @@ def dead_handle_error(conn: PooledConnection, pool_name: str | None, prefix: str
 
 
 def bad_return_error(conn: Any, pool: Owner) -> PoolError:
-    """The error for a putconn that is not a return: a foreign connection, or a handle already
-    returned (or reclaimed); the message says which, and where."""
+    """The error for a putconn that is not a return: a foreign connection (BadReturn), or a
+    handle already returned (ReturnedTwice) or reclaimed (ConnectionReclaimed); the message
+    says which, and where. The first two are ``ValueError``s, as psycopg_pool's are."""
     owner = conn._owner() if type(conn) is PooledConnection else None
     if owner is not pool:
         where = f"pool {owner.name!r}" if owner is not None else "outside any pool"
-        return PoolError(f"putconn: this connection does not belong to pool {pool.name!r} (it comes from {where})")
-    return dead_handle_error(conn, pool.name, "putconn: ")
+        return BadReturn(f"putconn: this connection does not belong to pool {pool.name!r} (it comes from {where})")
+    err = dead_handle_error(conn, pool.name, "putconn: ")
+    return ReturnedTwice(str(err)) if type(err) is ConnectionReturned else err
 
 
 def check_connection(conn: Any) -> None:
@@ -367,12 +370,23 @@ class PooledConnection:
         raw.rollback()
 
     def close(self) -> None:
-        """Give the connection back to its pool (it is not closed). A second call is a no-op,
-        ``closed`` reads True after it, and one ``pool.putconn()`` of this handle afterwards is
-        accepted quietly, as psycopg_pool code writes it (a second one raises)."""
-        if self._raw is not None:
-            self._close_pending = True
-            self._home.putconn(self)  # type: ignore[union-attr]  # alive: _home is the pool
+        """As psycopg_pool's: with ``close_returns=False`` (the default) the connection is
+        closed for real; with ``close_returns=True`` it goes back for reuse. Either way the
+        borrow ends here and the slot goes back to the pool, so nothing leaks: a closed one is
+        discarded (counted in ``returns_bad``, as psycopg_pool counts it) and replaced when
+        needed. A second call is a no-op, ``closed`` reads True after it, and one
+        ``pool.putconn()`` of this handle afterwards (or the ``with`` block's end) is accepted
+        quietly, as psycopg_pool code writes it (a second one raises)."""
+        slot = self._slot
+        if slot is None:
+            return
+        pool = self._home
+        if not pool.close_returns:  # type: ignore[union-attr]  # alive: _home is the pool
+            # Broken, the return discards it without a reset and closes it through the
+            # driver, in this call: the one place the pool closes a connection it lent.
+            slot.return_flags |= BROKEN
+        self._close_pending = True
+        pool.putconn(self)  # type: ignore[union-attr]
 
     @property
     def closed(self) -> bool:

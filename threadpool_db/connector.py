@@ -209,7 +209,9 @@ class Connector:
                 if verdict == RETRY:
                     continue
                 if verdict == GIVE_UP:
-                    logger.error("pool %r: giving up connecting to %s after %.1f s: %s",
+                    # psycopg_pool's words ("reconnection attempt ... failed"): alerts written
+                    # for its log keep matching
+                    logger.error("pool %r: reconnection attempt to %s failed after %.1f s, giving up: %s",
                                  self.name, self.target, self._clock() - start, f.message)  # fmt: skip
                     if reconnect_failed is not None:
                         try:

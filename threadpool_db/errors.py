@@ -48,6 +48,17 @@ class ConnectionReturned(PoolError, OperationalError):
     the pool and, when leak detection recorded them, where it was borrowed and returned."""
 
 
+class BadReturn(PoolError, ValueError):
+    """``putconn`` of a connection this pool did not lend: another pool's, or none's. A
+    ``ValueError`` too, as psycopg_pool raises, so ``except ValueError`` code keeps working; the
+    message names both pools."""
+
+
+class ReturnedTwice(ConnectionReturned, BadReturn):
+    """``putconn`` of a handle already returned: a ``ConnectionReturned`` (use after return)
+    and a ``BadReturn`` (a ``ValueError``, as psycopg_pool's second ``putconn`` raises)."""
+
+
 class ConnectionReclaimed(ConnectionReturned):
     """The connection was taken back by the leak detector; this handle is dead."""
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from . import advisor, errors, forking, quotas, stats, workers
 from .config import AUTO_CHECK_IDLE, NETWORK_TIMEOUT, UNLIMITED, PoolConfig, check_sizes, positive
-from .connection import PooledConnection, bad_return_error, check_connection, dead_handle_error
+from .connection import PooledConnection, bad_return_error, check_connection
 from .connector import GIVE_UP, RETRY, STOP, CheckTimedOut, Connector, Failure
 from .drivers import IDLE, Driver, ValidationTimeout
 from .errors import PoolClosed, PoolConfigError, PoolError, PoolTimeout, TenantQuotaExceeded, TooManyWaiters
@@ -36,7 +36,7 @@ from .future import Futures
 from .housekeeper import BURST_WINDOW, Housekeeper, View
 from .leaks import LeakDetector, describe_all, held_text, holders_text
 from .quotas import TenantBook
-from .records import Queued, Slot, Waiter
+from .records import BROKEN, Queued, Slot, Waiter
 from .stats import Window
 
 logger = logging.getLogger("threadpool_db")
@@ -161,7 +161,7 @@ class ConnectionPool:
         self.conninfo, self.kwargs = self._connector.conninfo, self._connector.kwargs
         self.pgbouncer = self._connector.pgbouncer
         self.connection_class = connection_class
-        self.close_returns = close_returns  # accepted for psycopg_pool code: close() always returns
+        self.close_returns = close_returns  # the handle's close(): False closes, True returns
         self._reconnect_failed = reconnect_failed
         self._housekeeper = Housekeeper(self.max_idle, self._max_size, self.burst_size, self.burst_wait_threshold)
         lk = cfg.leaks
@@ -641,6 +641,8 @@ class ConnectionPool:
         unreset = False  # not reset: it is to be closed (read again under the lock below)
         if status == IDLE and not slot.return_flags and self._nothing_to_reset:
             unfit = None
+        elif slot.return_flags & BROKEN:  # closed by conn.close(), or a fatal error: no reset
+            unfit = "broken"
         elif self._closed or (not self._keep_idle and not self._waiting and len(self._idle) >= self._idle_cap):
             # A connection nobody will borrow again (the pool closed; a null pool that nobody
             # waits on) is closed without a reset, as psycopg_pool's: ``reset`` runs once per
@@ -654,7 +656,7 @@ class ConnectionPool:
             # idle, or away. A concurrent second return (or a reclaim) fails on slot.handle
             # here; slot.expires is read here since resize() and drain() write it here.
             if slot.handle is not conn:
-                raise dead_handle_error(conn, self.name, "putconn: ")
+                raise bad_return_error(conn, self)  # returned twice, by two threads at once
             slot.handle = None
             self._usage_sum += held
             # retire the handle (PooledConnection._retire, inlined: this is the hot path)

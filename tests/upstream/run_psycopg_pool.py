@@ -134,7 +134,7 @@ def _run(src: Path, url: str, extra: list[str], results: Path, cache: str) -> in
 def main(argv: list[str]) -> int:
     import argparse
 
-    from threadpool_db.testing import database
+    from threadpool_db.embedded import database
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("src", nargs="?", default=os.environ.get("PSYCOPG_SRC"), help="psycopg checkout")
