@@ -199,3 +199,39 @@ def test_giving_up_logs_a_failed_reconnection_attempt(caplog):
             pool.close()
     lines = [r.getMessage() for r in caplog.records if "reconnection attempt" in r.getMessage().lower()]
     assert len(lines) == 1 and "pool 'gone'" in lines[0] and "giving up" in lines[0], lines
+
+
+# -- the stats' meanings ---------------------------------------------------------------------------
+def test_null_pool_counts_as_queued_only_a_borrow_it_has_no_room_for(dsn, app_name):
+    """psycopg_pool's null pool connects in the borrower's thread: a borrow a new connection
+    serves is a request, not a queued one. One beyond max_size queues."""
+    with NullConnectionPool(dsn, max_size=1, kwargs={"application_name": app_name}) as pool:
+        held = pool.getconn()  # a connection made for it
+        assert "requests_queued" not in pool.get_stats()
+        with pytest.raises(PoolTimeout):
+            pool.getconn(timeout=0.1)  # no room for another: queued, then timed out
+        assert pool.get_stats()["requests_queued"] == 1
+        pool.putconn(held)
+
+
+def test_connections_num_counts_a_connect_as_it_begins(dsn):
+    """As psycopg_pool's: an attempt still in flight is counted (a check that found every
+    connection dead shows the reconnects at once, not when they end)."""
+    started, release = threading.Event(), threading.Event()
+
+    def connect() -> psycopg.Connection:
+        started.set()
+        release.wait(JOIN)
+        return psycopg.connect(dsn)
+
+    pool = ConnectionPool(connect=connect, min_size=1, max_size=1, name="slow-connect")
+    try:
+        assert started.wait(JOIN)
+        assert pool.get_stats()["connections_num"] == 1  # begun, not ended
+        assert pool.stats()["created"] == 0
+        release.set()
+        pool.wait(timeout=JOIN)
+        assert pool.get_stats()["connections_num"] == 1  # counted once
+    finally:
+        release.set()
+        pool.close()

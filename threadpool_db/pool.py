@@ -210,6 +210,7 @@ class ConnectionPool:
         # psycopg_pool-style totals (get_stats/pop_stats); pop_stats moves _stats_base.
         self._wait_sum = self._usage_sum = self._connect_sum = 0.0
         self._returns_bad = self._config_errors = 0  # config_errors: borrows failed fast, refused
+        self._attempts_started = 0  # connects begun (psycopg_pool's connections_num counts them as they start)
         self._housekeeper_runs = 0  # ticks of the housekeeper (stats: is it alive?)
         self._stats_base: dict[str, float] = {}
         self._connect_attempts: deque[float] = deque(maxlen=64)
@@ -503,8 +504,12 @@ class ConnectionPool:
                 f"pool {self.name!r}: {len(self._waiting)} borrowers already waiting (max_waiting={self.max_waiting})"
             )
         self._waiting.append(waiter)
-        self._waits += 1
-        self._tenants.count(tenant, "waits")
+        # A wait for a connection already there or coming back. A null pool's borrow that a
+        # new connection will serve is not one (psycopg_pool's null pool connects in the
+        # borrower's thread: not queued); only one beyond the room to make them is.
+        if self._keep_idle or len(self._waiting) > self._cap - self._nconns:
+            self._waits += 1
+            self._tenants.count(tenant, "waits")
         self._grow_locked()
         if self._hk_quiet:  # the housekeeper sleeps long: waits matter to bursts and the advisor
             self._hk_quiet = False
@@ -956,6 +961,7 @@ class ConnectionPool:
     def _attempting(self, at: float) -> None:
         with self._lock:
             self._connect_attempts.append(at)
+            self._attempts_started += 1
 
     def _attempt_failed(self, failure: Failure, gen: int, took: float, give_up_at: float) -> str:
         with self._lock:
@@ -1186,6 +1192,7 @@ class ConnectionPool:
             "config_error": self._connector.config_error, "config_errors": self._config_errors,
             "pool_closed": self._closed, "wait_sum": self._wait_sum, "usage_sum": self._usage_sum,
             "connect_sum": self._connect_sum, "returns_bad": self._returns_bad,
+            "attempts_started": self._attempts_started,
         }  # fmt: skip
         if self.burst_size is not None:
             c["burst_size"], c["bursting"] = self.burst_size, self._housekeeper.bursting
