@@ -87,7 +87,7 @@ class ConnectionPool:
         timeout: float = 30.0,
         max_waiting: int = 0,
         # the connections' lives, their checks and callbacks
-        max_lifetime: float = 1800.0,
+        max_lifetime: float = 3600.0,
         max_idle: float = 600.0,
         check: str | Callable[[Any], Any] | None = "auto",
         check_timeout: float = 5.0,
@@ -97,7 +97,7 @@ class ConnectionPool:
         reconnect_failed: Callable[[ConnectionPool], Any] | None = None,
         connect_timeout: float | None = 10.0,
         network_timeout: float | None = NETWORK_TIMEOUT,
-        num_workers: int = 2,
+        num_workers: int = 3,
         name: str | None = None,
         open: bool | None = True,
         close_returns: bool = False,
