@@ -235,3 +235,11 @@ def test_connections_num_counts_a_connect_as_it_begins(dsn):
     finally:
         release.set()
         pool.close()
+
+
+def test_defaults_are_psycopg_pools(dsn):
+    """Code moved over from psycopg_pool keeps its pace (docs/api.md: why)."""
+    for cls in (ConnectionPool, NullConnectionPool):
+        pool = cls(dsn, open=False)
+        assert (pool.max_lifetime, pool.num_workers, pool.max_idle, pool.timeout) == (3600.0, 3, 600.0, 30.0), cls
+        assert pool.close_returns is False
