@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .drivers import PYTHON_SETTINGS
 from .errors import ConnectionReturned, PoolError
-from .records import ADAPTERS, DIRTY, NAMED
+from .records import ADAPTERS, DIRTY, HANDLERS, NAMED
 
 if TYPE_CHECKING:
     from .records import Slot
@@ -344,6 +344,25 @@ class PooledConnection:
         if _is_psycopg(raw):
             return _pipeline(self, taken_at())
         return Guarded(raw.pipeline(), self, "pipeline", taken_at())
+
+    def add_notify_handler(self, callback: Callable[[Any], None]) -> None:
+        """As the connection's; the callback is removed when the connection goes back."""
+        self._add_handler("add_notify_handler", "remove_notify_handler", callback)
+
+    def add_notice_handler(self, callback: Callable[[Any], None]) -> None:
+        """As the connection's; the callback is removed when the connection goes back."""
+        self._add_handler("add_notice_handler", "remove_notice_handler", callback)
+
+    def _add_handler(self, adder: str, remover: str, callback: Callable[[Any], None]) -> None:
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        getattr(raw, adder)(callback)
+        slot = self._slot
+        if slot.handlers is None:  # type: ignore[union-attr]
+            slot.handlers = []  # type: ignore[union-attr]
+        slot.handlers.append((remover, callback))  # type: ignore[union-attr]
+        slot.dirty |= HANDLERS  # type: ignore[union-attr]  # so the return looks at them
 
     def notifies(self, *args: Any, **kwargs: Any) -> Any:
         raw = self._raw
