@@ -3,21 +3,25 @@
 The handle (``PooledConnection``) is a thin proxy that dies when the connection goes back.
 Everything the driver's connection offers is reachable through it (``__getattr__``); the few
 calls on every request path (``execute``, ``cursor``, ``commit``, ``rollback``) are forwarded
-without that lookup. Setting ``autocommit``, ``isolation_level``, ``read_only`` or ``deferrable``
-marks the connection so the pool restores its defaults on return; touching ``.raw`` does too,
-since the pool can no longer see what is done with it. Used as a context manager the handle
-commits on a clean exit, rolls back on an exception, and always goes back to its pool.
-``close()`` also gives it back, as in SQLAlchemy and DBUtils.
+without that lookup. Every attribute a ``psycopg.Connection`` takes writes of is a property
+here (``autocommit`` ... ``deferrable``, ``row_factory``, ``cursor_factory``,
+``server_cursor_factory``, ``prepare_threshold``, ``prepared_max``): a write marks the
+connection so the pool restores what ``configure`` left on return; touching ``.raw`` or
+``.adapters`` does too, and the notify/notice handlers added through the handle are removed.
+Used as a context manager the handle commits on a clean exit, rolls back on an exception, and
+always goes back to its pool. ``close()`` also gives it back, as in SQLAlchemy and DBUtils.
 
-What a borrower takes through the handle dies with it too: a cursor (client-side or
-named/server-side), the cursor ``execute()`` returns, ``transaction()``, ``pipeline()``,
-``copy()`` and the ``notifies()``/``stream()`` generators come wrapped in a guard that checks,
-on every use, that the handle is still borrowed. After the connection goes back (or is
-reclaimed), any use raises ``PoolError`` naming the pool, where the object was taken and, when
-the leak detector recorded them, where the connection was borrowed and returned: a stale cursor
-can no longer write into the next borrower's transaction. A guard costs one attribute check
-per call; a borrow that takes no cursor pays nothing. ``conn.raw`` stays the unguarded escape
-hatch.
+What a borrower takes through the handle dies with it too. On psycopg, cursors (of the
+``cursor_factory`` / ``server_cursor_factory`` in use), transactions and pipelines are
+psycopg's own classes, tied to the handle (``tied_class``): psycopg's checks (isinstance,
+``next``, weak references, ``Rollback(tx)``, pipeline re-entry) hold, and their every use of the
+connection checks the handle is still borrowed. With another DB-API driver they come wrapped
+in ``Guarded``, which checks on every call. After the connection goes back (or is reclaimed),
+any use raises ``ConnectionReturned`` (a ``psycopg.OperationalError``) naming the pool, where
+the object was taken and, when the leak detector recorded them, where the connection was
+borrowed and returned: a stale cursor can no longer write into the next borrower's
+transaction. A borrow that takes no cursor pays nothing. ``conn.raw`` stays the unguarded
+escape hatch.
 
 The handle knows its pool only through ``Owner``, the two things it asks of it.
 """
@@ -788,6 +792,11 @@ class Guarded:
         if self._handle._raw is None:
             return None  # the connection went back inside the block: nothing left to close
         return self._obj.__exit__(*exc)
+
+    @property
+    def closed(self) -> bool:
+        """True once closed, and once its connection went back (read without raising)."""
+        return self._handle._raw is None or bool(self._obj.closed)
 
     @property
     def connection(self) -> PooledConnection:
