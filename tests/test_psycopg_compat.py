@@ -239,3 +239,22 @@ def test_adapters_registered_by_configure_stay(make_pool):
         with pool.connection() as conn:
             assert conn.execute("SELECT 'hi'::text").fetchone() == ("HI",)
             conn.adapters.register_loader("text", psycopg.types.string.TextLoader)
+
+
+def test_notify_handlers_added_in_a_borrow_go_at_its_return(make_pool):
+    pool = make_pool(min_size=1, max_size=1)
+    seen: list[str] = []
+    with pool.connection() as conn:
+        conn.autocommit = True
+        conn.add_notify_handler(lambda n: seen.append(n.payload))
+        conn.add_notice_handler(lambda d: seen.append("notice"))
+        conn.execute("LISTEN ch")
+        conn.execute("NOTIFY ch, 'first'")
+    assert seen == ["first"]
+    with pool.connection() as conn:  # the same connection: the callbacks are gone
+        conn.autocommit = True
+        conn.execute("LISTEN ch")
+        conn.execute("NOTIFY ch, 'second'")
+        conn.execute("DO $$ BEGIN RAISE NOTICE 'hello'; END $$")
+        assert seen == ["first"]
+        assert [n.payload for n in conn.notifies(timeout=0.5, stop_after=1)] == ["second"]

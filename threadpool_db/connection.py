@@ -3,21 +3,25 @@
 The handle (``PooledConnection``) is a thin proxy that dies when the connection goes back.
 Everything the driver's connection offers is reachable through it (``__getattr__``); the few
 calls on every request path (``execute``, ``cursor``, ``commit``, ``rollback``) are forwarded
-without that lookup. Setting ``autocommit``, ``isolation_level``, ``read_only`` or ``deferrable``
-marks the connection so the pool restores its defaults on return; touching ``.raw`` does too,
-since the pool can no longer see what is done with it. Used as a context manager the handle
-commits on a clean exit, rolls back on an exception, and always goes back to its pool.
-``close()`` also gives it back, as in SQLAlchemy and DBUtils.
+without that lookup. Every attribute a ``psycopg.Connection`` takes writes of is a property
+here (``autocommit`` ... ``deferrable``, ``row_factory``, ``cursor_factory``,
+``server_cursor_factory``, ``prepare_threshold``, ``prepared_max``): a write marks the
+connection so the pool restores what ``configure`` left on return; touching ``.raw`` or
+``.adapters`` does too, and the notify/notice handlers added through the handle are removed.
+Used as a context manager the handle commits on a clean exit, rolls back on an exception, and
+always goes back to its pool. ``close()`` also gives it back, as in SQLAlchemy and DBUtils.
 
-What a borrower takes through the handle dies with it too: a cursor (client-side or
-named/server-side), the cursor ``execute()`` returns, ``transaction()``, ``pipeline()``,
-``copy()`` and the ``notifies()``/``stream()`` generators come wrapped in a guard that checks,
-on every use, that the handle is still borrowed. After the connection goes back (or is
-reclaimed), any use raises ``PoolError`` naming the pool, where the object was taken and, when
-the leak detector recorded them, where the connection was borrowed and returned: a stale cursor
-can no longer write into the next borrower's transaction. A guard costs one attribute check
-per call; a borrow that takes no cursor pays nothing. ``conn.raw`` stays the unguarded escape
-hatch.
+What a borrower takes through the handle dies with it too. On psycopg, cursors (of the
+``cursor_factory`` / ``server_cursor_factory`` in use), transactions and pipelines are
+psycopg's own classes, tied to the handle (``tied_class``): psycopg's checks (isinstance,
+``next``, weak references, ``Rollback(tx)``, pipeline re-entry) hold, and their every use of the
+connection checks the handle is still borrowed. With another DB-API driver they come wrapped
+in ``Guarded``, which checks on every call. After the connection goes back (or is reclaimed),
+any use raises ``ConnectionReturned`` (a ``psycopg.OperationalError``) naming the pool, where
+the object was taken and, when the leak detector recorded them, where the connection was
+borrowed and returned: a stale cursor can no longer write into the next borrower's
+transaction. A borrow that takes no cursor pays nothing. ``conn.raw`` stays the unguarded
+escape hatch.
 
 The handle knows its pool only through ``Owner``, the two things it asks of it.
 """
@@ -36,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .commits import commit
 from .drivers import PYTHON_SETTINGS
 from .errors import BadReturn, ConnectionReturned, PoolError, ReturnedTwice
-from .records import ADAPTERS, BROKEN, DIRTY, NAMED
+from .records import ADAPTERS, BROKEN, DIRTY, HANDLERS, NAMED
 
 if TYPE_CHECKING:
     from .records import Slot
@@ -348,6 +352,25 @@ class PooledConnection:
         if _is_psycopg(raw):
             return _pipeline(self, taken_at())
         return Guarded(raw.pipeline(), self, "pipeline", taken_at())
+
+    def add_notify_handler(self, callback: Callable[[Any], None]) -> None:
+        """As the connection's; the callback is removed when the connection goes back."""
+        self._add_handler("add_notify_handler", "remove_notify_handler", callback)
+
+    def add_notice_handler(self, callback: Callable[[Any], None]) -> None:
+        """As the connection's; the callback is removed when the connection goes back."""
+        self._add_handler("add_notice_handler", "remove_notice_handler", callback)
+
+    def _add_handler(self, adder: str, remover: str, callback: Callable[[Any], None]) -> None:
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        getattr(raw, adder)(callback)
+        slot = self._slot
+        if slot.handlers is None:  # type: ignore[union-attr]
+            slot.handlers = []  # type: ignore[union-attr]
+        slot.handlers.append((remover, callback))  # type: ignore[union-attr]
+        slot.return_flags |= HANDLERS  # type: ignore[union-attr]  # so the return looks at them
 
     def notifies(self, *args: Any, **kwargs: Any) -> Any:
         raw = self._raw
@@ -786,6 +809,11 @@ class Guarded:
         if self._handle._raw is None:
             return None  # the connection went back inside the block: nothing left to close
         return self._obj.__exit__(*exc)
+
+    @property
+    def closed(self) -> bool:
+        """True once closed, and once its connection went back (read without raising)."""
+        return self._handle._raw is None or bool(self._obj.closed)
 
     @property
     def connection(self) -> PooledConnection:

@@ -15,6 +15,7 @@ guarded by its own lock; the pool reads ``refusal`` (one reference, read atomica
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -423,6 +424,11 @@ class Connector:
         raw, driver = slot.raw, self.driver
         if slot.named:
             self._close_named(slot.named)
+        if slot.handlers:  # a borrower's notify/notice callbacks must not fire in the next one's
+            for remover, callback in slot.handlers:
+                with contextlib.suppress(ValueError):  # removed by the borrower already
+                    getattr(raw, remover)(callback)
+            slot.handlers = None
         if slot.return_flags & BROKEN:
             return "broken"
         try:
