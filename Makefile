@@ -6,7 +6,7 @@ EXTRAS ?= test,demo,flask,metrics,load,bench
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml threadpool_db/_sight.c | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo quick-demo bench soak chaos lint serve clean upstream-pool upstream-sqlalchemy-pool
+.PHONY: venv test demo quick-demo bench soak chaos lint serve clean upstream-pool upstream-sqlalchemy-pool upstream-psycopg
 
 venv: $(STAMP)
 
@@ -45,6 +45,12 @@ upstream-pool: venv
 # its unpacked sdist, `pip download --no-binary :all: --no-deps sqlalchemy==<installed>`).
 upstream-sqlalchemy-pool: venv
 	$(BIN)/python tests/upstream/run_sqlalchemy_pool.py $(SQLALCHEMY_SRC)
+
+# psycopg's own tests, raw and through our handle (tests/upstream/run_psycopg.py): give it a
+# checkout of psycopg's source at the installed version's tag; not part of `make test`.
+upstream-psycopg: venv
+	@test -n "$(PSYCOPG_SRC)" || { echo "usage: make upstream-psycopg PSYCOPG_SRC=/path/to/psycopg"; exit 2; }
+	$(BIN)/python tests/upstream/run_psycopg.py "$(PSYCOPG_SRC)" $(UPSTREAM_ARGS)
 
 quick-demo: venv
 	$(BIN)/python -m demo_app.quick

@@ -146,3 +146,12 @@ def test_the_raw_connection_stays_the_unguarded_escape_hatch(make_pool):
     pool.putconn(conn)
     assert raw_cur.execute("SELECT 1").fetchone() == (1,)
     assert isinstance(raw_cur, psycopg.Cursor)
+
+
+def test_a_generic_drivers_cursor_reads_closed_after_the_return(make_pool, dsn):
+    pool = make_pool(connect=lambda: psycopg2.connect(dsn), min_size=1, max_size=1, name="cur")
+    conn = pool.getconn()
+    cur = conn.cursor()
+    assert not cur.closed
+    pool.putconn(conn)
+    assert cur.closed and conn.closed  # no error: only using it raises

@@ -478,10 +478,11 @@ def test_close_then_putconn_is_accepted_once_and_closed_reads_true(make_pool):
     pool = make_pool(min_size=1, max_size=1)
     conn = pool.getconn()
     assert conn.closed is False
-    conn.close()  # gives it back
+    conn.close()  # closes it (close_returns=False) and ends the borrow
     assert conn.closed is True  # reading it does not raise
     pool.putconn(conn)  # psycopg_pool's documented pattern: accepted quietly
-    assert pool.stats()["idle"] == 1 and pool.stats()["borrows"] == 1
+    assert pool.stats()["borrows"] == 1 and pool.stats()["in_use"] == 0
+    wait_until(lambda: pool.stats()["idle"] == 1, what="the closed connection's replacement")
     with pytest.raises(PoolError, match="already returned"):
         pool.putconn(conn)  # a second return is still a double return
     other = pool.getconn()

@@ -33,7 +33,7 @@ def test_open_racing_close_leaves_no_thread_behind(pg, monkeypatch):
 
     monkeypatch.setattr(workers, "start", start_after_a_close)
     pool.open()
-    assert pool.closed and len(started) == 3  # two creators and the housekeeper
+    assert pool.closed and len(started) == pool.num_workers + 1  # the creators and the housekeeper
     watchdog = pool._leaks.thread
     for t in [*started, watchdog]:
         if t is not None:

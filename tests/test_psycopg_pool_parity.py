@@ -7,9 +7,11 @@ import logging
 import re
 import threading
 
+import psycopg
 import pytest
 
-from threadpool_db import NullConnectionPool, PoolClosed, PoolTimeout
+from threadpool_db import ConnectionPool, ConnectionReturned, NullConnectionPool, PoolClosed, PoolError, PoolTimeout
+from threadpool_db.errors import BadReturn
 
 from .helpers import backends, wait_until
 from .timing import JOIN
@@ -102,3 +104,142 @@ def test_a_borrow_that_timed_out_counts_its_wait_in_requests_wait_ms(make_pool):
         with pytest.raises(PoolTimeout):
             pool.getconn_future(timeout=0.3).result(JOIN)
     assert pool.get_stats()["requests_wait_ms"] - before >= 2 * 250
+
+
+# -- conn.close(): close_returns decides, as in psycopg_pool ----------------------------------------
+def test_close_closes_the_connection_and_gives_the_slot_back(make_pool, pg, app_name):
+    """close_returns=False (the default, psycopg_pool's): close() closes the connection on the
+    server, the borrow ends (nothing leaks: a max_size=1 pool lends again), it counts in
+    returns_bad, and the putconn or with-block end that psycopg_pool code writes after it is
+    taken quietly."""
+    pool = make_pool(min_size=1, max_size=1)
+    conn = pool.getconn()
+    pid = conn.info.backend_pid
+    conn.close()
+    assert conn.closed
+    pool.putconn(conn)  # psycopg_pool's close-then-putconn: accepted once
+    wait_until(lambda: pid not in backends(pg.admin_url, app_name), what="the closed backend to go")
+    with pool.connection(timeout=JOIN) as again:  # the slot came back: a new connection is lent
+        assert again.info.backend_pid != pid
+        again.close()  # the with block's end after it is quiet too
+    assert pool.get_stats()["returns_bad"] == 2
+    assert pool.stats()["in_use"] == 0
+
+
+def test_close_returns_true_gives_the_connection_back_open(make_pool):
+    pool = make_pool(min_size=1, max_size=1, close_returns=True)
+    conn = pool.getconn()
+    pid = conn.info.backend_pid
+    conn.close()
+    assert conn.closed  # the handle is done with
+    pool.putconn(conn)  # accepted once, quietly
+    with pool.connection(timeout=0.0) as again:  # idle at once: it was not closed
+        assert again.info.backend_pid == pid
+    assert "returns_bad" not in pool.get_stats()
+
+
+def test_null_pool_counts_a_closed_return_as_bad(dsn, app_name):
+    """The null pool closes what nobody waits for anyway; a close() by the borrower is still a
+    bad return, as psycopg_pool counts it."""
+    with NullConnectionPool(dsn, max_size=1, kwargs={"application_name": app_name}) as pool:
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+        with pool.connection() as conn:
+            conn.close()
+        assert pool.get_stats().get("returns_bad", 0) == 1
+
+
+def test_null_pool_wait_is_not_a_request(dsn, app_name):
+    """psycopg_pool's NullConnectionPool.wait() makes a connection without a request; ours
+    borrows one to prove the database answers, and does not count it."""
+    with NullConnectionPool(dsn, max_size=2, kwargs={"application_name": app_name}) as pool:
+        pool.wait(timeout=JOIN)
+        assert "requests_num" not in pool.get_stats()
+        with pool.connection():
+            pass
+        assert pool.get_stats()["requests_num"] == 1
+
+
+# -- putconn of what is not ours: a ValueError, as psycopg_pool's --------------------------------
+def test_a_foreign_putconn_is_a_value_error_naming_both_pools(make_pool, dsn):
+    a, b = make_pool(min_size=1, name="a"), make_pool(min_size=1, name="b")
+    conn = a.getconn()
+    with pytest.raises(ValueError, match=r"does not belong to pool 'b' \(it comes from pool 'a'\)") as e:
+        b.putconn(conn)
+    assert isinstance(e.value, BadReturn) and isinstance(e.value, PoolError)
+    with psycopg.connect(dsn) as raw:
+        with pytest.raises(ValueError, match="outside any pool"):
+            b.putconn(raw)  # type: ignore[arg-type]
+    a.putconn(conn)  # still a's to take back
+
+
+def test_a_second_putconn_is_a_value_error_and_a_connection_returned(make_pool):
+    pool = make_pool(min_size=1, name="twice")
+    conn = pool.getconn()
+    pool.putconn(conn)
+    with pytest.raises(ValueError, match="already returned to pool 'twice'") as e:
+        pool.putconn(conn)
+    assert isinstance(e.value, ConnectionReturned)  # and a psycopg.OperationalError
+    assert isinstance(e.value, psycopg.OperationalError)
+
+
+# -- the log's words -------------------------------------------------------------------------------
+def test_giving_up_logs_a_failed_reconnection_attempt(caplog):
+    """psycopg_pool's wording, so a log alert written for it keeps matching."""
+
+    def conninfo() -> str:
+        raise RuntimeError("cannot build conninfo")
+
+    with caplog.at_level(logging.WARNING, logger="threadpool_db"):
+        pool = ConnectionPool(conninfo, min_size=1, reconnect_timeout=0.5, open=False, name="gone")
+        try:
+            pool.open()
+            wait_until(lambda: [r for r in caplog.records if r.levelno == logging.ERROR], what="giving up")
+        finally:
+            pool.close()
+    lines = [r.getMessage() for r in caplog.records if "reconnection attempt" in r.getMessage().lower()]
+    assert len(lines) == 1 and "pool 'gone'" in lines[0] and "giving up" in lines[0], lines
+
+
+# -- the stats' meanings ---------------------------------------------------------------------------
+def test_null_pool_counts_as_queued_only_a_borrow_it_has_no_room_for(dsn, app_name):
+    """psycopg_pool's null pool connects in the borrower's thread: a borrow a new connection
+    serves is a request, not a queued one. One beyond max_size queues."""
+    with NullConnectionPool(dsn, max_size=1, kwargs={"application_name": app_name}) as pool:
+        held = pool.getconn()  # a connection made for it
+        assert "requests_queued" not in pool.get_stats()
+        with pytest.raises(PoolTimeout):
+            pool.getconn(timeout=0.1)  # no room for another: queued, then timed out
+        assert pool.get_stats()["requests_queued"] == 1
+        pool.putconn(held)
+
+
+def test_connections_num_counts_a_connect_as_it_begins(dsn):
+    """As psycopg_pool's: an attempt still in flight is counted (a check that found every
+    connection dead shows the reconnects at once, not when they end)."""
+    started, release = threading.Event(), threading.Event()
+
+    def connect() -> psycopg.Connection:
+        started.set()
+        release.wait(JOIN)
+        return psycopg.connect(dsn)
+
+    pool = ConnectionPool(connect=connect, min_size=1, max_size=1, name="slow-connect")
+    try:
+        assert started.wait(JOIN)
+        assert pool.get_stats()["connections_num"] == 1  # begun, not ended
+        assert pool.stats()["created"] == 0
+        release.set()
+        pool.wait(timeout=JOIN)
+        assert pool.get_stats()["connections_num"] == 1  # counted once
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_defaults_are_psycopg_pools(dsn):
+    """Code moved over from psycopg_pool keeps its pace (docs/api.md: why)."""
+    for cls in (ConnectionPool, NullConnectionPool):
+        pool = cls(dsn, open=False)
+        assert (pool.max_lifetime, pool.num_workers, pool.max_idle, pool.timeout) == (3600.0, 3, 600.0, 30.0), cls
+        assert pool.close_returns is False

@@ -49,6 +49,7 @@ from .connection import PooledConnection
 from .errors import (
     CommitOutcomeUnknown,
     ConnectionReclaimed,
+    ConnectionReturned,
     PoolClosed,
     PoolConfigError,
     PoolError,
@@ -65,6 +66,7 @@ __all__ = [
     "CommitOutcomeUnknown",
     "ConnectionPool",
     "ConnectionReclaimed",
+    "ConnectionReturned",
     "NullConnectionPool",
     "PoolClosed",
     "PoolConfigError",

@@ -108,12 +108,12 @@ class Sizing:
     max_size: int = 4
     timeout: float = 30.0
     max_waiting: int = 0
-    num_workers: int = 2
+    num_workers: int = 3  # psycopg_pool's (docs/api.md: why)
 
 
 @dataclass(frozen=True)
 class Lifecycle:
-    max_lifetime: float = 1800.0
+    max_lifetime: float = 3600.0  # psycopg_pool's (docs/api.md: why)
     max_idle: float = 600.0
     reconnect_timeout: float = 300.0
     connect_timeout: float | None = 10.0
@@ -175,7 +175,7 @@ class PoolConfig:
         max_size: Any = None,
         timeout: Any = 30.0,
         max_waiting: Any = 0,
-        max_lifetime: Any = 1800.0,
+        max_lifetime: Any = 3600.0,
         max_idle: Any = 600.0,
         check: Any = "auto",
         check_timeout: Any = 5.0,
@@ -185,7 +185,7 @@ class PoolConfig:
         reconnect_failed: Any = None,
         connect_timeout: Any = 10.0,
         network_timeout: Any = NETWORK_TIMEOUT,
-        num_workers: Any = 2,
+        num_workers: Any = 3,
         name: Any = None,
         leak_threshold: Any = 60.0,
         capture_stacks: Any = "sampled",

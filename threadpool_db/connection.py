@@ -3,21 +3,25 @@
 The handle (``PooledConnection``) is a thin proxy that dies when the connection goes back.
 Everything the driver's connection offers is reachable through it (``__getattr__``); the few
 calls on every request path (``execute``, ``cursor``, ``commit``, ``rollback``) are forwarded
-without that lookup. Setting ``autocommit``, ``isolation_level``, ``read_only`` or ``deferrable``
-marks the connection so the pool restores its defaults on return; touching ``.raw`` does too,
-since the pool can no longer see what is done with it. Used as a context manager the handle
-commits on a clean exit, rolls back on an exception, and always goes back to its pool.
-``close()`` also gives it back, as in SQLAlchemy and DBUtils.
+without that lookup. Every attribute a ``psycopg.Connection`` takes writes of is a property
+here (``autocommit`` ... ``deferrable``, ``row_factory``, ``cursor_factory``,
+``server_cursor_factory``, ``prepare_threshold``, ``prepared_max``): a write marks the
+connection so the pool restores what ``configure`` left on return; touching ``.raw`` or
+``.adapters`` does too, and the notify/notice handlers added through the handle are removed.
+Used as a context manager the handle commits on a clean exit, rolls back on an exception, and
+always goes back to its pool. ``close()`` also gives it back, as in SQLAlchemy and DBUtils.
 
-What a borrower takes through the handle dies with it too: a cursor (client-side or
-named/server-side), the cursor ``execute()`` returns, ``transaction()``, ``pipeline()``,
-``copy()`` and the ``notifies()``/``stream()`` generators come wrapped in a guard that checks,
-on every use, that the handle is still borrowed. After the connection goes back (or is
-reclaimed), any use raises ``PoolError`` naming the pool, where the object was taken and, when
-the leak detector recorded them, where the connection was borrowed and returned: a stale cursor
-can no longer write into the next borrower's transaction. A guard costs one attribute check
-per call; a borrow that takes no cursor pays nothing. ``conn.raw`` stays the unguarded escape
-hatch.
+What a borrower takes through the handle dies with it too. On psycopg, cursors (of the
+``cursor_factory`` / ``server_cursor_factory`` in use), transactions and pipelines are
+psycopg's own classes, tied to the handle (``tied_class``): psycopg's checks (isinstance,
+``next``, weak references, ``Rollback(tx)``, pipeline re-entry) hold, and their every use of the
+connection checks the handle is still borrowed. With another DB-API driver they come wrapped
+in ``Guarded``, which checks on every call. After the connection goes back (or is reclaimed),
+any use raises ``ConnectionReturned`` (a ``psycopg.OperationalError``) naming the pool, where
+the object was taken and, when the leak detector recorded them, where the connection was
+borrowed and returned: a stale cursor can no longer write into the next borrower's
+transaction. A borrow that takes no cursor pays nothing. ``conn.raw`` stays the unguarded
+escape hatch.
 
 The handle knows its pool only through ``Owner``, the two things it asks of it.
 """
@@ -34,8 +38,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .commits import commit
-from .errors import PoolError
-from .records import DIRTY, NAMED
+from .drivers import PYTHON_SETTINGS
+from .errors import BadReturn, ConnectionReturned, PoolError, ReturnedTwice
+from .records import ADAPTERS, BROKEN, DIRTY, HANDLERS, NAMED
 
 if TYPE_CHECKING:
     from .records import Slot
@@ -45,6 +50,7 @@ class Owner(Protocol):
     """What a handle asks of the pool it came from (ConnectionPool is one)."""
 
     name: str
+    close_returns: bool  # what the handle's close() does: False, close it; True, give it back
 
     def putconn(self, conn: Any, exc: BaseException | None = None, commit: bool | None = None) -> None:
         """Give ``conn`` back; ``commit`` not None: the end of a ``with`` block (commit, or
@@ -55,26 +61,52 @@ class Owner(Protocol):
 _SETTINGS = ("autocommit", "isolation_level", "read_only", "deferrable")
 
 
-def dead_handle_error(conn: PooledConnection, pool_name: str | None, prefix: str = "") -> PoolError:
+def writable_names() -> tuple[str, ...]:
+    """The public attributes a ``psycopg.Connection`` takes writes of, read off its class: its
+    properties with a setter and its annotated instance attributes (``row_factory``,
+    ``cursor_factory``, ``server_cursor_factory``). The handle gets a property for each; the
+    known ones are the fallback when psycopg is not there."""
+    names = dict.fromkeys(_SETTINGS + PYTHON_SETTINGS)
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return tuple(names)
+    for klass in psycopg.Connection.__mro__:
+        for name, value in vars(klass).items():
+            if not name.startswith("_") and isinstance(value, property) and value.fset is not None:
+                names[name] = None
+        for name in vars(klass).get("__annotations__", {}):
+            if not name.startswith("_"):
+                names[name] = None
+    return tuple(names)
+
+
+def dead_handle_error(conn: PooledConnection, pool_name: str | None, prefix: str = "") -> ConnectionReturned:
     """The error for using (or returning) a handle that is no longer borrowed: why it died
-    when it did not simply go back (reclaimed, forked), else that it was returned."""
+    when it did not simply go back (reclaimed, forked), else that it was returned. Always a
+    ConnectionReturned (a ``psycopg.OperationalError``)."""
     gone = conn.died
-    if isinstance(gone, PoolError):
+    if isinstance(gone, ConnectionReturned):
         return type(gone)(prefix + str(gone))
+    if isinstance(gone, PoolError):  # e.g. retired by a fork
+        return ConnectionReturned(prefix + str(gone))
     if pool_name is None:
-        return PoolError(f"{prefix}connection was returned to a pool that no longer exists; it cannot be used again")
-    return PoolError(f"{prefix}connection was already returned to pool {pool_name!r}{conn._sites()}; "
-                     "it cannot be used or returned again")  # fmt: skip
+        msg = f"{prefix}connection was returned to a pool that no longer exists; it cannot be used again"
+        return ConnectionReturned(msg)
+    return ConnectionReturned(f"{prefix}connection was already returned to pool {pool_name!r}{conn._sites()}; "
+                              "it cannot be used or returned again")  # fmt: skip
 
 
 def bad_return_error(conn: Any, pool: Owner) -> PoolError:
-    """The error for a putconn that is not a return: a foreign connection, or a handle already
-    returned (or reclaimed); the message says which, and where."""
+    """The error for a putconn that is not a return: a foreign connection (BadReturn), or a
+    handle already returned (ReturnedTwice) or reclaimed (ConnectionReclaimed); the message
+    says which, and where. The first two are ``ValueError``s, as psycopg_pool's are."""
     owner = conn._owner() if type(conn) is PooledConnection else None
     if owner is not pool:
         where = f"pool {owner.name!r}" if owner is not None else "outside any pool"
-        return PoolError(f"putconn: this connection does not belong to pool {pool.name!r} (it comes from {where})")
-    return dead_handle_error(conn, pool.name, "putconn: ")
+        return BadReturn(f"putconn: this connection does not belong to pool {pool.name!r} (it comes from {where})")
+    err = dead_handle_error(conn, pool.name, "putconn: ")
+    return ReturnedTwice(str(err)) if type(err) is ConnectionReturned else err
 
 
 def check_connection(conn: Any) -> None:
@@ -93,7 +125,9 @@ def check_connection(conn: Any) -> None:
 
 
 def _setting(name: str) -> property:
-    """A session setting: reads pass through, writes mark the connection for restore."""
+    """A setting (session or Python-side): reads pass through, writes mark the connection for
+    restore. A data descriptor, so only these names pay for it: the pool's own slot writes on
+    every borrow and return go straight to their slots (no ``__setattr__``)."""
 
     def fget(self: PooledConnection) -> Any:
         raw = self._raw
@@ -111,28 +145,16 @@ def _setting(name: str) -> property:
     return property(fget, fset, doc=f"The connection's {name}; restored to the pool default on return.")
 
 
-def _guarded(name: str) -> Callable[..., Any]:
-    """The connection's ``name`` method, whose result (a context manager) dies with the handle."""
-
-    def call(self: PooledConnection, *args: Any, **kwargs: Any) -> Any:
-        raw = self._raw
-        if raw is None:
-            raise self._dead()
-        return Guarded(getattr(raw, name)(*args, **kwargs), self, name, taken_at())
-
-    call.__name__ = call.__qualname__ = name
-    call.__doc__ = f"As the connection's ``{name}``; what it returns dies with this handle."
-    return call
-
-
 class PooledConnection:
-    """Made only by the pool (ConnectionPool._finish_borrow_locked, which sets ``_pool``,
+    """Made only by the pool (ConnectionPool._finish_borrow_locked, which sets ``_home``,
     ``_slot`` and ``_raw`` with no __init__ call: it is on every borrow)."""
 
-    __slots__ = ("_raw", "_slot", "_pool", "_borrowed_from", "_returned_from", "_died", "_close_pending")
+    __slots__ = ("_raw", "_slot", "_home", "_borrowed_from", "_returned_from", "_died", "_close_pending")
     # While alive: the pool. Once retired: a weak reference to it, so a handle kept after its
-    # return does not keep a dropped pool (and its connections) alive.
-    _pool: Owner | weakref.ReferenceType[Owner]
+    # return does not keep a dropped pool (and its connections) alive. Written by the pool on
+    # every borrow and return (and read by _sight.c's with-block by offset); ``_pool`` below is
+    # what others read.
+    _home: Owner | weakref.ReferenceType[Owner]
     # While alive: the pool's record of the connection, and the driver's connection; both None
     # once dead.
     _slot: Slot | None
@@ -164,18 +186,26 @@ class PooledConnection:
     def _retire(self, reason: PoolError | None) -> None:
         """The pool takes the connection back (return, reclaim, fork). Called by the pool with
         its lock held; afterwards every use of the handle raises."""
-        pool = self._pool
+        pool = self._home
         self._raw = None
         self._slot = None
         self._died = reason
         if not isinstance(pool, weakref.ref):
-            self._pool = weakref.ref(pool)
+            self._home = weakref.ref(pool)
 
     def _owner(self) -> Owner | None:
-        pool = self._pool
+        pool = self._home
         return pool() if isinstance(pool, weakref.ref) else pool
 
-    def _dead(self) -> PoolError:
+    @property
+    def _pool(self) -> Owner | None:
+        """psycopg_pool's attribute on a pooled connection (Django's backend returns through
+        ``connection._pool.putconn(connection)``): the pool, or None once a returned handle's
+        pool is gone. Never a weak reference."""
+        pool = self._home
+        return pool() if type(pool) is weakref.ReferenceType else pool
+
+    def _dead(self) -> ConnectionReturned:
         pool = self._owner()
         return dead_handle_error(self, pool.name if pool is not None else None)
 
@@ -219,8 +249,20 @@ class PooledConnection:
         raw = self._raw
         if raw is None:
             raise self._dead()
-        self._slot.return_flags |= DIRTY  # type: ignore[union-attr]
+        self._slot.return_flags |= DIRTY | ADAPTERS  # type: ignore[union-attr]
         return raw
+
+    @property
+    def adapters(self) -> Any:
+        """The connection's adapters map (psycopg). What a borrower registers on it lasts until
+        the return: the pool gives the connection back the map it had after ``connect`` and
+        ``configure`` (register in ``configure`` for every connection, or on
+        ``psycopg.adapters`` for every connection of the process)."""
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        self._slot.return_flags |= ADAPTERS  # type: ignore[union-attr]
+        return raw.adapters
 
     @property
     def driver_connection(self) -> Any:
@@ -243,25 +285,92 @@ class PooledConnection:
         raw = self._raw
         if raw is None:
             raise self._dead()
+        if _is_psycopg(raw):
+            binary = kwargs.pop("binary", False)
+            cur = self._new_cursor(raw, "", binary, None, None, False, taken_at())
+            return cur.execute(*args, **kwargs)
         return Guarded(raw.execute(*args, **kwargs), self, "cursor", taken_at())
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         """As the connection's ``cursor``; the cursor dies with this handle, and a named
-        (server-side) one is closed on the server when the handle goes back."""
+        (server-side) one is closed on the server when the handle goes back. On psycopg it is
+        an instance of the cursor class in use (``cursor_factory``, ``server_cursor_factory``)."""
         raw = self._raw
         if raw is None:
             raise self._dead()
+        if _is_psycopg(raw):
+            return self._psycopg_cursor(raw, taken_at(), *args, **kwargs)
         cur = raw.cursor(*args, **kwargs)
         if args or kwargs.get("name"):  # a name: a server-side cursor to close on return
-            slot = self._slot
-            if slot.named is None:  # type: ignore[union-attr]
-                slot.named = []  # type: ignore[union-attr]
-            slot.named.append(cur)  # type: ignore[union-attr]
-            slot.return_flags |= NAMED  # type: ignore[union-attr]  # so the return looks at them
+            self._track_named(cur)
         return Guarded(cur, self, "cursor", taken_at())
 
-    transaction = _guarded("transaction")
-    pipeline = _guarded("pipeline")
+    def _psycopg_cursor(self, raw: Any, where: str, name: str = "", *, binary: bool = False, row_factory: Any = None,
+                        scrollable: bool | None = None, withhold: bool = False) -> Any:  # fmt: skip
+        return self._new_cursor(raw, name, binary, row_factory, scrollable, withhold, where)
+
+    def _new_cursor(self, raw: Any, name: str, binary: bool, row_factory: Any, scrollable: bool | None,
+                    withhold: bool, where: str) -> Any:  # fmt: skip
+        """psycopg's ``Connection.cursor``, made on this handle: the factory's class (tied, see
+        ``tied_class``) is built with the handle as its connection."""
+        raw._check_connection_ok()  # what psycopg's cursor() does first: a closed one raises
+        if not row_factory:
+            row_factory = raw.row_factory
+        if name:
+            cur = _build(raw.server_cursor_factory, where, self, name=name, row_factory=row_factory,
+                         scrollable=scrollable, withhold=withhold)  # fmt: skip
+            self._track_named(cur)
+        else:
+            cur = _build(raw.cursor_factory, where, self, row_factory=row_factory)
+        if binary:
+            cur.format = _BINARY
+        return cur
+
+    def _track_named(self, cur: Any) -> None:
+        slot = self._slot
+        if slot.named is None:  # type: ignore[union-attr]
+            slot.named = []  # type: ignore[union-attr]
+        slot.named.append(cur)  # type: ignore[union-attr]
+        slot.return_flags |= NAMED  # type: ignore[union-attr]  # so the return looks at them
+
+    def transaction(self, savepoint_name: str | None = None, force_rollback: bool = False) -> Any:
+        """As the connection's ``transaction``: the Transaction (psycopg's class, so
+        ``raise psycopg.Rollback(tx)`` works) dies with this handle."""
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        if _is_psycopg(raw):
+            return _transaction(self, savepoint_name, force_rollback, taken_at())
+        return Guarded(raw.transaction(savepoint_name, force_rollback), self, "transaction", taken_at())
+
+    def pipeline(self) -> Any:
+        """As the connection's ``pipeline``: re-entered, it gives the same Pipeline; it dies
+        with this handle."""
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        if _is_psycopg(raw):
+            return _pipeline(self, taken_at())
+        return Guarded(raw.pipeline(), self, "pipeline", taken_at())
+
+    def add_notify_handler(self, callback: Callable[[Any], None]) -> None:
+        """As the connection's; the callback is removed when the connection goes back."""
+        self._add_handler("add_notify_handler", "remove_notify_handler", callback)
+
+    def add_notice_handler(self, callback: Callable[[Any], None]) -> None:
+        """As the connection's; the callback is removed when the connection goes back."""
+        self._add_handler("add_notice_handler", "remove_notice_handler", callback)
+
+    def _add_handler(self, adder: str, remover: str, callback: Callable[[Any], None]) -> None:
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        getattr(raw, adder)(callback)
+        slot = self._slot
+        if slot.handlers is None:  # type: ignore[union-attr]
+            slot.handlers = []  # type: ignore[union-attr]
+        slot.handlers.append((remover, callback))  # type: ignore[union-attr]
+        slot.return_flags |= HANDLERS  # type: ignore[union-attr]  # so the return looks at them
 
     def notifies(self, *args: Any, **kwargs: Any) -> Any:
         raw = self._raw
@@ -284,12 +393,23 @@ class PooledConnection:
         raw.rollback()
 
     def close(self) -> None:
-        """Give the connection back to its pool (it is not closed). A second call is a no-op,
-        ``closed`` reads True after it, and one ``pool.putconn()`` of this handle afterwards is
-        accepted quietly, as psycopg_pool code writes it (a second one raises)."""
-        if self._raw is not None:
-            self._close_pending = True
-            self._pool.putconn(self)  # type: ignore[union-attr]  # alive: _pool is the pool
+        """As psycopg_pool's: with ``close_returns=False`` (the default) the connection is
+        closed for real; with ``close_returns=True`` it goes back for reuse. Either way the
+        borrow ends here and the slot goes back to the pool, so nothing leaks: a closed one is
+        discarded (counted in ``returns_bad``, as psycopg_pool counts it) and replaced when
+        needed. A second call is a no-op, ``closed`` reads True after it, and one
+        ``pool.putconn()`` of this handle afterwards (or the ``with`` block's end) is accepted
+        quietly, as psycopg_pool code writes it (a second one raises)."""
+        slot = self._slot
+        if slot is None:
+            return
+        pool = self._home
+        if not pool.close_returns:  # type: ignore[union-attr]  # alive: _home is the pool
+            # Broken, the return discards it without a reset and closes it through the
+            # driver, in this call: the one place the pool closes a connection it lent.
+            slot.return_flags |= BROKEN
+        self._close_pending = True
+        pool.putconn(self)  # type: ignore[union-attr]
 
     @property
     def closed(self) -> bool:
@@ -316,10 +436,12 @@ class PooledConnection:
             self._slot.return_flags |= DIRTY  # type: ignore[union-attr]
         return getattr(raw, name)
 
-    autocommit = _setting("autocommit")
-    isolation_level = _setting("isolation_level")
-    read_only = _setting("read_only")
-    deferrable = _setting("deferrable")
+    # The settings psycopg's connection takes writes of (autocommit ... deferrable, row_factory,
+    # cursor_factory, server_cursor_factory, prepare_threshold, prepared_max): see below the
+    # class. Any other name is refused (AttributeError): a psycopg connection would keep it,
+    # but on the handle it would either die at the return (a surprise to code that sets it once)
+    # or, forwarded, leak to the next borrower; and catching it needs a __setattr__, which every
+    # slot write of the pool would pay for.
 
     # The with-block methods. These two are the reference (and the fallback); below the class,
     # the same two in C replace them when _sight.c was built.
@@ -331,14 +453,24 @@ class PooledConnection:
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if self._raw is not None:  # else: given back inside the block, or reclaimed
             # one call: the pool commits or rolls back and takes it back in the same frame
-            self._pool.putconn(self, ev, et is None)  # type: ignore[union-attr]
+            self._home.putconn(self, ev, et is None)  # type: ignore[union-attr]
 
     def __repr__(self) -> str:
-        slot = self._slot
-        state = f"conn={slot.id} pid={slot.pid}" if self._raw is not None else "returned"  # type: ignore[union-attr]
+        """As psycopg's: the status (``[IDLE]``, ``[INTRANS]`` ...) and where it is connected
+        (never a password); then the pool and the connection's id."""
+        raw, slot = self._raw, self._slot
         pool = self._owner()
-        return f"<PooledConnection pool={pool.name if pool is not None else '?'!r} {state}>"
+        name = pool.name if pool is not None else "?"
+        if raw is None:
+            return f"<PooledConnection [RETURNED] pool={name!r} at 0x{id(self):x}>"
+        summary = _summary(raw)
+        return f"<PooledConnection {summary}pool={name!r} conn={slot.id} pid={slot.pid} at 0x{id(self):x}>"  # type: ignore[union-attr]
 
+
+for _name in writable_names():
+    if _name not in PooledConnection.__dict__:
+        setattr(PooledConnection, _name, _setting(_name))
+del _name
 
 PYTHON_WITH = (PooledConnection.__enter__, PooledConnection.__exit__)
 
@@ -353,12 +485,207 @@ def _native_with() -> tuple[Any, Any] | None:
     except ImportError:
         return None
     slots = PooledConnection.__dict__
-    return handle_methods(PooledConnection, slots["_raw"], slots["_pool"], "_dead")
+    return handle_methods(PooledConnection, slots["_raw"], slots["_home"], "_dead")
 
 
 NATIVE_WITH = _native_with()
 if NATIVE_WITH is not None:
     PooledConnection.__enter__, PooledConnection.__exit__ = NATIVE_WITH  # type: ignore[method-assign]
+
+
+# -- psycopg's own objects, tied to the handle --------------------------------------------------
+# Cursors, transactions and pipelines taken through a handle on a psycopg connection are
+# instances of psycopg's classes (or of the user's cursor_factory), so psycopg's own checks hold:
+# isinstance, next(cur), weak references, Rollback(tx), pipeline re-entry. Each is built with the
+# handle as its connection, by a subclass made once per class (tied_class): psycopg's code
+# reaches the connection through ``self._conn``, which the subclass turns into a property that
+# answers the driver's connection while the handle is borrowed and raises ConnectionReturned
+# after it went back; ``connection`` answers the handle. So a stale object can never reach the
+# connection again, with no list of them to walk at return: the cycle pays nothing, and an
+# object pays one property call per internal use of its connection.
+_BINARY = 1  # psycopg.pq.Format.BINARY
+_KINDS: dict[type, bool] = {}  # connection class -> is it psycopg's (written once per class)
+_TIED_CLASSES: dict[type, type | None] = {}  # class -> its tied subclass (None: not one of psycopg's)
+
+
+def _is_psycopg(raw: Any) -> bool:
+    kind = _KINDS.get(type(raw))
+    if kind is None:
+        try:
+            import psycopg
+
+            kind = isinstance(raw, psycopg.Connection)
+        except ImportError:  # pragma: no cover - psycopg is a dependency
+            kind = False
+        _KINDS[type(raw)] = kind
+    return kind
+
+
+class _Plain:
+    """What a tied object holds instead of a handle when user code builds one on a plain
+    connection (``type(cur)(other_connection)``): always live."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+
+def _where_of(obj: Any) -> str:
+    try:
+        return obj._where  # type: ignore[no-any-return]
+    except AttributeError:
+        return "?"
+
+
+def _conn_get(self: Any) -> Any:
+    raw = self._handle._raw
+    if raw is None:
+        raise dead_use(self._handle, self._tied_what, _where_of(self))
+    return raw
+
+
+def _conn_set(self: Any, conn: Any) -> None:
+    if type(conn) is PooledConnection:
+        self._handle = conn
+        return
+    try:
+        if self._handle._raw is conn:  # made by _build: its handle was set first
+            return
+    except AttributeError:
+        pass
+    self._handle = _Plain(conn)
+
+
+def _connection(self: Any) -> Any:
+    """The handle it was taken through (never the driver's connection, which would bypass it)."""
+    handle = self._handle
+    return handle if type(handle) is PooledConnection else handle._raw
+
+
+def tied_class(cls: type) -> type | None:
+    """``cls``'s subclass tied to a handle, made once per class; None when ``cls`` is none of
+    psycopg's cursor, transaction or pipeline classes (a factory that is a plain function or
+    another class: it is then called with the handle as it is)."""
+    try:
+        return _TIED_CLASSES[cls]
+    except KeyError:
+        pass
+    import psycopg
+    from psycopg._cursor_base import BaseCursor
+
+    ns: dict[str, Any] = {"__slots__": ("_handle", "_where"), "__module__": cls.__module__,
+                          "__qualname__": cls.__qualname__, "__doc__": cls.__doc__,
+                          "_conn": property(_conn_get, _conn_set), "connection": property(_connection)}  # fmt: skip
+    if issubclass(cls, BaseCursor):
+        ns["_tied_what"] = "cursor"
+        base_closed = cls.closed.fget  # type: ignore[attr-defined]
+        base_check = cls._check_result_for_fetch
+        base_close = cls.close
+
+        def closed(self: Any) -> bool:
+            """True once closed, and once its connection went back to the pool."""
+            return self._handle._raw is None or bool(base_closed(self))
+
+        def _check_result_for_fetch(self: Any) -> Any:
+            # every fetch passes here, also those served from rows already received
+            if self._handle._raw is None:
+                raise dead_use(self._handle, "cursor", _where_of(self))
+            return base_check(self)
+
+        def close(self: Any) -> None:
+            if self._handle._raw is not None:  # else it went with the connection's return
+                base_close(self)
+
+        def __iter__(self: Any) -> Any:
+            if self._handle._raw is None:
+                raise dead_use(self._handle, "cursor", _where_of(self))
+            return base_iter(self)
+
+        base_iter = cls.__iter__
+        ns.update(closed=property(closed), _check_result_for_fetch=_check_result_for_fetch, close=close,
+                  __iter__=__iter__)  # fmt: skip
+    elif issubclass(cls, psycopg.Transaction):
+        ns["_tied_what"] = "transaction"
+    elif issubclass(cls, psycopg.Pipeline):
+        ns["_tied_what"] = "pipeline"
+        del ns["connection"]
+    else:
+        _TIED_CLASSES[cls] = None
+        return None
+    sub = type(cls.__name__, (cls,), ns)
+    _TIED_CLASSES[cls] = sub
+    return sub
+
+
+def _build(factory: Any, where: str, handle: PooledConnection, **kwargs: Any) -> Any:
+    cls = tied_class(factory) if isinstance(factory, type) else None
+    if cls is None:  # not psycopg's: it gets the handle, whose every use checks it is borrowed
+        return factory(handle, **kwargs)
+    # Built on the driver's connection, its handle set first: psycopg's __init__ then reads the
+    # connection's pgconn and adapters directly (a read of conn.adapters through the handle is
+    # a borrower's, and marks the map for restore).
+    obj = cls.__new__(cls)
+    obj._handle = handle
+    obj._where = where
+    obj.__init__(handle._raw, **kwargs)
+    return obj
+
+
+@contextlib.contextmanager
+def _transaction(handle: PooledConnection, savepoint_name: str | None, force_rollback: bool,
+                 where: str) -> Iterator[Any]:  # fmt: skip
+    """psycopg's ``Connection.transaction``, with a tied Transaction."""
+    raw = handle._raw
+    if raw is None:
+        raise dead_use(handle, "transaction", where)
+    import psycopg
+
+    tx = _build(psycopg.Transaction, where, handle, savepoint_name=savepoint_name, force_rollback=force_rollback)
+    if raw._pipeline:
+        with handle.pipeline(), tx, handle.pipeline():
+            yield tx
+    else:
+        with tx:
+            yield tx
+
+
+@contextlib.contextmanager
+def _pipeline(handle: PooledConnection, where: str) -> Iterator[Any]:
+    """psycopg's ``Connection.pipeline``, with a tied Pipeline: the connection's current one
+    when re-entered."""
+    raw = handle._raw
+    if raw is None:
+        raise dead_use(handle, "pipeline", where)
+    import psycopg
+
+    with raw.lock:
+        raw._check_connection_ok()
+        pipeline = raw._pipeline
+        if pipeline is None:
+            pipeline = raw._pipeline = _build(psycopg.Pipeline, where, handle)
+    try:
+        with pipeline:
+            yield pipeline
+    finally:
+        # leave the connection's pipeline slot alone once it is another borrower's
+        if pipeline.level == 0 and handle._raw is raw:
+            with raw.lock:
+                if raw._pipeline is pipeline:
+                    raw._pipeline = None
+
+
+def _summary(raw: Any) -> str:
+    """psycopg's status and where it is connected ("[IDLE] (host=... database=...) "), no
+    password; "" for another driver."""
+    if not _is_psycopg(raw):
+        return ""
+    try:
+        from psycopg.pq.misc import connection_summary
+
+        return f"{connection_summary(raw.pgconn)} "
+    except Exception:  # a private helper of psycopg's: its absence costs only the detail
+        return ""
 
 
 # -- what dies with the handle ---------------------------------------------------------------
@@ -389,7 +716,7 @@ def taken_at(depth: int = 2) -> str:
     return f"{f.f_code.co_filename}:{f.f_lineno}"
 
 
-def dead_use(handle: PooledConnection, what: str, where: str) -> PoolError:
+def dead_use(handle: PooledConnection, what: str, where: str) -> ConnectionReturned:
     """The error for using ``what`` (taken at ``where``) after its handle was returned."""
     gone = handle.died  # the reason (reclaimed, forked) when the handle did not simply go back
     pool = handle._owner()
@@ -398,9 +725,11 @@ def dead_use(handle: PooledConnection, what: str, where: str) -> PoolError:
     msg = (f"this {what} (taken at {where}) belongs to a connection that went back to pool {name!r}"
            f"{f', borrowed at {borrowed}' if borrowed else ''}{f', returned at {returned}' if returned else ''}; "
            "it cannot be used any more: take a new one from a new borrow")  # fmt: skip
-    if isinstance(gone, PoolError):
+    if isinstance(gone, ConnectionReturned):
         return type(gone)(f"{msg} ({gone})")
-    return PoolError(msg)
+    if isinstance(gone, PoolError):
+        return ConnectionReturned(f"{msg} ({gone})")
+    return ConnectionReturned(msg)
 
 
 def wrap(result: Any, handle: PooledConnection, where: str, inner: Any = None, outer: Any = None) -> Any:
@@ -480,6 +809,11 @@ class Guarded:
         if self._handle._raw is None:
             return None  # the connection went back inside the block: nothing left to close
         return self._obj.__exit__(*exc)
+
+    @property
+    def closed(self) -> bool:
+        """True once closed, and once its connection went back (read without raising)."""
+        return self._handle._raw is None or bool(self._obj.closed)
 
     @property
     def connection(self) -> PooledConnection:

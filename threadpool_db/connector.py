@@ -15,6 +15,7 @@ guarded by its own lock; the pool reads ``refusal`` (one reference, read atomica
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -37,7 +38,7 @@ from .drivers import (
 )
 from .errors import PoolError
 from .pgbouncer import guard_configure, take_flag
-from .records import BROKEN, DIRTY, Slot
+from .records import ADAPTERS, BROKEN, DIRTY, Slot
 from .redact import find_secrets, scrub
 
 logger = logging.getLogger("threadpool_db")
@@ -209,7 +210,9 @@ class Connector:
                 if verdict == RETRY:
                     continue
                 if verdict == GIVE_UP:
-                    logger.error("pool %r: giving up connecting to %s after %.1f s: %s",
+                    # psycopg_pool's words ("reconnection attempt ... failed"): alerts written
+                    # for its log keep matching
+                    logger.error("pool %r: reconnection attempt to %s failed after %.1f s, giving up: %s",
                                  self.name, self.target, self._clock() - start, f.message)  # fmt: skip
                     if reconnect_failed is not None:
                         try:
@@ -421,6 +424,11 @@ class Connector:
         raw, driver = slot.raw, self.driver
         if slot.named:
             self._close_named(slot.named)
+        if slot.handlers:  # a borrower's notify/notice callbacks must not fire in the next one's
+            for remover, callback in slot.handlers:
+                with contextlib.suppress(ValueError):  # removed by the borrower already
+                    getattr(raw, remover)(callback)
+            slot.handlers = None
         if slot.return_flags & BROKEN:
             return "broken"
         try:
@@ -435,6 +443,8 @@ class Connector:
                 return "broken"
             if slot.return_flags & DIRTY:
                 driver.restore(raw, slot.settings)
+            if slot.return_flags & ADAPTERS and hasattr(driver, "restore_adapters"):  # not in the Protocol
+                driver.restore_adapters(raw, slot.settings)
             slot.return_flags = 0
             if self.reset_callback is not None:
                 self.reset_callback(raw)

@@ -41,7 +41,25 @@ class TooManyWaiters(PoolError, OperationalError):
     """``max_waiting`` borrowers already wait: this one is refused at once."""
 
 
-class ConnectionReclaimed(PoolError):
+class ConnectionReturned(PoolError, OperationalError):
+    """Use after return: the handle, or a cursor, transaction, pipeline or copy taken through
+    it, is used after its connection went back to the pool (also: returned twice). A
+    ``psycopg.OperationalError``, as a closed psycopg connection's error is; the message names
+    the pool and, when leak detection recorded them, where it was borrowed and returned."""
+
+
+class BadReturn(PoolError, ValueError):
+    """``putconn`` of a connection this pool did not lend: another pool's, or none's. A
+    ``ValueError`` too, as psycopg_pool raises, so ``except ValueError`` code keeps working; the
+    message names both pools."""
+
+
+class ReturnedTwice(ConnectionReturned, BadReturn):
+    """``putconn`` of a handle already returned: a ``ConnectionReturned`` (use after return)
+    and a ``BadReturn`` (a ``ValueError``, as psycopg_pool's second ``putconn`` raises)."""
+
+
+class ConnectionReclaimed(ConnectionReturned):
     """The connection was taken back by the leak detector; this handle is dead."""
 
 

@@ -28,7 +28,10 @@ class NullConnectionPool(ConnectionPool):
         """As psycopg_pool's: make one connection (connect, and ``configure``) to prove the
         database answers; it is not kept. When none can be made within ``timeout`` the pool is
         closed and ``PoolTimeout`` says why (``PoolConfigError`` at once when the database
-        refuses the configuration, as ``ConnectionPool.wait``)."""
+        refuses the configuration, as ``ConnectionPool.wait``). It is not a request: the
+        borrow is taken off ``borrows`` (psycopg_pool's ``requests_num``), as psycopg_pool's
+        wait() makes its connection without one. (One that had to queue behind borrowers, the
+        pool being at ``max_size``, still counts in ``waits``.)"""
         try:
             conn = self.getconn(timeout)
         except PoolTimeout as e:
@@ -38,3 +41,5 @@ class NullConnectionPool(ConnectionPool):
             self.close()  # as ConnectionPool.wait: a pool that cannot open is closed
             raise
         self.putconn(conn)
+        with self._lock:  # the one counter a borrow always adds to (_finish_borrow_locked)
+            self._borrows -= 1

@@ -28,7 +28,7 @@ from typing import Any
 
 from . import advisor, errors, forking, quotas, stats, workers
 from .config import AUTO_CHECK_IDLE, NETWORK_TIMEOUT, UNLIMITED, PoolConfig, check_sizes, positive
-from .connection import PooledConnection, bad_return_error, check_connection, dead_handle_error
+from .connection import PooledConnection, bad_return_error, check_connection
 from .connector import GIVE_UP, RETRY, STOP, CheckTimedOut, Connector, Failure
 from .drivers import IDLE, Driver, ValidationTimeout
 from .errors import PoolClosed, PoolConfigError, PoolError, PoolTimeout, TenantQuotaExceeded, TooManyWaiters
@@ -36,7 +36,7 @@ from .future import Futures
 from .housekeeper import BURST_WINDOW, Housekeeper, View
 from .leaks import LeakDetector, describe_all, held_text, holders_text
 from .quotas import TenantBook
-from .records import Queued, Slot, Waiter
+from .records import BROKEN, Queued, Slot, Waiter
 from .stats import Window
 
 logger = logging.getLogger("threadpool_db")
@@ -87,7 +87,7 @@ class ConnectionPool:
         timeout: float = 30.0,
         max_waiting: int = 0,
         # the connections' lives, their checks and callbacks
-        max_lifetime: float = 1800.0,
+        max_lifetime: float = 3600.0,
         max_idle: float = 600.0,
         check: str | Callable[[Any], Any] | None = "auto",
         check_timeout: float = 5.0,
@@ -97,7 +97,7 @@ class ConnectionPool:
         reconnect_failed: Callable[[ConnectionPool], Any] | None = None,
         connect_timeout: float | None = 10.0,
         network_timeout: float | None = NETWORK_TIMEOUT,
-        num_workers: int = 2,
+        num_workers: int = 3,
         name: str | None = None,
         open: bool | None = True,
         close_returns: bool = False,
@@ -161,7 +161,7 @@ class ConnectionPool:
         self.conninfo, self.kwargs = self._connector.conninfo, self._connector.kwargs
         self.pgbouncer = self._connector.pgbouncer
         self.connection_class = connection_class
-        self.close_returns = close_returns  # accepted for psycopg_pool code: close() always returns
+        self.close_returns = close_returns  # the handle's close(): False closes, True returns
         self._reconnect_failed = reconnect_failed
         self._housekeeper = Housekeeper(self.max_idle, self._max_size, self.burst_size, self.burst_wait_threshold)
         lk = cfg.leaks
@@ -210,6 +210,7 @@ class ConnectionPool:
         # psycopg_pool-style totals (get_stats/pop_stats); pop_stats moves _stats_base.
         self._wait_sum = self._usage_sum = self._connect_sum = 0.0
         self._returns_bad = self._config_errors = 0  # config_errors: borrows failed fast, refused
+        self._attempts_started = 0  # connects begun (psycopg_pool's connections_num counts them as they start)
         self._housekeeper_runs = 0  # ticks of the housekeeper (stats: is it alive?)
         self._stats_base: dict[str, float] = {}
         self._connect_attempts: deque[float] = deque(maxlen=64)
@@ -384,7 +385,7 @@ class ConnectionPool:
 
     def __contains__(self, conn: object) -> bool:
         """True while ``conn`` is a handle borrowed from this pool and not yet returned."""
-        return type(conn) is PooledConnection and conn._pool is self and conn._raw is not None
+        return type(conn) is PooledConnection and conn._home is self and conn._raw is not None
 
     # -- borrowing: admit, wait, grant, finish ------------------------------------------------
     def getconn(
@@ -503,8 +504,12 @@ class ConnectionPool:
                 f"pool {self.name!r}: {len(self._waiting)} borrowers already waiting (max_waiting={self.max_waiting})"
             )
         self._waiting.append(waiter)
-        self._waits += 1
-        self._tenants.count(tenant, "waits")
+        # A wait for a connection already there or coming back. A null pool's borrow that a
+        # new connection will serve is not one (psycopg_pool's null pool connects in the
+        # borrower's thread: not queued); only one beyond the room to make them is.
+        if self._keep_idle or len(self._waiting) > self._cap - self._nconns:
+            self._waits += 1
+            self._tenants.count(tenant, "waits")
         self._grow_locked()
         if self._hk_quiet:  # the housekeeper sleeps long: waits matter to bursts and the advisor
             self._hk_quiet = False
@@ -597,7 +602,7 @@ class ConnectionPool:
         slot.site = site
         # the handle (its fields: see PooledConnection), made without an __init__ frame
         handle = _new_handle(PooledConnection)
-        handle._pool = self
+        handle._home = self
         handle._slot = slot
         handle._raw = slot.raw
         slot.handle = handle
@@ -620,7 +625,7 @@ class ConnectionPool:
         call): an open transaction is committed when ``commit`` is true, else rolled back, and
         a fatal ``exc`` marks the connection broken.
         """
-        slot = conn._slot if type(conn) is PooledConnection and conn._pool is self else None
+        slot = conn._slot if type(conn) is PooledConnection and conn._home is self else None
         if type(slot) is not Slot:  # foreign, already returned, or reclaimed meanwhile
             return self._bad_return(conn)
         back = self._sight_return()  # where the caller gives it back (None when detection is off)
@@ -641,6 +646,8 @@ class ConnectionPool:
         unreset = False  # not reset: it is to be closed (read again under the lock below)
         if status == IDLE and not slot.return_flags and self._nothing_to_reset:
             unfit = None
+        elif slot.return_flags & BROKEN:  # closed by conn.close(), or a fatal error: no reset
+            unfit = "broken"
         elif self._closed or (not self._keep_idle and not self._waiting and len(self._idle) >= self._idle_cap):
             # A connection nobody will borrow again (the pool closed; a null pool that nobody
             # waits on) is closed without a reset, as psycopg_pool's: ``reset`` runs once per
@@ -654,12 +661,12 @@ class ConnectionPool:
             # idle, or away. A concurrent second return (or a reclaim) fails on slot.handle
             # here; slot.expires is read here since resize() and drain() write it here.
             if slot.handle is not conn:
-                raise dead_handle_error(conn, self.name, "putconn: ")
+                raise bad_return_error(conn, self)  # returned twice, by two threads at once
             slot.handle = None
             self._usage_sum += held
             # retire the handle (PooledConnection._retire, inlined: this is the hot path)
             conn._raw = conn._slot = None
-            conn._pool = self._ref
+            conn._home = self._ref
             conn._borrowed_from = slot.site  # what outlives the handle names them
             conn._returned_from = back
             if slot.tenant is not None:
@@ -954,6 +961,7 @@ class ConnectionPool:
     def _attempting(self, at: float) -> None:
         with self._lock:
             self._connect_attempts.append(at)
+            self._attempts_started += 1
 
     def _attempt_failed(self, failure: Failure, gen: int, took: float, give_up_at: float) -> str:
         with self._lock:
@@ -1184,6 +1192,7 @@ class ConnectionPool:
             "config_error": self._connector.config_error, "config_errors": self._config_errors,
             "pool_closed": self._closed, "wait_sum": self._wait_sum, "usage_sum": self._usage_sum,
             "connect_sum": self._connect_sum, "returns_bad": self._returns_bad,
+            "attempts_started": self._attempts_started,
         }  # fmt: skip
         if self.burst_size is not None:
             c["burst_size"], c["bursting"] = self.burst_size, self._housekeeper.bursting

@@ -16,6 +16,8 @@ _ids = itertools.count(1)
 DIRTY = 1  # a session setting was changed: restore the pool's defaults
 BROKEN = 2  # a fatal error was seen: never reuse
 NAMED = 4  # server-side cursors were opened (Slot.named): close them on return
+ADAPTERS = 8  # the borrower reached conn.adapters (or .raw): give back the map connect made
+HANDLERS = 16  # notify/notice handlers were added through the handle (Slot.handlers): remove them
 
 
 class Slot:
@@ -30,7 +32,7 @@ class Slot:
 
     __slots__ = (
         "raw", "id", "pid", "created", "expires", "last_used", "check_at", "settings", "return_flags", "gen",
-        "handle", "borrowed_at", "owner", "thread", "site", "report", "tenant", "burst", "named",
+        "handle", "borrowed_at", "owner", "thread", "site", "report", "tenant", "burst", "named", "handlers",
     )  # fmt: skip
 
     def __init__(self, raw: Any, pid: int | None, created: float, expires: float, settings: tuple[Any, ...],
@@ -44,7 +46,7 @@ class Slot:
         self.check_at = created
         self.expires = expires
         self.settings = settings
-        self.return_flags = 0  # DIRTY | BROKEN | NAMED: what the return must do
+        self.return_flags = 0  # DIRTY | BROKEN | NAMED | ADAPTERS | HANDLERS: what the return must do
         self.gen = gen
         self.handle: Any = None  # the borrower's connection.PooledConnection while it is out
         self.borrowed_at = 0.0  # when (the pool's clock)
@@ -59,6 +61,8 @@ class Slot:
         self.tenant: str | None = None  # the tenant it is lent to (quota accounting)
         self.burst = False  # made above max_size during a burst: short-lived, closed first
         self.named: list[Any] | None = None  # server-side cursors of the current borrow
+        # (name of the remover, callback) of each notify/notice handler the borrow added
+        self.handlers: list[tuple[str, Any]] | None = None
 
 
 class Queued(Protocol):

@@ -84,7 +84,7 @@ def psycopg_counters(c: dict[str, Any]) -> dict[str, float]:
         "requests_errors": errors,
         "usage_ms": c["usage_sum"] * 1000.0,
         "returns_bad": c["returns_bad"],
-        "connections_num": c["created"] + c["create_errors"],
+        "connections_num": c["attempts_started"],  # as psycopg_pool: counted as each begins
         "connections_ms": c["connect_sum"] * 1000.0,
         "connections_errors": c["create_errors"],
         "connections_lost": c["check_failed"],
