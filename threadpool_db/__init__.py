@@ -47,6 +47,7 @@ calls putconn(conn, exc, commit).
 
 from .connection import PooledConnection
 from .errors import (
+    BadReturn,
     CommitOutcomeUnknown,
     ConnectionReclaimed,
     ConnectionReturned,
@@ -54,6 +55,7 @@ from .errors import (
     PoolConfigError,
     PoolError,
     PoolTimeout,
+    ReturnedTwice,
     TenantQuotaExceeded,
     TooManyWaiters,
 )
@@ -63,6 +65,7 @@ from .pool import ConnectionPool
 TooManyRequests = TooManyWaiters  # psycopg_pool's name for it
 
 __all__ = [
+    "BadReturn",
     "CommitOutcomeUnknown",
     "ConnectionPool",
     "ConnectionReclaimed",
@@ -73,6 +76,7 @@ __all__ = [
     "PoolError",
     "PoolTimeout",
     "PooledConnection",
+    "ReturnedTwice",
     "TenantQuotaExceeded",
     "TooManyRequests",
     "TooManyWaiters",
