@@ -30,7 +30,8 @@ class Slot:
 
     __slots__ = (
         "raw", "id", "pid", "created", "expires", "last_used", "check_at", "settings", "dirty", "gen",
-        "handle", "borrowed_at", "owner", "thread", "site", "report", "tenant", "burst", "named",
+        "handle", "borrowed_at", "owner", "thread", "site", "report", "tenant", "burst", "named", "context",
+        "shared",
     )  # fmt: skip
 
     def __init__(self, raw: Any, pid: int | None, created: float, expires: float, settings: tuple[Any, ...],
@@ -59,6 +60,12 @@ class Slot:
         self.tenant: str | None = None  # the tenant it is lent to (quota accounting)
         self.burst = False  # made above max_size during a burst: short-lived, closed first
         self.named: list[Any] | None = None  # server-side cursors of the current borrow
+        # A framework's word on the current borrow (threadpool_db.django sets both after its
+        # borrow and clears them before its return, on the borrower's thread): ``context``, what
+        # the borrow was for ("GET /orders"), shown in leak reports; ``shared``, lent to other
+        # threads on purpose, so its thread's end is not a leak.
+        self.context: str | None = None
+        self.shared = False
 
 
 class Queued(Protocol):
