@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .drivers import PYTHON_SETTINGS
 from .errors import PoolError
 from .records import DIRTY, NAMED
 
@@ -52,6 +53,26 @@ class Owner(Protocol):
 
 
 _SETTINGS = ("autocommit", "isolation_level", "read_only", "deferrable")
+
+
+def writable_names() -> tuple[str, ...]:
+    """The public attributes a ``psycopg.Connection`` takes writes of, read off its class: its
+    properties with a setter and its annotated instance attributes (``row_factory``,
+    ``cursor_factory``, ``server_cursor_factory``). The handle gets a property for each; the
+    known ones are the fallback when psycopg is not there."""
+    names = dict.fromkeys(_SETTINGS + PYTHON_SETTINGS)
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return tuple(names)
+    for klass in psycopg.Connection.__mro__:
+        for name, value in vars(klass).items():
+            if not name.startswith("_") and isinstance(value, property) and value.fset is not None:
+                names[name] = None
+        for name in vars(klass).get("__annotations__", {}):
+            if not name.startswith("_"):
+                names[name] = None
+    return tuple(names)
 
 
 def dead_handle_error(conn: PooledConnection, pool_name: str | None, prefix: str = "") -> PoolError:
@@ -92,7 +113,9 @@ def check_connection(conn: Any) -> None:
 
 
 def _setting(name: str) -> property:
-    """A session setting: reads pass through, writes mark the connection for restore."""
+    """A setting (session or Python-side): reads pass through, writes mark the connection for
+    restore. A data descriptor, so only these names pay for it: the pool's own slot writes on
+    every borrow and return go straight to their slots (no ``__setattr__``)."""
 
     def fget(self: PooledConnection) -> Any:
         raw = self._raw
@@ -125,13 +148,15 @@ def _guarded(name: str) -> Callable[..., Any]:
 
 
 class PooledConnection:
-    """Made only by the pool (ConnectionPool._finish_borrow_locked, which sets ``_pool``,
+    """Made only by the pool (ConnectionPool._finish_borrow_locked, which sets ``_home``,
     ``_slot`` and ``_raw`` with no __init__ call: it is on every borrow)."""
 
-    __slots__ = ("_raw", "_slot", "_pool", "_borrowed_from", "_returned_from", "_died", "_close_pending")
+    __slots__ = ("_raw", "_slot", "_home", "_borrowed_from", "_returned_from", "_died", "_close_pending")
     # While alive: the pool. Once retired: a weak reference to it, so a handle kept after its
-    # return does not keep a dropped pool (and its connections) alive.
-    _pool: Owner | weakref.ReferenceType[Owner]
+    # return does not keep a dropped pool (and its connections) alive. Written by the pool on
+    # every borrow and return (and read by _sight.c's with-block by offset); ``_pool`` below is
+    # what others read.
+    _home: Owner | weakref.ReferenceType[Owner]
     # While alive: the pool's record of the connection, and the driver's connection; both None
     # once dead.
     _slot: Slot | None
@@ -163,16 +188,24 @@ class PooledConnection:
     def _retire(self, reason: PoolError | None) -> None:
         """The pool takes the connection back (return, reclaim, fork). Called by the pool with
         its lock held; afterwards every use of the handle raises."""
-        pool = self._pool
+        pool = self._home
         self._raw = None
         self._slot = None
         self._died = reason
         if not isinstance(pool, weakref.ref):
-            self._pool = weakref.ref(pool)
+            self._home = weakref.ref(pool)
 
     def _owner(self) -> Owner | None:
-        pool = self._pool
+        pool = self._home
         return pool() if isinstance(pool, weakref.ref) else pool
+
+    @property
+    def _pool(self) -> Owner | None:
+        """psycopg_pool's attribute on a pooled connection (Django's backend returns through
+        ``connection._pool.putconn(connection)``): the pool, or None once a returned handle's
+        pool is gone. Never a weak reference."""
+        pool = self._home
+        return pool() if type(pool) is weakref.ReferenceType else pool
 
     def _dead(self) -> PoolError:
         pool = self._owner()
@@ -286,7 +319,7 @@ class PooledConnection:
         accepted quietly, as psycopg_pool code writes it (a second one raises)."""
         if self._raw is not None:
             self._close_pending = True
-            self._pool.putconn(self)  # type: ignore[union-attr]  # alive: _pool is the pool
+            self._home.putconn(self)  # type: ignore[union-attr]  # alive: _home is the pool
 
     @property
     def closed(self) -> bool:
@@ -313,10 +346,12 @@ class PooledConnection:
             self._slot.dirty |= DIRTY  # type: ignore[union-attr]
         return getattr(raw, name)
 
-    autocommit = _setting("autocommit")
-    isolation_level = _setting("isolation_level")
-    read_only = _setting("read_only")
-    deferrable = _setting("deferrable")
+    # The settings psycopg's connection takes writes of (autocommit ... deferrable, row_factory,
+    # cursor_factory, server_cursor_factory, prepare_threshold, prepared_max): see below the
+    # class. Any other name is refused (AttributeError): a psycopg connection would keep it,
+    # but on the handle it would either die at the return (a surprise to code that sets it once)
+    # or, forwarded, leak to the next borrower; and catching it needs a __setattr__, which every
+    # slot write of the pool would pay for.
 
     # The with-block methods. These two are the reference (and the fallback); below the class,
     # the same two in C replace them when _sight.c was built.
@@ -328,7 +363,7 @@ class PooledConnection:
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if self._raw is not None:  # else: given back inside the block, or reclaimed
             # one call: the pool commits or rolls back and takes it back in the same frame
-            self._pool.putconn(self, ev, et is None)  # type: ignore[union-attr]
+            self._home.putconn(self, ev, et is None)  # type: ignore[union-attr]
 
     def __repr__(self) -> str:
         slot = self._slot
@@ -336,6 +371,11 @@ class PooledConnection:
         pool = self._owner()
         return f"<PooledConnection pool={pool.name if pool is not None else '?'!r} {state}>"
 
+
+for _name in writable_names():
+    if _name not in PooledConnection.__dict__:
+        setattr(PooledConnection, _name, _setting(_name))
+del _name
 
 PYTHON_WITH = (PooledConnection.__enter__, PooledConnection.__exit__)
 
@@ -350,7 +390,7 @@ def _native_with() -> tuple[Any, Any] | None:
     except ImportError:
         return None
     slots = PooledConnection.__dict__
-    return handle_methods(PooledConnection, slots["_raw"], slots["_pool"], "_dead")
+    return handle_methods(PooledConnection, slots["_raw"], slots["_home"], "_dead")
 
 
 NATIVE_WITH = _native_with()

@@ -70,6 +70,11 @@ def permanent_cause(exc: BaseException) -> str | None:
     return next((cause for needle, cause in _PERMANENT_TEXTS if needle in text), None)
 
 
+# psycopg's Python-side connection settings a borrower may write: restored on return with the
+# session ones (the handle's properties mark the connection when one is written).
+PYTHON_SETTINGS = ("row_factory", "cursor_factory", "server_cursor_factory", "prepare_threshold", "prepared_max")
+
+
 class Driver:
     """The generic DB-API 2.0 adapter: a ``connect()`` callable and nothing more known."""
 
@@ -127,11 +132,19 @@ class PsycopgDriver(Driver):
         super().__init__(connect)
 
     def settings(self, raw: Any) -> Settings:
-        return (raw.autocommit, raw.isolation_level, raw.read_only, raw.deferrable)
+        """The session settings, then the Python-side ones (PYTHON_SETTINGS), as the connection
+        came from ``connect`` and ``configure``."""
+        return (raw.autocommit, raw.isolation_level, raw.read_only, raw.deferrable, raw.row_factory,
+                raw.cursor_factory, raw.server_cursor_factory, raw.prepare_threshold, raw.prepared_max)  # fmt: skip
 
     def restore(self, raw: Any, settings: Settings) -> None:
-        if self.settings(raw) != settings:
-            raw.autocommit, raw.isolation_level, raw.read_only, raw.deferrable = settings
+        # Called only when the borrow wrote a setting (or touched .raw): the two groups are
+        # compared apart, so a row_factory write does not set autocommit and the rest again.
+        if (raw.autocommit, raw.isolation_level, raw.read_only, raw.deferrable) != settings[:4]:
+            raw.autocommit, raw.isolation_level, raw.read_only, raw.deferrable = settings[:4]
+        for name, value in zip(PYTHON_SETTINGS, settings[4:], strict=True):
+            if getattr(raw, name) is not value and getattr(raw, name) != value:
+                setattr(raw, name, value)
 
     # One attribute read on the libpq wrapper, done in C; a closed or broken connection reads
     # UNKNOWN. (An attrgetter is no descriptor: driver.status(raw) calls it with raw alone.)

@@ -356,7 +356,7 @@ class ConnectionPool:
 
     def __contains__(self, conn: object) -> bool:
         """True while ``conn`` is a handle borrowed from this pool and not yet returned."""
-        return type(conn) is PooledConnection and conn._pool is self and conn._raw is not None
+        return type(conn) is PooledConnection and conn._home is self and conn._raw is not None
 
     # -- borrowing: admit, wait, grant, finish ------------------------------------------------
     def getconn(
@@ -553,7 +553,7 @@ class ConnectionPool:
         slot.site = site
         # the handle (its fields: see PooledConnection), made without an __init__ frame
         handle = _new_handle(PooledConnection)
-        handle._pool = self
+        handle._home = self
         handle._slot = slot
         handle._raw = slot.raw
         slot.handle = handle
@@ -576,7 +576,7 @@ class ConnectionPool:
         call): an open transaction is committed when ``commit`` is true, else rolled back, a
         fatal ``exc`` marks the connection broken, and a closed pool takes it back quietly.
         """
-        slot = conn._slot if type(conn) is PooledConnection and conn._pool is self else None
+        slot = conn._slot if type(conn) is PooledConnection and conn._home is self else None
         if type(slot) is not Slot:  # foreign, already returned, or reclaimed meanwhile
             return self._bad_return(conn)
         back = self._sight_return()  # where the caller gives it back (None when detection is off)
@@ -609,7 +609,7 @@ class ConnectionPool:
             self._usage_sum += held
             # retire the handle (PooledConnection._retire, inlined: this is the hot path)
             conn._raw = conn._slot = None
-            conn._pool = self._ref
+            conn._home = self._ref
             conn._borrowed_from = slot.site  # what outlives the handle names them
             conn._returned_from = back
             if slot.tenant is not None:
