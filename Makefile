@@ -6,7 +6,7 @@ EXTRAS ?= test,demo,flask,metrics,load,bench
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml threadpool_db/_sight.c | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo quick-demo bench soak lint serve clean django-suite
+.PHONY: venv test demo quick-demo bench soak lint serve clean django-suite upstream-pool upstream-sqlalchemy-pool
 
 venv: $(STAMP)
 
@@ -37,6 +37,11 @@ demo: venv
 
 bench: venv
 	$(BIN)/python -m load.bench_pools
+
+# psycopg_pool's own sync pool tests, psycopg_pool rebound to threadpool_db (PSYCOPG_SRC: a
+# psycopg checkout; its proxy tests need `pip install pproxy`). Not part of `make test`.
+upstream-pool: venv
+	$(BIN)/python tests/upstream/run_psycopg_pool.py $(PSYCOPG_SRC)
 
 quick-demo: venv
 	$(BIN)/python -m demo_app.quick

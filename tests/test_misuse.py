@@ -95,8 +95,7 @@ def test_misuse_each_gets_a_specific_error_and_the_pool_stays_healthy(make_pool)
     pool.close()
     with pytest.raises(PoolClosed):
         pool.getconn()
-    with pytest.raises(PoolClosed, match="closed, not returned"):
-        pool.putconn(out)
+    pool.putconn(out)  # closed quietly, as psycopg_pool
     wait_until(lambda: pool.stats()["size"] == 0, what="all closed")
 
 

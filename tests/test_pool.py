@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import gc
 import itertools
+import socket
 import threading
 import time
 
 import psycopg
 import pytest
 
-from threadpool_db import ConnectionPool, PoolClosed, PoolError, PoolTimeout, TooManyWaiters
+from threadpool_db import ConnectionPool, PoolClosed, PoolError, PoolTimeout, TooManyWaiters, config
+from threadpool_db.connector import Connector
+from threadpool_db.drivers import IDLE, INTRANS
 
 from .helpers import backends, connect, run_threads, sql, times_out, wait_until
 from .timing import JOIN, POLL, SETTLE, SHORT_TIMEOUT
@@ -352,8 +355,7 @@ def test_close_with_connections_out(make_pool, pg, app_name):
         except BaseException as e:
             blocked.append(e)
         finally:
-            with pytest.raises(PoolClosed):  # returned after close: closed, and said so
-                pool.putconn(p)
+            pool.putconn(p)  # returned after close: closed quietly, as psycopg_pool
 
     t = threading.Thread(target=waiter, daemon=True)
     t.start()
@@ -366,8 +368,8 @@ def test_close_with_connections_out(make_pool, pg, app_name):
         pool.getconn()
     # the borrowed connection still works until it is returned, then it is closed
     assert out.execute("SELECT 1").fetchone() == (1,)
-    with pytest.raises(PoolClosed, match="closed, not returned"):
-        pool.putconn(out)  # a clear error, and the connection is closed all the same
+    pool.putconn(out)  # quietly, as psycopg_pool (Django returns into a pool it closed)
+    assert out.returned and out.closed
     wait_until(lambda: pid_out not in backends(pg.admin_url, app_name), what="backend closed")
     assert pool.closed
     s = pool.stats()
@@ -518,3 +520,59 @@ def test_sqlite_through_the_generic_dbapi_factory(tmp_path):
             assert conn.execute("SELECT count(*) FROM t").fetchone() == (1,)
     finally:
         pool.close()
+
+
+# -- issue 32's review: connect_timeout, the status function, futures' checks ------------------
+@pytest.mark.parametrize("form", ["keywords", "uri"])
+def test_the_conninfos_connect_timeout_wins_over_the_pools_default(form):
+    """A server that takes the TCP connection and never answers: the conninfo's 1 s ends the
+    attempt, not the pool's 60 s."""
+    deaf = socket.socket()
+    try:
+        deaf.bind(("127.0.0.1", 0))
+        deaf.listen(16)  # the handshake completes in the backlog; nothing ever answers
+        port = deaf.getsockname()[1]
+        conninfo = (f"host=127.0.0.1 port={port} dbname=x user=x connect_timeout=1" if form == "keywords"
+                    else f"postgresql://x@127.0.0.1:{port}/x?connect_timeout=1")  # fmt: skip
+        pool = ConnectionPool(conninfo, min_size=1, connect_timeout=60.0, name="deaf")
+        try:
+            wait_until(lambda: pool.stats()["create_errors"] >= 1, what="the first attempt to time out")
+            assert "timeout" in (pool.stats()["last_error"] or "")
+        finally:
+            pool.close()
+    finally:
+        deaf.close()
+
+
+def test_the_connectors_status_follows_a_connect_factorys_driver(dsn):
+    """A pool built with connect= learns on its first connection that the factory returns psycopg
+    connections; the status read on every return must be psycopg's from then on (the generic
+    guess, INTRANS, would make every return reset)."""
+    c = Connector.for_pool("sniff", config.Connection(connect=lambda: psycopg.connect(dsn)), connect_timeout=None,
+                           check=None, check_timeout=5.0, clock=time.monotonic)  # fmt: skip
+    slot = c.open_slot(1, 60.0)
+    try:
+        assert c.status(slot.raw) == IDLE
+        slot.raw.execute("SELECT 1")
+        assert c.status(slot.raw) == INTRANS
+    finally:
+        slot.raw.close()
+
+
+def test_a_future_that_waited_gets_a_checked_connection(make_pool, pg):
+    """The connection a queued future is granted is checked like any borrow's: one whose backend
+    died while it was out is discarded, and the future resolves to a new one."""
+    pool = make_pool(min_size=1, max_size=1, check="always")
+    held = pool.getconn()
+    pid = held.info.backend_pid
+    fut = pool.getconn_future(timeout=SETTLE)
+    wait_until(lambda: pool.stats()["waiting"] == 1, what="the future to queue")
+    sql(pg.admin_url, "SELECT pg_terminate_backend(%s)", (pid,))
+    wait_until(lambda: sql(pg.admin_url, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))[0][0] == 0,
+               what="the backend to end")  # fmt: skip
+    pool.putconn(held)  # idle as far as libpq knows: handed to the future
+    conn = fut.result(SETTLE)
+    assert conn.info.backend_pid != pid
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+    pool.putconn(conn)
+    assert pool.stats()["check_failed"] == 1

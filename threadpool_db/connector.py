@@ -216,6 +216,9 @@ class Connector:
         configure raised."""
         driver = self.driver
         raw = driver.connect()
+        # The driver may change its status function as it connects (a _SniffingDriver becomes
+        # psycopg's on its first connection): read it again, or every return would reset.
+        self.status = driver.status
         try:
             if self._configure is not None:
                 self._configure(raw)

@@ -222,16 +222,33 @@ def make_driver(
 
     cls = connection_class or psycopg.Connection
 
+    # The pool's connect_timeout is a default: one in the kwargs or in the conninfo wins.
+    static_timeout = isinstance(conninfo, str) and _names_connect_timeout(conninfo)
+
     def _connect() -> Any:
         info = conninfo() if callable(conninfo) else conninfo
         kw = dict(kwargs() if callable(kwargs) else (kwargs or {}))
         if learn is not None:
             learn(info or "", kw)
-        if connect_timeout is not None and "connect_timeout" not in kw:
+        if connect_timeout is not None and "connect_timeout" not in kw \
+                and not (static_timeout if isinstance(conninfo, str) else _names_connect_timeout(info)):  # fmt: skip
             kw["connect_timeout"] = max(1, round(connect_timeout))
         return cls.connect(info or "", **kw)
 
     return PsycopgDriver(_connect)
+
+
+def _names_connect_timeout(conninfo: str | None) -> bool:
+    """Does the libpq string or URI set connect_timeout? (A malformed one: no; connecting
+    with it then raises psycopg's own error, which says what is wrong.)"""
+    if not conninfo or "connect_timeout" not in conninfo:
+        return False
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return "connect_timeout" in conninfo_to_dict(conninfo)
+    except Exception:
+        return False
 
 
 _ADAPTER_API = (

@@ -38,8 +38,10 @@ class Granter(Protocol):
         borrow that cannot wait would (closed, too many waiters, a configuration error)."""
         ...
 
-    def hand_out(self, slot: Slot, since: float, thread: threading.Thread, site: Any) -> Any:
-        """Finish the borrow granted to a future waiter: its handle."""
+    def hand_out(self, slot: Slot, since: float, thread: threading.Thread, site: Any, checked: bool = False) -> Any:
+        """Finish the borrow granted to a future waiter: its handle; None when the connection
+        failed the check due before a borrow (skipped when ``checked``: admit did it), and was
+        discarded."""
         ...
 
     def cancel_waiter(self, w: Any) -> None:
@@ -114,7 +116,7 @@ class Futures:
         slot = pool.admit(w, tenant, priority)
         if slot is not None:
             fut.set_running_or_notify_cancel()
-            fut.set_result(pool.hand_out(slot, t0, threading.current_thread(), site))
+            fut.set_result(pool.hand_out(slot, t0, threading.current_thread(), site, checked=True))
             return fut
         self.queue.put(("watch", w))
         self._start()
@@ -177,7 +179,21 @@ class Notifier:
             _set(w.future, exc=w.error)
             return
         assert w.slot is not None
-        handle = pool.hand_out(w.slot, w.since, w.thread, w.site)
+        slot, checked = w.slot, False
+        while (handle := pool.hand_out(slot, w.since, w.thread, w.site, checked)) is None:
+            # The granted connection failed its check and is gone: queue again, as getconn
+            # does (served at once by a connection admit checked, or by a later grant).
+            w.slot = None
+            if w.future.cancelled():
+                return
+            try:
+                got = pool.admit(w, w.tenant, w.priority)
+            except PoolError as e:
+                _set(w.future, exc=e)
+                return
+            if got is None:
+                return  # queued: its watch (the deadline) is still on the heap
+            slot, checked = got, True
         if not _set(w.future, result=handle):  # cancelled after the grant: give it back
             try:
                 pool.putconn(handle)

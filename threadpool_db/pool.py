@@ -431,7 +431,7 @@ class ConnectionPool:
         waiter leaves _waiting only under this lock, so none is served after it gave up."""
         sched.check_request(tenant, priority)
         if self._closed:
-            raise PoolClosed(f"pool {self.name!r} is closed")
+            raise PoolClosed(f"pool {self.name!r} is already closed")  # psycopg_pool's words
         if not self._opened:
             raise PoolClosed(f"pool {self.name!r} is not open yet: call open()")
         if tenant is not None or priority is not None:
@@ -476,15 +476,18 @@ class ConnectionPool:
         """Queue and wait: the slot, and its handle when the granter could finish the borrow
         already (no validation due: this thread takes no pool lock again)."""
         w = Waiter(tenant, float(priority or 0.0), self._clock(), owner, site, thread)
-        earlier = None
+        earlier, stuck = None, False
         with self._lock:
             got = self._admit_locked(tenant, priority, w)
             if got is None and self._leaks is not None:
                 earlier = self._held_by_locked(owner, None)  # waiting while holding one: could deadlock
+                # ... only if nothing but a return can serve it: at the ceiling, none on its way
+                # (a replacement being made, or room to grow, serves it without a return).
+                stuck = self._growing == 0 and self._nconns >= self._cap
         if got is not None:
             return got, None
         if earlier is not None:
-            self._leaks.saw_nested(self.name, earlier, site, thread or current_thread(), True)  # type: ignore[union-attr]
+            self._leaks.saw_nested(self.name, earlier, site, thread or current_thread(), stuck)  # type: ignore[union-attr]
         try:
             # Our own condition (Waiter.signal), released by whoever serves us: _hand_over_locked,
             # _dispatch_locked (a connection), close(), attempt_failed (an error).
@@ -571,10 +574,10 @@ class ConnectionPool:
     def putconn(self, conn: PooledConnection, exc: BaseException | None = None, commit: bool | None = None) -> None:
         """Give a connection back. Any open transaction is rolled back, settings restored.
 
-        After ``close()`` the connection is closed instead, and ``PoolClosed`` says so. With
+        After ``close()`` the connection is closed instead, quietly (as psycopg_pool). With
         ``commit`` given, this is the end of a ``with`` block (the handle's ``__exit__``, in one
-        call): an open transaction is committed when ``commit`` is true, else rolled back, a
-        fatal ``exc`` marks the connection broken, and a closed pool takes it back quietly.
+        call): an open transaction is committed when ``commit`` is true, else rolled back, and
+        a fatal ``exc`` marks the connection broken.
         """
         slot = conn._slot if type(conn) is PooledConnection and conn._home is self else None
         if type(slot) is not Slot:  # foreign, already returned, or reclaimed meanwhile
@@ -594,8 +597,14 @@ class ConnectionPool:
         self._on_release(held)
         # Why it cannot be reused: None (it can), "broken" or "reset_failed". The common case,
         # an idle connection with nothing to restore, costs the one status read above.
+        unreset = False  # not reset: it is to be closed (read again under the lock below)
         if status == IDLE and not slot.dirty and self._nothing_to_reset:
             unfit = None
+        elif self._closed or (not self._keep_idle and not self._waiting and len(self._idle) >= self._idle_cap):
+            # A connection nobody will borrow again (the pool closed; a null pool that nobody
+            # waits on) is closed without a reset, as psycopg_pool's: ``reset`` runs once per
+            # connection lent again. (A borrower queueing meanwhile gets a new one.)
+            unfit, unreset = None, True
         else:
             unfit = connector.reset(slot)
         close = unfit is not None
@@ -619,12 +628,11 @@ class ConnectionPool:
                 slot.report = None
             if slot.gen != self._gen:  # borrowed before a fork: not ours to close
                 return
-            pool_open = not self._closed
-            if not pool_open:
+            if self._closed:
                 close = True
                 self._forget_locked(slot)
-            elif close or now >= slot.expires or (not self._keep_idle and not self._waiting
-                                                  and len(self._idle) >= self._idle_cap):  # fmt: skip
+            elif close or unreset or now >= slot.expires or (not self._keep_idle and not self._waiting
+                                                             and len(self._idle) >= self._idle_cap):  # fmt: skip
                 if close:
                     self._returns_bad += 1
                     if unfit == "reset_failed":
@@ -647,8 +655,9 @@ class ConnectionPool:
             self._leaks.on_return(report, held)  # type: ignore[union-attr]
         if close:
             self._close_slot(slot)
-        if not pool_open and commit is None:  # a with block may outlive its pool, quietly
-            raise PoolClosed(f"pool {self.name!r} is closed: the connection was closed, not returned")
+        # A return into a closed pool is quiet, as psycopg_pool's: the connection is closed
+        # (above), which is all the caller could want. Django's backend returns connections
+        # into a pool it closed itself (close_pool() on a settings change).
 
     def release(self, conn: PooledConnection, exc: BaseException | None = None, commit: bool = False) -> None:
         """Give a connection back as a ``with`` block ends (Flask's teardown): ``putconn`` with
@@ -760,8 +769,13 @@ class ConnectionPool:
             if slot is None or self._clock() <= slot.check_at or self._validate(slot):
                 return slot  # (a slot that failed validation is gone: admit again)
 
-    def hand_out(self, slot: Slot, since: float, thread: threading.Thread, site: Any) -> PooledConnection:
+    def hand_out(self, slot: Slot, since: float, thread: threading.Thread, site: Any,
+                 checked: bool = False) -> PooledConnection | None:  # fmt: skip
         now = self._clock()
+        # A connection granted to a queued future is checked here, when due, as getconn checks
+        # one granted to a thread (admit already checked one it served at once: ``checked``).
+        if not checked and now > slot.check_at and not self._validate(slot):
+            return None  # discarded: the future queues again (future.Notifier._resolve)
         with self._lock:
             handle = self._finish_borrow_locked(slot, now, thread.ident or 0, site, thread, now - since)
         self._on_acquire(now - since)
