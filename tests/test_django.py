@@ -4,8 +4,10 @@ holding a connection, server-side cursors closed at return, fork, the 503)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -88,7 +90,7 @@ def test_the_pool_is_ours_and_connections_go_back_after_a_request(project):
 
     pool = _wrapper().pool
     assert type(pool) is ConnectionPool and pool.name == "django-default"
-    assert pools() == {"default": pool, "one": _wrapper("one").pool}
+    assert pools() == {"default": pool, "one": _wrapper("one").pool, "release": _wrapper("release").pool}
     borrows = pool.stats()["borrows"]
     status, _, body = _get("/count")
     assert status == 200 and json.loads(body) == {"count": 10}
@@ -232,6 +234,17 @@ def test_djangos_server_side_cursors_are_closed_when_the_connection_goes_back(pr
         cur.execute("SELECT pg_backend_pid(), (SELECT count(*) FROM pg_cursors)")
         assert cur.fetchone() == (pid, 0)
     one.close()
+    # Django closes its cursor again when the iterator goes: already closed, a no-op, not an
+    # error about the connection raised inside a garbage collection
+    raised: list[Any] = []
+    old_hook, sys.unraisablehook = sys.unraisablehook, raised.append
+    try:
+        rows.close()
+        del rows
+        gc.collect()
+    finally:
+        sys.unraisablehook = old_hook
+    assert not raised, [r.exc_value for r in raised]
 
 
 def test_a_pool_timeout_is_a_503_with_retry_after_and_nothing_about_the_database(project, pg):
@@ -330,3 +343,45 @@ def test_a_time_zone_change_closes_the_pool_under_a_borrowed_connection(project)
     assert Item.objects.count() == 10
     wrapper.close()
     assert first.stats()["size"] == 0
+
+
+def test_release_after_query_gives_the_connection_back_between_queries(project):
+    from django.db import transaction
+
+    Item = project
+    wrapper = _wrapper("release")
+    pool = wrapper.pool
+    assert Item.objects.using("release").count() == 10
+    assert wrapper.connection is None and pool.stats()["in_use"] == 0
+    with transaction.atomic(using="release"):
+        Item.objects.using("release").create(name="in-block")
+        assert pool.stats()["in_use"] == 1  # held for the whole block
+        assert Item.objects.using("release").filter(name="in-block").count() == 1
+        assert pool.stats()["in_use"] == 1
+    assert wrapper.connection is None and pool.stats()["in_use"] == 0  # back at the block's end
+    Item.objects.using("release").filter(name="in-block").delete()
+    rows = Item.objects.using("release").order_by("id").iterator(chunk_size=2)
+    assert next(rows).name == "item-0"
+    assert pool.stats()["in_use"] == 1  # its server-side cursor is still open
+    assert len(list(rows)) == 9
+    assert pool.stats()["in_use"] == 0
+
+
+def test_release_after_query_serves_more_threads_than_connections(project):
+    Item = project
+    pool = _wrapper("release").pool  # max_size 2, timeout 5 s
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(10):
+                Item.objects.using("release").count()
+                threading.Event().wait(0.05)  # between queries the thread holds nothing
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [_in_thread(worker, name=f"release-{i}") for i in range(6)]
+    for t in threads:
+        t.join(JOIN)
+    assert not any(t.is_alive() for t in threads) and not errors
+    assert pool.stats()["in_use"] == 0 and pool.stats()["size"] <= 2

@@ -1,5 +1,6 @@
-"""Settings for the test project. Two aliases on the same database: ``default`` (pool of 4,
-leak reports after TPDB_DJANGO_LEAK seconds) and ``one`` (a pool of one, short timeout)."""
+"""Settings for the test project. Three aliases on the same database: ``default`` (pool of 4,
+leak reports after TPDB_DJANGO_LEAK seconds), ``one`` (a pool of one, short timeout) and
+``release`` (a pool of two, connections given back after each query)."""
 
 from __future__ import annotations
 
@@ -33,5 +34,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DATABASES = {
     "default": _db({"min_size": 1, "max_size": 4, "timeout": 5, "leak_threshold": _LEAK}),
     "one": _db({"min_size": 1, "max_size": 1, "timeout": 0.5, "leak_threshold": _LEAK}),
+    "release": _db({"min_size": 1, "max_size": 2, "timeout": 5, "leak_threshold": _LEAK}),
 }
+DATABASES["release"]["OPTIONS"]["release_after_query"] = True
 THREADPOOL_DB_RETRY_AFTER = 3

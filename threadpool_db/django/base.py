@@ -15,6 +15,11 @@ introspection and schema editing are Django's own, inherited. What changes:
 - Server-side cursors that Django builds itself (``ServerSideCursor(connection, ...)``, not
   made through the handle's ``cursor()``) are handed to the pool, which closes them when the
   connection goes back: a WITH HOLD cursor does not outlive the request.
+- Opt-in, ``OPTIONS["release_after_query"] = True``: outside ``atomic()`` the connection goes
+  back to the pool as soon as no cursor of it is open (after each ORM query), and after the
+  outermost ``atomic()`` block, so a gthread worker serves more threads than it has
+  connections. Session state (``SET``, temporary tables, advisory locks, ``LISTEN``) then does
+  not outlive a query.
 - After ``os.fork()`` a child forgets the connections its wrappers hold (they belong to the
   parent's sessions): the next query borrows from the child's own pool.
 """
@@ -35,12 +40,14 @@ from django.db.backends.postgresql import base as pg_base
 from ..pool import ConnectionPool
 from ..records import NAMED
 from . import labels
+from .cursors import CursorDebugWrapper, CursorWrapper
 
 # Django's folders, and asgiref's (its sync/async bridge): their frames stand between the
 # application's line and the pool, and are never the borrower. (threadpool_db's own folder,
 # this subpackage included, is always skipped.)
 FRAMEWORK_DIRS = tuple(os.path.dirname(os.path.abspath(m.__file__ or "")) + os.sep for m in (django, asgiref))
 # What the backend sets itself: a pool option of the same name would be silently lost.
+RELEASE_AFTER_QUERY = "release_after_query"  # the OPTIONS key of the opt-in (see the module docstring)
 _OWN = ("conninfo", "connect", "kwargs", "open", "driver", "framework_dirs")
 _POOL_PARAMS = frozenset(inspect.signature(ConnectionPool).parameters)
 
@@ -69,6 +76,11 @@ class DatabaseWrapper(pg_base.DatabaseWrapper):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # release_after_query: the cursors open on this borrow (weak: one dropped unclosed does
+        # not pin the connection), and whether connect() is still under way (its own
+        # set_autocommit must not give back what it just borrowed). This thread's only.
+        self._open_cursors: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._connecting = False
         _wrappers.add(self)
 
     # -- the pool -------------------------------------------------------------------------------
@@ -123,8 +135,14 @@ class DatabaseWrapper(pg_base.DatabaseWrapper):
         except (TypeError, ValueError) as e:
             raise ImproperlyConfigured(f"{where}: {e}") from e
 
+    def get_connection_params(self) -> dict[str, Any]:
+        params = super().get_connection_params()
+        params.pop(RELEASE_AFTER_QUERY, None)  # ours, not psycopg's
+        return params
+
     # -- borrow and return ----------------------------------------------------------------------
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        self._connecting = True  # until init_connection_state(), the end of connect()
         connection = super().get_new_connection(conn_params)
         if self.pool is not None:
             slot = _slot_of(connection)
@@ -133,7 +151,14 @@ class DatabaseWrapper(pg_base.DatabaseWrapper):
                 slot.shared = self.allow_thread_sharing
         return connection
 
+    def init_connection_state(self) -> None:
+        try:
+            super().init_connection_state()
+        finally:
+            self._connecting = False
+
     def _close(self) -> None:
+        self._open_cursors.clear()
         if self.connection is not None and self.pool is not None:
             slot = _slot_of(self.connection)
             if slot is not None:  # the record outlives this borrow: leave nothing of it behind
@@ -154,6 +179,37 @@ class DatabaseWrapper(pg_base.DatabaseWrapper):
                 slot.named.append(cursor)
                 slot.dirty |= NAMED
         return cursor
+
+    # -- release_after_query (opt-in) ---------------------------------------------------------
+    def make_cursor(self, cursor: Any) -> CursorWrapper:
+        return self._track(CursorWrapper(cursor, self))
+
+    def make_debug_cursor(self, cursor: Any) -> CursorDebugWrapper:
+        return self._track(CursorDebugWrapper(cursor, self))
+
+    def _track(self, wrapped: Any) -> Any:
+        if self.settings_dict["OPTIONS"].get(RELEASE_AFTER_QUERY):
+            self._open_cursors.add(wrapped)
+        return wrapped
+
+    def cursor_closed(self, wrapped: Any) -> None:
+        """A cursor of this wrapper was closed (cursors.py)."""
+        self._open_cursors.discard(wrapped)
+        self._release_if_idle()
+
+    def set_autocommit(self, autocommit: bool, force_begin_transaction_with_broken_autocommit: bool = False) -> None:
+        super().set_autocommit(autocommit, force_begin_transaction_with_broken_autocommit)
+        if autocommit:  # the end of the outermost atomic() block (or of a manual transaction)
+            self._release_if_idle()
+
+    def _release_if_idle(self) -> None:
+        """With release_after_query: give the connection back when no cursor of it is open and
+        no transaction needs it (outside atomic(), in autocommit), unless connect() is under
+        way or the wrapper is shared between threads (another thread may be using it)."""
+        if (self.connection is not None and not self._open_cursors and not self.in_atomic_block
+                and not self._connecting and self.autocommit and not self.allow_thread_sharing
+                and self.settings_dict["OPTIONS"].get(RELEASE_AFTER_QUERY) and self.pool is not None):  # fmt: skip
+            self.close()
 
     # -- thread sharing: a shared connection outlives its thread on purpose ----------------------
     def inc_thread_sharing(self) -> None:
