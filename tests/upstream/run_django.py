@@ -45,6 +45,10 @@ KNOWN = {
         "it expects psycopg_pool.PoolTimeout; ours is threadpool_db.PoolTimeout (a psycopg.OperationalError, "
         "not psycopg_pool's class)"
     ),
+    "backends.postgresql.tests.Tests.test_nodb_cursor": (
+        "it reads cursor.closed after the connection went back: the handle's cursor raises the dead-handle "
+        "error there until issue 32 item 4 (closed reads True on a dead handle's cursors; branch handle) lands"
+    ),
     "backends.postgresql.tests.Tests.test_pooling_health_checks": (
         "it reads psycopg_pool's private pool._check; ours keeps the check rule in pool.config.checks.check "
         "(tests/test_django.py checks CONN_HEALTH_CHECKS maps to it)"
@@ -54,10 +58,19 @@ KNOWN = {
 # "test_x (module.Class.test_x) ... ok" (Python 3.11; 3.10 prints "(module.Class)"); a warning
 # a test logs may come between the name and the outcome, so outcomes of failures are read from
 # the headers of the report at the end instead ("ERROR: test_x (module.Class.test_x)").
+# Tests that time themselves, nothing to do with the database: on a loaded 2-core machine they
+# fail now and then with either ENGINE, so they are not compared.
+TIMING = {
+    "serializers.test_deserialization.TestDeserializer.test_crafted_xml_performance": (
+        "times the XML deserializer (no database); fails under load with either ENGINE"
+    ),
+}
+
 _LINE = re.compile(
     r"^(?P<name>\w+) \((?P<where>[\w.]+)\)(?:\n[^\n]*?)? \.\.\. (?P<outcome>ok|skipped|expected failure)", re.MULTILINE
 )
-_FAILED = re.compile(r"^(?P<outcome>ERROR|FAIL|UNEXPECTED SUCCESS): (?P<name>\w+) \((?P<where>[\w.]+)\)$", re.MULTILINE)
+_FAILED = re.compile(r"^(?P<outcome>ERROR|FAIL|UNEXPECTED SUCCESS): (?P<name>\w+) \((?P<where>[\w.]+)\)(?: \[.*\])?$",
+                     re.MULTILINE)  # fmt: skip
 FAILED = ("ERROR", "FAIL", "UNEXPECTED SUCCESS")
 
 
@@ -179,6 +192,9 @@ def main() -> int:
     # worse: failed with ours, and neither failed nor was skipped with the built-in ENGINE
     worse = sorted(t for t, o in ours.items() if o in FAILED and builtin.get(t, "ok") not in (*FAILED, "skipped"))
     better = sorted(t for t, o in builtin.items() if o in FAILED and ours.get(t, "ok") not in (*FAILED, "skipped"))
+    for t in [t for t in worse if t in TIMING]:
+        print(f"not compared: {t}: {ours[t]} ({TIMING[t]})")
+    worse = [t for t in worse if t not in TIMING]
     known = [t for t in worse if t in KNOWN]
     unexplained = [t for t in worse if t not in KNOWN]
     for t in known:
