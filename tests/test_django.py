@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -385,3 +386,50 @@ def test_release_after_query_serves_more_threads_than_connections(project):
         t.join(JOIN)
     assert not any(t.is_alive() for t in threads) and not errors
     assert pool.stats()["in_use"] == 0 and pool.stats()["size"] <= 2
+
+
+def test_each_alias_has_its_pool_for_metrics_and_the_advisor(project):
+    from prometheus_client import CollectorRegistry
+
+    from threadpool_db.django import pools
+    from threadpool_db.metrics import PoolMetrics
+
+    Item = project
+    registry = CollectorRegistry()
+    exporters = [PoolMetrics(pool, registry=registry, interval=60) for pool in pools().values()]
+    try:
+        Item.objects.count()
+        _wrapper().close()
+        for e in exporters:
+            e.update()
+        created = registry.get_sample_value("threadpool_db_connections_created_total", {"pool": "django-default"})
+        assert created is not None and created >= 1
+        advice = pools()["default"].advise(workers=2, query_server=False)
+        assert advice and isinstance(advice, dict)
+    finally:
+        for e in exporters:
+            e.close()
+
+
+def test_open_pools_fails_fast_with_the_cause_and_no_password(project, pg):
+    from django.db import connections
+
+    from threadpool_db import PoolConfigError
+    from threadpool_db.django import open_pools
+
+    bad = connections["default"].copy("tpdb_wrong_password")
+    bad.settings_dict = {**bad.settings_dict, "PASSWORD": "not-the-password", "OPTIONS": {"pool": {"min_size": 1}}}
+    connections["tpdb_wrong_password"] = bad
+    settings_before = dict(connections.settings)
+    connections.settings["tpdb_wrong_password"] = bad.settings_dict
+    try:
+        started = time.monotonic()
+        with pytest.raises(PoolConfigError, match="password authentication failed") as caught:
+            open_pools(timeout=SETTLE)
+        assert time.monotonic() - started < SETTLE  # at once, not after the timeout
+        assert "not-the-password" not in str(caught.value)
+    finally:
+        bad.close_pool()
+        del connections["tpdb_wrong_password"]
+        connections.settings.clear()
+        connections.settings.update(settings_before)
