@@ -78,7 +78,7 @@ def _key(m: re.Match[str]) -> str:
     return m["where"] if m["where"].endswith("." + m["name"]) else f"{m['where']}.{m['name']}"
 
 
-def _settings(engine: str, url: str, tag: str) -> str:
+def _settings(engine: str, url: str, tag: str, extra_options: dict[str, object] | None = None) -> str:
     parts = urlsplit(url)
     db = {
         "ENGINE": engine,
@@ -86,7 +86,7 @@ def _settings(engine: str, url: str, tag: str) -> str:
         "PASSWORD": unquote(parts.password or ""),
         "HOST": parts.hostname,
         "PORT": parts.port,
-        "OPTIONS": {"pool": True},
+        "OPTIONS": {"pool": True, **(extra_options or {})},
     }
     return "\n".join([
         f"DATABASES = {{'default': {{**{db!r}, 'NAME': 'django_{tag}', 'TEST': {{'NAME': 'test_django_{tag}'}}}},",
@@ -131,9 +131,10 @@ def _unpack(sdist: Path, into: Path) -> Path:
     return next(p for p in into.iterdir() if (p / "tests" / "runtests.py").exists())
 
 
-def _run(tree: Path, engine: str, tag: str, url: str, apps: list[str], parallel: int, log: Path) -> dict[str, str]:
+def _run(tree: Path, engine: str, tag: str, url: str, apps: list[str], parallel: int, log: Path,
+         extra_options: dict[str, object] | None = None) -> dict[str, str]:  # fmt: skip
     tests = tree / "tests"
-    (tests / f"settings_{tag}.py").write_text(_settings(engine, url, tag))
+    (tests / f"settings_{tag}.py").write_text(_settings(engine, url, tag, extra_options))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tests)])}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     cmd = [sys.executable, "runtests.py", f"--settings=settings_{tag}", f"--parallel={parallel}", "-v", "2",
@@ -167,6 +168,8 @@ def main() -> int:
     # 1: with forked workers (--parallel 2) the built-in pooled ENGINE breaks before the first
     # test ("received 2 results from command 'BEGIN'": inherited sockets, Django ticket #36957)
     parser.add_argument("--parallel", type=int, default=1, help="runtests.py --parallel (default 1)")
+    parser.add_argument("--release-after-query", action="store_true",
+                        help="run ours with OPTIONS['release_after_query'] (the opt-in) as well")  # fmt: skip
     parser.add_argument("--keep-logs", metavar="DIR", help="copy the two runtests.py logs here")
     args = parser.parse_args()
     from threadpool_db.testing import database
@@ -182,6 +185,9 @@ def main() -> int:
             runs = {}
             for engine, tag in (("django.db.backends.postgresql", "builtin"), ("threadpool_db.django", "ours")):
                 runs[tag] = _run(tree, engine, tag, admin, args.apps, args.parallel, work / f"{tag}.log")
+            if args.release_after_query:
+                runs["release"] = _run(tree, "threadpool_db.django", "release", admin, args.apps, args.parallel,
+                                       work / "release.log", {"release_after_query": True})  # fmt: skip
         if args.keep_logs:
             Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
             for tag in runs:
@@ -189,6 +195,11 @@ def main() -> int:
     builtin, ours = runs["builtin"], runs["ours"]
     print(f"built-in ENGINE (psycopg_pool): {len(builtin)} tests: {_count(builtin)}")
     print(f"threadpool_db.django:           {len(ours)} tests: {_count(ours)}")
+    if "release" in runs:  # for information: the opt-in changes what a "connection" is between queries
+        release = runs["release"]
+        print(f"... with release_after_query: {len(release)} tests: {_count(release)}")
+        for t in sorted(t for t, o in release.items() if o in FAILED and ours.get(t, "ok") not in FAILED):
+            print(f"fails only with release_after_query: {t}: {release[t]}")
     # worse: failed with ours, and neither failed nor was skipped with the built-in ENGINE
     worse = sorted(t for t, o in ours.items() if o in FAILED and builtin.get(t, "ok") not in (*FAILED, "skipped"))
     better = sorted(t for t, o in builtin.items() if o in FAILED and ours.get(t, "ok") not in (*FAILED, "skipped"))
