@@ -30,10 +30,11 @@ LEAK = 0.5  # the test project's leak threshold (seconds)
 @pytest.fixture(scope="module")
 def project(pg) -> Iterator[Any]:
     """The test project (tests/django_project), set up once, with its table."""
-    os.environ["TPDB_DJANGO_URL"] = pg.url
-    os.environ["TPDB_DJANGO_LEAK"] = str(LEAK)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.django_project.settings"
-    django.setup()
+    ours = {"TPDB_DJANGO_URL": pg.url, "TPDB_DJANGO_LEAK": str(LEAK),
+            "DJANGO_SETTINGS_MODULE": "tests.django_project.settings"}  # fmt: skip
+    before = {k: os.environ.get(k) for k in ours}
+    os.environ.update(ours)
+    django.setup()  # reads the settings module now; the environment goes back at the end
     from django.db import connection, connections
 
     from .django_project.models import Item
@@ -49,6 +50,11 @@ def project(pg) -> Iterator[Any]:
     connections.close_all()
     for alias in connections:
         connections[alias].close_pool()
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def _in_thread(fn: Any, name: str = "test-thread") -> threading.Thread:
