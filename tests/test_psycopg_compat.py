@@ -4,12 +4,14 @@ next borrower, and psycopg_pool's ``_pool``. Against the real server."""
 from __future__ import annotations
 
 import gc
+import weakref
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row, namedtuple_row
 
-from threadpool_db import ConnectionPool, PoolError
+from threadpool_db import ConnectionPool, ConnectionReturned, PoolError
 from threadpool_db.connection import writable_names
 
 
@@ -116,3 +118,124 @@ def test_django_style_return_through_pool_attribute(make_pool):
     conn = pool.getconn()
     conn._pool.putconn(conn)
     assert pool.stats()["in_use"] == 0
+
+
+# -- psycopg's objects, to psycopg code --------------------------------------------------------
+@pytest.mark.parametrize("factory", [psycopg.Cursor, psycopg.ClientCursor, psycopg.RawCursor, _MyCursor])
+def test_cursors_are_instances_of_the_factory_in_use(make_pool, factory):
+    pool = make_pool(min_size=1, max_size=1)
+    with pool.connection() as conn:
+        conn.cursor_factory = factory
+        cur = conn.cursor()
+        assert isinstance(cur, factory) and isinstance(cur, psycopg.Cursor)
+        assert cur.connection is conn  # the handle, never the driver's connection
+        query = "SELECT $1::int" if factory is psycopg.RawCursor else "SELECT %s::int"
+        assert cur.execute(query, [5]).fetchone() == (5,)
+        assert isinstance(conn.execute(query, [6]), factory)
+        ref = weakref.ref(cur)
+        assert ref() is cur
+        cur.execute("SELECT generate_series(1, 2)")
+        assert next(cur) == (1,) and next(cur) == (2,)
+        cur.arraysize = 3  # the cursor's writable attributes
+        cur.row_factory = dict_row
+        assert cur.execute("SELECT 7 AS x").fetchmany() == [{"x": 7}]
+        if not isinstance(cur, psycopg.ClientCursor):  # (a client-side cursor has no binary results)
+            cur.format = psycopg.pq.Format.BINARY
+            assert cur.execute("SELECT 7::int").fetchone() == {"int4": 7}
+
+
+def test_named_cursor_is_the_server_cursor_factory_in_use(make_pool):
+    pool = make_pool(min_size=1, max_size=1)
+    with pool.connection() as conn:
+        conn.server_cursor_factory = _MyServerCursor
+        cur = conn.cursor("c1")
+        assert isinstance(cur, _MyServerCursor) and isinstance(cur, psycopg.ServerCursor)
+        cur.itersize = 2
+        cur.execute("SELECT generate_series(1, 5)")
+        assert list(cur) == [(1,), (2,), (3,), (4,), (5,)]
+        cur.close()
+
+
+def test_rollback_of_a_transaction_taken_through_the_handle(make_pool):
+    pool = make_pool(min_size=1, max_size=1)
+    with pool.connection() as conn:
+        conn.autocommit = True
+        conn.execute("CREATE TEMP TABLE rb (x int)")
+        with conn.transaction() as tx:
+            assert isinstance(tx, psycopg.Transaction) and tx.connection is conn
+            conn.execute("INSERT INTO rb VALUES (1)")
+            raise psycopg.Rollback(tx)  # psycopg's own: the block ends, rolled back, quietly
+        with conn.transaction():
+            with conn.transaction() as inner:
+                conn.execute("INSERT INTO rb VALUES (2)")
+                raise psycopg.Rollback(inner)
+            conn.execute("INSERT INTO rb VALUES (3)")
+        assert conn.execute("SELECT x FROM rb").fetchall() == [(3,)]
+
+
+def test_a_re_entered_pipeline_is_the_same_object(make_pool):
+    pool = make_pool(min_size=1, max_size=1)
+    with pool.connection() as conn:
+        with conn.pipeline() as outer:
+            assert isinstance(outer, psycopg.Pipeline)
+            with conn.pipeline() as inner:
+                assert inner is outer
+                cur = conn.execute("SELECT 1")
+            outer.sync()
+            assert cur.fetchone() == (1,)
+
+
+def test_str_shows_the_status_as_psycopg_does_and_no_password(make_pool, dsn):
+    pool = make_pool(min_size=1, max_size=1, name="s")
+    password = urlsplit(dsn).password
+    with pool.connection() as conn:
+        assert "[IDLE]" in str(conn) and "pool='s'" in repr(conn)
+        conn.execute("SELECT 1")
+        assert "[INTRANS]" in str(conn)
+        assert password and password not in repr(conn)
+    assert "[RETURNED]" in repr(conn)
+
+
+def test_use_after_return_is_an_operational_error_naming_both_sites(make_pool):
+    pool = make_pool(min_size=1, max_size=1, name="gone")
+    conn = pool.getconn()
+    cur = conn.cursor()
+    cur.execute("SELECT generate_series(1, 3)")
+    named = conn.cursor("n")
+    pool.putconn(conn)
+    assert conn.closed and cur.closed and named.closed  # read without raising
+    for use in (lambda: conn.execute("SELECT 1"), cur.fetchone, lambda: next(cur), lambda: cur.execute("SELECT 1")):
+        with pytest.raises(psycopg.OperationalError) as ei:
+            use()
+        assert isinstance(ei.value, ConnectionReturned)
+        assert "pool 'gone'" in str(ei.value)
+        assert f"borrowed at {__file__}:" in str(ei.value) and f"returned at {__file__}:" in str(ei.value)
+    cur.close()  # closing what went with the connection is a no-op, as psycopg's on a closed one
+    named.close()
+    with pytest.raises(ConnectionReturned, match="already returned"):
+        pool.putconn(conn)
+
+
+def test_adapters_registered_in_a_borrow_go_at_its_return(make_pool):
+    class Shout(psycopg.adapt.Loader):
+        def load(self, data):
+            return bytes(data).decode().upper()
+
+    pool = make_pool(min_size=1, max_size=1)
+    with pool.connection() as conn:
+        conn.adapters.register_loader("text", Shout)
+        assert conn.execute("SELECT 'hi'::text").fetchone() == ("HI",)
+    with pool.connection() as conn:  # the same connection, with the map connect gave it
+        assert conn.execute("SELECT 'hi'::text").fetchone() == ("hi",)
+
+
+def test_adapters_registered_by_configure_stay(make_pool):
+    class Shout(psycopg.adapt.Loader):
+        def load(self, data):
+            return bytes(data).decode().upper()
+
+    pool = make_pool(min_size=1, max_size=1, configure=lambda raw: raw.adapters.register_loader("text", Shout))
+    for _ in range(2):
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 'hi'::text").fetchone() == ("HI",)
+            conn.adapters.register_loader("text", psycopg.types.string.TextLoader)

@@ -46,6 +46,7 @@ calls putconn(conn, exc, commit).
 from .connection import PooledConnection
 from .errors import (
     ConnectionReclaimed,
+    ConnectionReturned,
     PoolClosed,
     PoolConfigError,
     PoolError,
@@ -61,6 +62,7 @@ TooManyRequests = TooManyWaiters  # psycopg_pool's name for it
 __all__ = [
     "ConnectionPool",
     "ConnectionReclaimed",
+    "ConnectionReturned",
     "NullConnectionPool",
     "PoolClosed",
     "PoolConfigError",

@@ -34,8 +34,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .drivers import PYTHON_SETTINGS
-from .errors import PoolError
-from .records import DIRTY, NAMED
+from .errors import ConnectionReturned, PoolError
+from .records import ADAPTERS, DIRTY, NAMED
 
 if TYPE_CHECKING:
     from .records import Slot
@@ -75,16 +75,20 @@ def writable_names() -> tuple[str, ...]:
     return tuple(names)
 
 
-def dead_handle_error(conn: PooledConnection, pool_name: str | None, prefix: str = "") -> PoolError:
+def dead_handle_error(conn: PooledConnection, pool_name: str | None, prefix: str = "") -> ConnectionReturned:
     """The error for using (or returning) a handle that is no longer borrowed: why it died
-    when it did not simply go back (reclaimed, forked), else that it was returned."""
+    when it did not simply go back (reclaimed, forked), else that it was returned. Always a
+    ConnectionReturned (a ``psycopg.OperationalError``)."""
     gone = conn.died
-    if isinstance(gone, PoolError):
+    if isinstance(gone, ConnectionReturned):
         return type(gone)(prefix + str(gone))
+    if isinstance(gone, PoolError):  # e.g. retired by a fork
+        return ConnectionReturned(prefix + str(gone))
     if pool_name is None:
-        return PoolError(f"{prefix}connection was returned to a pool that no longer exists; it cannot be used again")
-    return PoolError(f"{prefix}connection was already returned to pool {pool_name!r}{conn._sites()}; "
-                     "it cannot be used or returned again")  # fmt: skip
+        msg = f"{prefix}connection was returned to a pool that no longer exists; it cannot be used again"
+        return ConnectionReturned(msg)
+    return ConnectionReturned(f"{prefix}connection was already returned to pool {pool_name!r}{conn._sites()}; "
+                              "it cannot be used or returned again")  # fmt: skip
 
 
 def bad_return_error(conn: Any, pool: Owner) -> PoolError:
@@ -131,20 +135,6 @@ def _setting(name: str) -> property:
         setattr(raw, name, value)
 
     return property(fget, fset, doc=f"The connection's {name}; restored to the pool default on return.")
-
-
-def _guarded(name: str) -> Callable[..., Any]:
-    """The connection's ``name`` method, whose result (a context manager) dies with the handle."""
-
-    def call(self: PooledConnection, *args: Any, **kwargs: Any) -> Any:
-        raw = self._raw
-        if raw is None:
-            raise self._dead()
-        return Guarded(getattr(raw, name)(*args, **kwargs), self, name, taken_at())
-
-    call.__name__ = call.__qualname__ = name
-    call.__doc__ = f"As the connection's ``{name}``; what it returns dies with this handle."
-    return call
 
 
 class PooledConnection:
@@ -207,7 +197,7 @@ class PooledConnection:
         pool = self._home
         return pool() if type(pool) is weakref.ReferenceType else pool
 
-    def _dead(self) -> PoolError:
+    def _dead(self) -> ConnectionReturned:
         pool = self._owner()
         return dead_handle_error(self, pool.name if pool is not None else None)
 
@@ -251,8 +241,20 @@ class PooledConnection:
         raw = self._raw
         if raw is None:
             raise self._dead()
-        self._slot.dirty |= DIRTY  # type: ignore[union-attr]
+        self._slot.dirty |= DIRTY | ADAPTERS  # type: ignore[union-attr]
         return raw
+
+    @property
+    def adapters(self) -> Any:
+        """The connection's adapters map (psycopg). What a borrower registers on it lasts until
+        the return: the pool gives the connection back the map it had after ``connect`` and
+        ``configure`` (register in ``configure`` for every connection, or on
+        ``psycopg.adapters`` for every connection of the process)."""
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        self._slot.dirty |= ADAPTERS  # type: ignore[union-attr]
+        return raw.adapters
 
     @property
     def driver_connection(self) -> Any:
@@ -275,25 +277,73 @@ class PooledConnection:
         raw = self._raw
         if raw is None:
             raise self._dead()
+        if _is_psycopg(raw):
+            binary = kwargs.pop("binary", False)
+            cur = self._new_cursor(raw, "", binary, None, None, False, taken_at())
+            return cur.execute(*args, **kwargs)
         return Guarded(raw.execute(*args, **kwargs), self, "cursor", taken_at())
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         """As the connection's ``cursor``; the cursor dies with this handle, and a named
-        (server-side) one is closed on the server when the handle goes back."""
+        (server-side) one is closed on the server when the handle goes back. On psycopg it is
+        an instance of the cursor class in use (``cursor_factory``, ``server_cursor_factory``)."""
         raw = self._raw
         if raw is None:
             raise self._dead()
+        if _is_psycopg(raw):
+            return self._psycopg_cursor(raw, taken_at(), *args, **kwargs)
         cur = raw.cursor(*args, **kwargs)
         if args or kwargs.get("name"):  # a name: a server-side cursor to close on return
-            slot = self._slot
-            if slot.named is None:  # type: ignore[union-attr]
-                slot.named = []  # type: ignore[union-attr]
-            slot.named.append(cur)  # type: ignore[union-attr]
-            slot.dirty |= NAMED  # type: ignore[union-attr]  # so the return looks at them
+            self._track_named(cur)
         return Guarded(cur, self, "cursor", taken_at())
 
-    transaction = _guarded("transaction")
-    pipeline = _guarded("pipeline")
+    def _psycopg_cursor(self, raw: Any, where: str, name: str = "", *, binary: bool = False, row_factory: Any = None,
+                        scrollable: bool | None = None, withhold: bool = False) -> Any:  # fmt: skip
+        return self._new_cursor(raw, name, binary, row_factory, scrollable, withhold, where)
+
+    def _new_cursor(self, raw: Any, name: str, binary: bool, row_factory: Any, scrollable: bool | None,
+                    withhold: bool, where: str) -> Any:  # fmt: skip
+        """psycopg's ``Connection.cursor``, made on this handle: the factory's class (tied, see
+        ``tied_class``) is built with the handle as its connection."""
+        raw._check_connection_ok()  # what psycopg's cursor() does first: a closed one raises
+        if not row_factory:
+            row_factory = raw.row_factory
+        if name:
+            cur = _build(raw.server_cursor_factory, where, self, name=name, row_factory=row_factory,
+                         scrollable=scrollable, withhold=withhold)  # fmt: skip
+            self._track_named(cur)
+        else:
+            cur = _build(raw.cursor_factory, where, self, row_factory=row_factory)
+        if binary:
+            cur.format = _BINARY
+        return cur
+
+    def _track_named(self, cur: Any) -> None:
+        slot = self._slot
+        if slot.named is None:  # type: ignore[union-attr]
+            slot.named = []  # type: ignore[union-attr]
+        slot.named.append(cur)  # type: ignore[union-attr]
+        slot.dirty |= NAMED  # type: ignore[union-attr]  # so the return looks at them
+
+    def transaction(self, savepoint_name: str | None = None, force_rollback: bool = False) -> Any:
+        """As the connection's ``transaction``: the Transaction (psycopg's class, so
+        ``raise psycopg.Rollback(tx)`` works) dies with this handle."""
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        if _is_psycopg(raw):
+            return _transaction(self, savepoint_name, force_rollback, taken_at())
+        return Guarded(raw.transaction(savepoint_name, force_rollback), self, "transaction", taken_at())
+
+    def pipeline(self) -> Any:
+        """As the connection's ``pipeline``: re-entered, it gives the same Pipeline; it dies
+        with this handle."""
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        if _is_psycopg(raw):
+            return _pipeline(self, taken_at())
+        return Guarded(raw.pipeline(), self, "pipeline", taken_at())
 
     def notifies(self, *args: Any, **kwargs: Any) -> Any:
         raw = self._raw
@@ -366,10 +416,15 @@ class PooledConnection:
             self._home.putconn(self, ev, et is None)  # type: ignore[union-attr]
 
     def __repr__(self) -> str:
-        slot = self._slot
-        state = f"conn={slot.id} pid={slot.pid}" if self._raw is not None else "returned"  # type: ignore[union-attr]
+        """As psycopg's: the status (``[IDLE]``, ``[INTRANS]`` ...) and where it is connected
+        (never a password); then the pool and the connection's id."""
+        raw, slot = self._raw, self._slot
         pool = self._owner()
-        return f"<PooledConnection pool={pool.name if pool is not None else '?'!r} {state}>"
+        name = pool.name if pool is not None else "?"
+        if raw is None:
+            return f"<PooledConnection [RETURNED] pool={name!r} at 0x{id(self):x}>"
+        summary = _summary(raw)
+        return f"<PooledConnection {summary}pool={name!r} conn={slot.id} pid={slot.pid} at 0x{id(self):x}>"  # type: ignore[union-attr]
 
 
 for _name in writable_names():
@@ -396,6 +451,201 @@ def _native_with() -> tuple[Any, Any] | None:
 NATIVE_WITH = _native_with()
 if NATIVE_WITH is not None:
     PooledConnection.__enter__, PooledConnection.__exit__ = NATIVE_WITH  # type: ignore[method-assign]
+
+
+# -- psycopg's own objects, tied to the handle --------------------------------------------------
+# Cursors, transactions and pipelines taken through a handle on a psycopg connection are
+# instances of psycopg's classes (or of the user's cursor_factory), so psycopg's own checks hold:
+# isinstance, next(cur), weak references, Rollback(tx), pipeline re-entry. Each is built with the
+# handle as its connection, by a subclass made once per class (tied_class): psycopg's code
+# reaches the connection through ``self._conn``, which the subclass turns into a property that
+# answers the driver's connection while the handle is borrowed and raises ConnectionReturned
+# after it went back; ``connection`` answers the handle. So a stale object can never reach the
+# connection again, with no list of them to walk at return: the cycle pays nothing, and an
+# object pays one property call per internal use of its connection.
+_BINARY = 1  # psycopg.pq.Format.BINARY
+_KINDS: dict[type, bool] = {}  # connection class -> is it psycopg's (written once per class)
+_TIED_CLASSES: dict[type, type | None] = {}  # class -> its tied subclass (None: not one of psycopg's)
+
+
+def _is_psycopg(raw: Any) -> bool:
+    kind = _KINDS.get(type(raw))
+    if kind is None:
+        try:
+            import psycopg
+
+            kind = isinstance(raw, psycopg.Connection)
+        except ImportError:  # pragma: no cover - psycopg is a dependency
+            kind = False
+        _KINDS[type(raw)] = kind
+    return kind
+
+
+class _Plain:
+    """What a tied object holds instead of a handle when user code builds one on a plain
+    connection (``type(cur)(other_connection)``): always live."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+
+def _where_of(obj: Any) -> str:
+    try:
+        return obj._where  # type: ignore[no-any-return]
+    except AttributeError:
+        return "?"
+
+
+def _conn_get(self: Any) -> Any:
+    raw = self._handle._raw
+    if raw is None:
+        raise dead_use(self._handle, self._tied_what, _where_of(self))
+    return raw
+
+
+def _conn_set(self: Any, conn: Any) -> None:
+    if type(conn) is PooledConnection:
+        self._handle = conn
+        return
+    try:
+        if self._handle._raw is conn:  # made by _build: its handle was set first
+            return
+    except AttributeError:
+        pass
+    self._handle = _Plain(conn)
+
+
+def _connection(self: Any) -> Any:
+    """The handle it was taken through (never the driver's connection, which would bypass it)."""
+    handle = self._handle
+    return handle if type(handle) is PooledConnection else handle._raw
+
+
+def tied_class(cls: type) -> type | None:
+    """``cls``'s subclass tied to a handle, made once per class; None when ``cls`` is none of
+    psycopg's cursor, transaction or pipeline classes (a factory that is a plain function or
+    another class: it is then called with the handle as it is)."""
+    try:
+        return _TIED_CLASSES[cls]
+    except KeyError:
+        pass
+    import psycopg
+    from psycopg._cursor_base import BaseCursor
+
+    ns: dict[str, Any] = {"__slots__": ("_handle", "_where"), "__module__": cls.__module__,
+                          "__qualname__": cls.__qualname__, "__doc__": cls.__doc__,
+                          "_conn": property(_conn_get, _conn_set), "connection": property(_connection)}  # fmt: skip
+    if issubclass(cls, BaseCursor):
+        ns["_tied_what"] = "cursor"
+        base_closed = cls.closed.fget  # type: ignore[attr-defined]
+        base_check = cls._check_result_for_fetch
+        base_close = cls.close
+
+        def closed(self: Any) -> bool:
+            """True once closed, and once its connection went back to the pool."""
+            return self._handle._raw is None or bool(base_closed(self))
+
+        def _check_result_for_fetch(self: Any) -> Any:
+            # every fetch passes here, also those served from rows already received
+            if self._handle._raw is None:
+                raise dead_use(self._handle, "cursor", _where_of(self))
+            return base_check(self)
+
+        def close(self: Any) -> None:
+            if self._handle._raw is not None:  # else it went with the connection's return
+                base_close(self)
+
+        def __iter__(self: Any) -> Any:
+            if self._handle._raw is None:
+                raise dead_use(self._handle, "cursor", _where_of(self))
+            return base_iter(self)
+
+        base_iter = cls.__iter__
+        ns.update(closed=property(closed), _check_result_for_fetch=_check_result_for_fetch, close=close,
+                  __iter__=__iter__)  # fmt: skip
+    elif issubclass(cls, psycopg.Transaction):
+        ns["_tied_what"] = "transaction"
+    elif issubclass(cls, psycopg.Pipeline):
+        ns["_tied_what"] = "pipeline"
+        del ns["connection"]
+    else:
+        _TIED_CLASSES[cls] = None
+        return None
+    sub = type(cls.__name__, (cls,), ns)
+    _TIED_CLASSES[cls] = sub
+    return sub
+
+
+def _build(factory: Any, where: str, handle: PooledConnection, **kwargs: Any) -> Any:
+    cls = tied_class(factory) if isinstance(factory, type) else None
+    if cls is None:  # not psycopg's: it gets the handle, whose every use checks it is borrowed
+        return factory(handle, **kwargs)
+    # Built on the driver's connection, its handle set first: psycopg's __init__ then reads the
+    # connection's pgconn and adapters directly (a read of conn.adapters through the handle is
+    # a borrower's, and marks the map for restore).
+    obj = cls.__new__(cls)
+    obj._handle = handle
+    obj._where = where
+    obj.__init__(handle._raw, **kwargs)
+    return obj
+
+
+@contextlib.contextmanager
+def _transaction(handle: PooledConnection, savepoint_name: str | None, force_rollback: bool,
+                 where: str) -> Iterator[Any]:  # fmt: skip
+    """psycopg's ``Connection.transaction``, with a tied Transaction."""
+    raw = handle._raw
+    if raw is None:
+        raise dead_use(handle, "transaction", where)
+    import psycopg
+
+    tx = _build(psycopg.Transaction, where, handle, savepoint_name=savepoint_name, force_rollback=force_rollback)
+    if raw._pipeline:
+        with handle.pipeline(), tx, handle.pipeline():
+            yield tx
+    else:
+        with tx:
+            yield tx
+
+
+@contextlib.contextmanager
+def _pipeline(handle: PooledConnection, where: str) -> Iterator[Any]:
+    """psycopg's ``Connection.pipeline``, with a tied Pipeline: the connection's current one
+    when re-entered."""
+    raw = handle._raw
+    if raw is None:
+        raise dead_use(handle, "pipeline", where)
+    import psycopg
+
+    with raw.lock:
+        raw._check_connection_ok()
+        pipeline = raw._pipeline
+        if pipeline is None:
+            pipeline = raw._pipeline = _build(psycopg.Pipeline, where, handle)
+    try:
+        with pipeline:
+            yield pipeline
+    finally:
+        # leave the connection's pipeline slot alone once it is another borrower's
+        if pipeline.level == 0 and handle._raw is raw:
+            with raw.lock:
+                if raw._pipeline is pipeline:
+                    raw._pipeline = None
+
+
+def _summary(raw: Any) -> str:
+    """psycopg's status and where it is connected ("[IDLE] (host=... database=...) "), no
+    password; "" for another driver."""
+    if not _is_psycopg(raw):
+        return ""
+    try:
+        from psycopg.pq.misc import connection_summary
+
+        return f"{connection_summary(raw.pgconn)} "
+    except Exception:  # a private helper of psycopg's: its absence costs only the detail
+        return ""
 
 
 # -- what dies with the handle ---------------------------------------------------------------
@@ -426,7 +676,7 @@ def taken_at(depth: int = 2) -> str:
     return f"{f.f_code.co_filename}:{f.f_lineno}"
 
 
-def dead_use(handle: PooledConnection, what: str, where: str) -> PoolError:
+def dead_use(handle: PooledConnection, what: str, where: str) -> ConnectionReturned:
     """The error for using ``what`` (taken at ``where``) after its handle was returned."""
     gone = handle.died  # the reason (reclaimed, forked) when the handle did not simply go back
     pool = handle._owner()
@@ -435,9 +685,11 @@ def dead_use(handle: PooledConnection, what: str, where: str) -> PoolError:
     msg = (f"this {what} (taken at {where}) belongs to a connection that went back to pool {name!r}"
            f"{f', borrowed at {borrowed}' if borrowed else ''}{f', returned at {returned}' if returned else ''}; "
            "it cannot be used any more: take a new one from a new borrow")  # fmt: skip
-    if isinstance(gone, PoolError):
+    if isinstance(gone, ConnectionReturned):
         return type(gone)(f"{msg} ({gone})")
-    return PoolError(msg)
+    if isinstance(gone, PoolError):
+        return ConnectionReturned(f"{msg} ({gone})")
+    return ConnectionReturned(msg)
 
 
 def wrap(result: Any, handle: PooledConnection, where: str, inner: Any = None, outer: Any = None) -> Any:

@@ -26,7 +26,7 @@ from . import config
 from .drivers import ACTIVE, IDLE, INERROR, INTRANS, Driver, is_fatal_sqlstate, make_driver, permanent_cause
 from .errors import PoolError
 from .pgbouncer import guard_configure, take_flag
-from .records import BROKEN, DIRTY, Slot
+from .records import ADAPTERS, BROKEN, DIRTY, Slot
 from .redact import find_secrets, scrub
 
 logger = logging.getLogger("threadpool_db")
@@ -379,6 +379,8 @@ class Connector:
                 return "broken"
             if slot.dirty & DIRTY:
                 driver.restore(raw, slot.settings)
+            if slot.dirty & ADAPTERS:
+                driver.restore_adapters(raw, slot.settings)
             slot.dirty = 0
             if self.reset_callback is not None:
                 self.reset_callback(raw)

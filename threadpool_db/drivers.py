@@ -95,6 +95,9 @@ class Driver:
         if settings[0] is not None and getattr(raw, "autocommit", None) != settings[0]:
             raw.autocommit = settings[0]
 
+    def restore_adapters(self, raw: Any, settings: Settings) -> None:
+        """Drop the adapters a borrower registered on the connection (nothing known here)."""
+
     def status(self, raw: Any) -> int:
         """Transaction status; a driver that cannot tell says INTRANS, so we roll back."""
         return UNKNOWN if getattr(raw, "closed", False) else INTRANS
@@ -132,19 +135,30 @@ class PsycopgDriver(Driver):
         super().__init__(connect)
 
     def settings(self, raw: Any) -> Settings:
-        """The session settings, then the Python-side ones (PYTHON_SETTINGS), as the connection
-        came from ``connect`` and ``configure``."""
+        """The session settings, then the Python-side ones (PYTHON_SETTINGS), then a copy of its
+        adapters map, as the connection came from ``connect`` and ``configure``."""
+        from psycopg.adapt import AdaptersMap
+
         return (raw.autocommit, raw.isolation_level, raw.read_only, raw.deferrable, raw.row_factory,
-                raw.cursor_factory, raw.server_cursor_factory, raw.prepare_threshold, raw.prepared_max)  # fmt: skip
+                raw.cursor_factory, raw.server_cursor_factory, raw.prepare_threshold, raw.prepared_max,
+                AdaptersMap(raw.adapters))  # fmt: skip
 
     def restore(self, raw: Any, settings: Settings) -> None:
         # Called only when the borrow wrote a setting (or touched .raw): the two groups are
         # compared apart, so a row_factory write does not set autocommit and the rest again.
         if (raw.autocommit, raw.isolation_level, raw.read_only, raw.deferrable) != settings[:4]:
             raw.autocommit, raw.isolation_level, raw.read_only, raw.deferrable = settings[:4]
-        for name, value in zip(PYTHON_SETTINGS, settings[4:], strict=True):
+        for name, value in zip(PYTHON_SETTINGS, settings[4:9], strict=True):
             if getattr(raw, name) is not value and getattr(raw, name) != value:
                 setattr(raw, name, value)
+
+    def restore_adapters(self, raw: Any, settings: Settings) -> None:
+        """A fresh copy (copy-on-write, cheap) of the map the connection had after configure:
+        what the borrower registered on ``conn.adapters`` goes. psycopg keeps the map in
+        ``_adapters`` (made lazily by its ``adapters`` property), and has no public setter."""
+        from psycopg.adapt import AdaptersMap
+
+        raw._adapters = AdaptersMap(settings[9])
 
     # One attribute read on the libpq wrapper, done in C; a closed or broken connection reads
     # UNKNOWN. (An attrgetter is no descriptor: driver.status(raw) calls it with raw alone.)
@@ -252,7 +266,8 @@ def _names_connect_timeout(conninfo: str | None) -> bool:
 
 
 _ADAPTER_API = (
-    "knows_status", "settings", "restore", "status", "rollback", "validate", "close", "abort", "backend_pid",
+    "knows_status", "settings", "restore", "restore_adapters", "status", "rollback", "validate", "close", "abort",
+    "backend_pid",
 )  # fmt: skip
 
 

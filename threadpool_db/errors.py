@@ -41,7 +41,14 @@ class TooManyWaiters(PoolError, OperationalError):
     """``max_waiting`` borrowers already wait: this one is refused at once."""
 
 
-class ConnectionReclaimed(PoolError):
+class ConnectionReturned(PoolError, OperationalError):
+    """Use after return: the handle, or a cursor, transaction, pipeline or copy taken through
+    it, is used after its connection went back to the pool (also: returned twice). A
+    ``psycopg.OperationalError``, as a closed psycopg connection's error is; the message names
+    the pool and, when leak detection recorded them, where it was borrowed and returned."""
+
+
+class ConnectionReclaimed(ConnectionReturned):
     """The connection was taken back by the leak detector; this handle is dead."""
 
 

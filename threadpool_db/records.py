@@ -16,6 +16,7 @@ _ids = itertools.count(1)
 DIRTY = 1  # a session setting was changed: restore the pool's defaults
 BROKEN = 2  # a fatal error was seen: never reuse
 NAMED = 4  # server-side cursors were opened (Slot.named): close them on return
+ADAPTERS = 8  # the borrower reached conn.adapters (or .raw): give back the map connect made
 
 
 class Slot:
@@ -45,7 +46,7 @@ class Slot:
         self.check_at = created
         self.expires = expires
         self.settings = settings
-        self.dirty = 0  # DIRTY / BROKEN
+        self.dirty = 0  # DIRTY / BROKEN / NAMED / ADAPTERS
         self.gen = gen
         self.handle: Any = None  # the borrower's connection.PooledConnection while it is out
         self.borrowed_at = 0.0  # when (the pool's clock)
