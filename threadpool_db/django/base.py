@@ -38,7 +38,6 @@ from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base as pg_base
 
 from ..pool import ConnectionPool
-from ..records import NAMED
 from . import labels
 from .cursors import CursorDebugWrapper, CursorWrapper
 
@@ -169,15 +168,11 @@ class DatabaseWrapper(pg_base.DatabaseWrapper):
     def create_cursor(self, name: str | None = None) -> Any:
         cursor = super().create_cursor(name)
         if name and self.pool is not None:
-            # Django built this server-side cursor on the handle itself, so the pool has not
-            # seen it: hand it over, so the return closes it (a WITH HOLD cursor would
-            # otherwise stay open on the connection for the next borrower).
-            slot = _slot_of(self.connection)
-            if slot is not None:
-                if slot.named is None:
-                    slot.named = []
-                slot.named.append(cursor)
-                slot.dirty |= NAMED
+            # Django built this server-side cursor on the handle itself (ServerSideCursor(conn,
+            # ...)), not through the handle's cursor(), so the pool has not seen it: hand it
+            # over as the handle's cursor() would, so the return closes it (a WITH HOLD cursor
+            # would otherwise stay open on the connection for the next borrower).
+            self.connection._track_named(cursor)
         return cursor
 
     # -- release_after_query (opt-in) ---------------------------------------------------------
