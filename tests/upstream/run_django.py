@@ -45,10 +45,6 @@ KNOWN = {
         "it expects psycopg_pool.PoolTimeout; ours is threadpool_db.PoolTimeout (a psycopg.OperationalError, "
         "not psycopg_pool's class)"
     ),
-    "backends.postgresql.tests.Tests.test_nodb_cursor": (
-        "it reads cursor.closed after the connection went back: the handle's cursor raises the dead-handle "
-        "error there until issue 32 item 4 (closed reads True on a dead handle's cursors; branch handle) lands"
-    ),
     "backends.postgresql.tests.Tests.test_pooling_health_checks": (
         "it reads psycopg_pool's private pool._check; ours keeps the check rule in pool.config.checks.check "
         "(tests/test_django.py checks CONN_HEALTH_CHECKS maps to it)"
