@@ -6,7 +6,7 @@ EXTRAS ?= test,demo,flask,metrics,load,bench
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml threadpool_db/_sight.c | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo quick-demo bench soak chaos lint serve clean upstream-pool upstream-sqlalchemy-pool upstream-psycopg
+.PHONY: venv test demo quick-demo bench soak chaos lint serve clean django-suite upstream-pool upstream-sqlalchemy-pool upstream-psycopg
 
 venv: $(STAMP)
 
@@ -22,6 +22,12 @@ $(STAMP): setup.cfg pyproject.toml threadpool_db/_sight.c
 test: venv
 	$(BIN)/python -m ruff check threadpool_db tests demo_app load
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Django's own tests (from its sdist) with Django's pooled ENGINE and with ours, compared:
+# fails when a test passes with the built-in ENGINE and not with ours (tests/upstream/run_django.py).
+# DJANGO_SDIST=path/to/Django-5.2.x.tar.gz skips the download.
+django-suite: venv
+	$(BIN)/python tests/upstream/run_django.py $(DJANGO_SUITE_ARGS)
 
 soak: venv
 	$(BIN)/python -m pytest -m soak -o addopts='' $(PYTEST_ARGS)

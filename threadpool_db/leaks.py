@@ -212,6 +212,8 @@ class Lease(Protocol):
     borrowed_at: float
     site: Site | None
     report: dict[str, Any] | None
+    context: str | None  # what the borrow was for, when a framework said (a request)
+    shared: bool  # lent to other threads on purpose: its thread's end is no leak
 
 
 class LeaseTable(Protocol):
@@ -381,7 +383,7 @@ class LeakDetector:
                 continue
             else:
                 thread = borrower(slot)
-            alive = record["thread_alive"] and thread is not None and thread.is_alive()
+            alive = (record["thread_alive"] and thread is not None and thread.is_alive()) or slot.shared
             if not alive or (self.reclaim and held >= self.reclaim_after):
                 self._reclaim(table, slot, handle, record, held, alive)
             elif self.reclaim:
@@ -488,6 +490,8 @@ def describe(
     if not alive:
         state = "thread ended"
         summary = f"thread ended: borrowed at {at} in {func}() by a thread that has ENDED without returning it"
+        if slot.shared:
+            summary += " (it shared the connection with other threads, so it is not reclaimed)"
     elif running is False:
         state = "escaped"
         now_at = _innermost_user_frame(live)
@@ -498,6 +502,8 @@ def describe(
         now_at = _innermost_user_frame(live)
         summary = (f"busy: borrowed at {at} in {func}(), which is still running"
                    f"{' (now at ' + now_at + ')' if now_at else ''}")  # fmt: skip
+    if slot.context:
+        summary += f"; borrowed for {slot.context}"
     return {
         "pool": pool_name,
         "connection_id": slot.id,
@@ -508,6 +514,7 @@ def describe(
         "held_for": round(held, 3),
         "borrow_site": at,
         "borrow_function": func,
+        "context": slot.context,
         "state": state,
         "escaped": state == "escaped",
         "summary": summary,

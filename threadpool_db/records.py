@@ -33,6 +33,7 @@ class Slot:
     __slots__ = (
         "raw", "id", "pid", "created", "expires", "last_used", "check_at", "settings", "return_flags", "gen",
         "handle", "borrowed_at", "owner", "thread", "site", "report", "tenant", "burst", "named", "handlers",
+        "context", "shared",
     )  # fmt: skip
 
     def __init__(self, raw: Any, pid: int | None, created: float, expires: float, settings: tuple[Any, ...],
@@ -63,6 +64,12 @@ class Slot:
         self.named: list[Any] | None = None  # server-side cursors of the current borrow
         # (name of the remover, callback) of each notify/notice handler the borrow added
         self.handlers: list[tuple[str, Any]] | None = None
+        # A framework's word on the current borrow (threadpool_db.django sets both after its
+        # borrow and clears them before its return, on the borrower's thread): ``context``, what
+        # the borrow was for ("GET /orders"), shown in leak reports; ``shared``, lent to other
+        # threads on purpose, so its thread's end is not a leak.
+        self.context: str | None = None
+        self.shared = False
 
 
 class Queued(Protocol):
