@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from demo_app.serve import stop_process_group
-from threadpool_db.testing import free_port
+from threadpool_db.embedded import free_port
 
 pytest.importorskip("django", reason="the django extra is part of the test extra")
 

@@ -8,7 +8,7 @@ it is in KNOWN below with its reason.
 Without ``--sdist`` (or ``DJANGO_SDIST``) it downloads the sdist of the installed Django's
 version (``pip download --no-binary :all: --no-deps``) into a temporary folder; the sdist
 ships ``tests/runtests.py``. Nothing of Django's is kept: the folder goes when the run ends.
-The server is the one every launcher of ours uses (``threadpool_db.testing.database()``):
+The server is the one every launcher of ours uses (``threadpool_db.embedded.database()``):
 DATABASE_URL if set (its role must be allowed to create databases), else an embedded one.
 """
 
@@ -168,7 +168,7 @@ def main() -> int:
                         help="run ours with OPTIONS['release_after_query'] (the opt-in) as well")  # fmt: skip
     parser.add_argument("--keep-logs", metavar="DIR", help="copy the two runtests.py logs here")
     args = parser.parse_args()
-    from threadpool_db.testing import database
+    from threadpool_db.embedded import database
 
     with tempfile.TemporaryDirectory(prefix="tpdb-django-suite-") as tmp:
         work = Path(tmp)

@@ -77,7 +77,7 @@ def main() -> int:
         ap.error(f"psycopg's source tree (with tests/fix_db.py) is required, got {args.src!r}")
     src = Path(args.src).resolve()
     sys.path.insert(0, str(ROOT))
-    from threadpool_db.testing import database
+    from threadpool_db.embedded import database
 
     with tempfile.TemporaryDirectory(prefix="tpdb-psycopg-") as tmp:
         report = Path(args.report) if args.report else Path(tmp)
