@@ -3,6 +3,7 @@ next borrower, and psycopg_pool's ``_pool``. Against the real server."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import weakref
 from urllib.parse import urlsplit
@@ -258,3 +259,16 @@ def test_notify_handlers_added_in_a_borrow_go_at_its_return(make_pool):
         conn.execute("DO $$ BEGIN RAISE NOTICE 'hello'; END $$")
         assert seen == ["first"]
         assert [n.payload for n in conn.notifies(timeout=0.5, stop_after=1)] == ["second"]
+
+
+def test_a_two_phase_transaction_left_behind_is_not_the_next_borrowers(make_pool):
+    pool = make_pool(min_size=1, max_size=1)
+    conn = pool.getconn()
+    conn.tpc_begin(conn.xid(1, "left", "behind"))
+    conn.execute("SELECT 1")
+    with contextlib.suppress(psycopg.NotSupportedError):  # (disabled on the test server)
+        conn.tpc_prepare()  # the status is IDLE again, psycopg still in the two-phase transaction
+    pool.putconn(conn)
+    with pool.connection() as conn:
+        conn.execute("SELECT 1")
+        conn.rollback()  # psycopg refuses this inside a two-phase transaction

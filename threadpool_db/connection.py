@@ -427,13 +427,22 @@ class PooledConnection:
         self._close_pending = False
         return bool(pending)
 
+    @property
+    def pgconn(self) -> Any:
+        """The libpq connection (psycopg). A property, not a ``__getattr__`` fall-through: a
+        cursor's Transformer and Copy read it on every statement through ``cur.connection``."""
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        return raw.pgconn
+
     # -- everything else ----------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
         raw = self._raw
         if raw is None:
             raise self._dead()
-        if name.startswith("set_") and name[4:] in _SETTINGS:
-            self._slot.return_flags |= DIRTY  # type: ignore[union-attr]
+        if (name.startswith("set_") and name[4:] in _SETTINGS) or name == "tpc_begin":
+            self._slot.return_flags |= DIRTY  # type: ignore[union-attr]  # (a tpc left begun is ended on return)
         return getattr(raw, name)
 
     # The settings psycopg's connection takes writes of (autocommit ... deferrable, row_factory,
@@ -820,6 +829,15 @@ class Guarded:
         """The handle, never the driver's connection (that would bypass the guard)."""
         self._live()
         return self._handle
+
+    @property
+    def pgconn(self) -> Any:
+        """The libpq connection (psycopg). A property, not a ``__getattr__`` fall-through: a
+        cursor's Transformer and Copy read it on every statement through ``cur.connection``."""
+        raw = self._raw
+        if raw is None:
+            raise self._dead()
+        return raw.pgconn
 
     # -- everything else ----------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:

@@ -189,8 +189,11 @@ class PsycopgDriver(DbapiDriver):
                 AdaptersMap(raw.adapters))  # fmt: skip
 
     def restore(self, raw: Any, settings: Settings) -> None:
-        # Called only when the borrow wrote a setting (or touched .raw): the two groups are
-        # compared apart, so a row_factory write does not set autocommit and the rest again.
+        # Called only when the borrow wrote a setting (or touched .raw, or began a two-phase
+        # transaction): the two groups are compared apart, so a row_factory write does not set
+        # autocommit and the rest again.
+        if getattr(raw, "_tpc", None):  # a two-phase transaction left with the status IDLE (after
+            raw.tpc_rollback()  # tpc_prepare): end it, or fail the reset (the connection is replaced)
         if (raw.autocommit, raw.isolation_level, raw.read_only, raw.deferrable) != settings[:4]:
             raw.autocommit, raw.isolation_level, raw.read_only, raw.deferrable = settings[:4]
         for name, value in zip(PYTHON_SETTINGS, settings[4:9], strict=True):

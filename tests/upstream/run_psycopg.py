@@ -5,7 +5,10 @@ once as upstream wrote them (``conn`` a fresh ``psycopg.Connection``), once with
 every fixture built on it) a handle borrowed from a threadpool_db pool
 (``tpdb_psycopg_plugin.py``). Prints both pass counts, their ratio, and every test that passes
 on the raw connection but not through the handle. Tests that close the connection or read its
-private names are left out of both runs (listed with the reason in the report folder).
+private names are left out of both runs (listed with the reason in the report folder). The
+pool runs ``RESET ALL`` on each return (upstream gives each test a new connection: a test's
+``SET client_encoding`` would otherwise reach the next one); prepared statements and
+``test_leak``-style gc counts still see the shared connection and the pool's threads.
 
 Not part of ``make test`` (pytest does not collect these files). psycopg's source is not ours
 and is never committed: point this at a checkout of the tag matching the installed psycopg.
