@@ -137,3 +137,37 @@ def test_a_commit_that_went_through_is_not_touched(make_pool, slow_table):
     assert time.monotonic() - t0 >= SLOW_COMMIT * 0.9  # the trigger ran at COMMIT
     with pool.connection() as conn:
         assert conn.execute(f"SELECT id FROM {slow_table}").fetchall() == [(6,)]
+
+
+def test_a_transaction_blocks_commit_lost_in_flight_says_so_too(pg, proxy, app_name, slow_table):
+    """``with conn.transaction():`` (the outermost block) sends COMMIT as it ends well."""
+    pool, px = _pool(pg, proxy, app_name)
+    try:
+        conn = pool.getconn()
+        cutter = _cut_during_commit(pg, px, app_name)
+        with pytest.raises(CommitOutcomeUnknown) as info:
+            with conn.transaction():
+                conn.execute(f"INSERT INTO {slow_table} (id) VALUES (7)")
+        cutter.join(JOIN)
+        assert not cutter.is_alive()
+        assert isinstance(info.value.__cause__, psycopg.OperationalError)
+        pool.putconn(conn)  # broken: discarded
+    finally:
+        pool.close()
+
+
+def test_an_error_inside_a_transaction_block_is_not_a_lost_commit(pg, proxy, app_name, slow_table):
+    """The body failed (the link cut under a statement): nothing was committed, and the
+    driver's own error says so."""
+    pool, px = _pool(pg, proxy, app_name)
+    try:
+        conn = pool.getconn()
+        with pytest.raises(psycopg.OperationalError) as info:
+            with conn.transaction():
+                conn.execute(f"INSERT INTO {slow_table} (id) VALUES (-8)")
+                px.drop_all()
+                conn.execute("SELECT 1")
+        assert not isinstance(info.value, CommitOutcomeUnknown)
+        pool.putconn(conn)
+    finally:
+        pool.close()

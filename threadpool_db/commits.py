@@ -27,18 +27,30 @@ def commit(raw: Any) -> None:
     if pgconn is None:  # not psycopg: its driver alone knows what happened
         raw.commit()
         return
-    # Will COMMIT go out? Only from an open, healthy transaction (a failed one rolls back
-    # whatever happens; no transaction, or a broken connection, sends nothing).
-    in_flight = pgconn.status == _OK and pgconn.transaction_status == INTRANS
+    sent = will_send(pgconn)
     try:
         raw.commit()
     except OperationalError as e:
-        if in_flight and _lost(e, pgconn):
-            raise CommitOutcomeUnknown(
-                "the connection was lost while COMMIT was in flight: the transaction may or may not have been "
-                f"committed (check before retrying): {type(e).__name__}: {str(e).strip()}"
-            ) from e
+        if sent:
+            unknown_if_lost(e, pgconn)
         raise
+
+
+def will_send(pgconn: Any) -> bool:
+    """Will a COMMIT go out now? Only from an open, healthy transaction (a failed one rolls
+    back whatever happens; no transaction, or a broken connection, sends nothing)."""
+    return bool(pgconn.status == _OK and pgconn.transaction_status == INTRANS)
+
+
+def unknown_if_lost(exc: OperationalError, pgconn: Any) -> None:
+    """After a COMMIT that went out failed with ``exc``: raise CommitOutcomeUnknown (``exc``
+    chained) if the link lost it, else return (the caller re-raises ``exc``: the server's
+    answer, whose outcome is known)."""
+    if _lost(exc, pgconn):
+        raise CommitOutcomeUnknown(
+            "the connection was lost while COMMIT was in flight: the transaction may or may not have been "
+            f"committed (check before retrying): {type(exc).__name__}: {str(exc).strip()}"
+        ) from exc
 
 
 def _lost(exc: OperationalError, pgconn: Any) -> bool:

@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .commits import commit
-from .drivers import PYTHON_SETTINGS
+from . import commits
+from .drivers import IDLE, PYTHON_SETTINGS
 from .errors import BadReturn, ConnectionReturned, PoolError, ReturnedTwice
 from .records import ADAPTERS, BROKEN, DIRTY, HANDLERS, NAMED
 
@@ -384,7 +384,7 @@ class PooledConnection:
         raw = self._raw
         if raw is None:
             raise self._dead()
-        commit(raw)
+        commits.commit(raw)
 
     def rollback(self) -> None:
         raw = self._raw
@@ -654,9 +654,19 @@ def _transaction(handle: PooledConnection, savepoint_name: str | None, force_rol
     if raw._pipeline:
         with handle.pipeline(), tx, handle.pipeline():
             yield tx
-    else:
+        return
+    # The outermost block (no transaction open as it begins) sends COMMIT as it ends well: a
+    # link lost then leaves the outcome unknown, and the error says so (commits.py).
+    outer = not force_rollback and raw.pgconn.transaction_status == IDLE
+    sending = False
+    try:
         with tx:
             yield tx
+            sending = outer and commits.will_send(raw.pgconn)  # the body ended well: COMMIT next
+    except psycopg.OperationalError as e:
+        if sending:
+            commits.unknown_if_lost(e, raw.pgconn)
+        raise
 
 
 @contextlib.contextmanager
