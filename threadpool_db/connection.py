@@ -840,15 +840,6 @@ class Guarded:
         self._live()
         return self._handle
 
-    @property
-    def pgconn(self) -> Any:
-        """The libpq connection (psycopg). A property, not a ``__getattr__`` fall-through: a
-        cursor's Transformer and Copy read it on every statement through ``cur.connection``."""
-        raw = self._raw
-        if raw is None:
-            raise self._dead()
-        return raw.pgconn
-
     # -- everything else ----------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._live(), name)
