@@ -7,14 +7,18 @@ other, directly or in a ring, type-only imports included (tests/test_structure.p
 Faces (what users import)
   __init__.py    ConnectionPool, NullConnectionPool, the errors.
   flask.py       FlaskPool; routing.py RoutingPool; null_pool.py NullConnectionPool;
-  metrics.py     Prometheus export, through pool.add_observer().
+  metrics.py     Prometheus export, through pool.add_observer(); otel.py OpenTelemetry.
+  django/        the Django ENGINE (threadpool_db.django): our pool where Django builds
+                 psycopg_pool's; request labels, the 503 middleware, connection_scope.
 Core
   pool.py        ConnectionPool: the lock, the idle deque, the waiters, the counters, and the
                  paths that change them, in flow order: admit, wait, grant, finish, return, undo;
-                 its lifecycle (open, close, fork) and the seams the services call.
+                 its lifecycle (open, close, fork) and the seams the services call (private names).
 Handle
-  connection.py  PooledConnection, the handle a borrower gets (dies on return), and the guarded
-                 cursors and friends that die with it. It reaches its pool through ``Owner``.
+  connection.py  PooledConnection, the handle a borrower gets (dies on return): it takes
+                 psycopg's attribute writes and hands out psycopg's own cursor, transaction and
+                 pipeline classes tied to it (other drivers' objects behind a guard), all dead
+                 after the return. It reaches its pool through ``Owner``.
 Services (own their state; each declares the Protocol it needs of the pool)
   connector.py   makes, checks, resets and closes one connection and says whether it is broken
                  (the seam for kinds of connection); the reconnect loop and its backoff
@@ -30,7 +34,8 @@ Leaves
   Protocol, the psycopg / DB-API adapters, connect-error classes), quotas.py (who is served
   next: tenant quotas, priorities), stats.py (windows and the formatting of stats, the
   observers' recorders), advisor.py (sizing from a snapshot; what the server said), errors.py
-  (the exceptions, and the words of a timeout), redact.py, pgbouncer.py.
+  (the exceptions, and the words of a timeout), commits.py (COMMIT, and a commit lost in
+  flight told apart), redact.py, pgbouncer.py.
 Test bed: embedded.py (embedded PostgreSQL, PgBouncer) and devdb.py, its command line. The
 library never imports them.
 
