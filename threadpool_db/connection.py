@@ -59,6 +59,8 @@ class Owner(Protocol):
 
 
 _SETTINGS = ("autocommit", "isolation_level", "read_only", "deferrable")
+# The order of a driver's ``settings()`` tuple (a generic driver's has autocommit only).
+SETTING_ORDER = _SETTINGS + PYTHON_SETTINGS
 
 
 def writable_names() -> tuple[str, ...]:
@@ -132,7 +134,7 @@ def _setting(name: str) -> property:
     def fget(self: PooledConnection) -> Any:
         raw = self._raw
         if raw is None:
-            raise self._dead()
+            return self._setting_at_return(name)
         return getattr(raw, name)
 
     def fset(self: PooledConnection, value: Any) -> None:
@@ -142,14 +144,19 @@ def _setting(name: str) -> property:
         self._slot.return_flags |= DIRTY  # type: ignore[union-attr]
         setattr(raw, name, value)
 
-    return property(fget, fset, doc=f"The connection's {name}; restored to the pool default on return.")
+    return property(fget, fset, doc=f"The connection's {name}; restored to the pool default on return. "
+                                    "Once returned, it reads as it was at the return.")
 
 
 class PooledConnection:
     """Made only by the pool (ConnectionPool._finish_borrow_locked, which sets ``_home``,
     ``_slot`` and ``_raw`` with no __init__ call: it is on every borrow)."""
 
-    __slots__ = ("_raw", "_slot", "_home", "_borrowed_from", "_returned_from", "_died", "_close_pending")
+    # ``__dict__``: attributes of the borrower's own (``conn.tag = ...``, a test's monkeypatch)
+    # live on the handle, as on a psycopg connection; they never reach the connection, so the
+    # next borrower cannot see them. The pool's slot writes do not go through it.
+    __slots__ = ("_raw", "_slot", "_home", "_borrowed_from", "_returned_from", "_died", "_close_pending", "_seen",
+                 "__dict__")  # fmt: skip
     # While alive: the pool. Once retired: a weak reference to it, so a handle kept after its
     # return does not keep a dropped pool (and its connections) alive. Written by the pool on
     # every borrow and return (and read by _sight.c's with-block by offset); ``_pool`` below is
@@ -166,6 +173,9 @@ class PooledConnection:
     _died: PoolError | None
     _borrowed_from: Any
     _returned_from: Any
+    # Set by the return: the settings as the borrower left them (drivers' ``settings()`` order:
+    # autocommit first), read by a dead handle as a closed psycopg connection reads its own.
+    _seen: tuple[Any, ...] | None
     # Set by close(): the pool accepts one putconn of this handle afterwards, quietly (the
     # psycopg_pool pattern conn.close(); pool.putconn(conn)). Read and cleared under the pool lock.
     _close_pending: bool
@@ -208,6 +218,18 @@ class PooledConnection:
     def _dead(self) -> ConnectionReturned:
         pool = self._owner()
         return dead_handle_error(self, pool.name if pool is not None else None)
+
+    def _setting_at_return(self, name: str) -> Any:
+        """A returned handle reads a setting as the borrower left it (a closed psycopg
+        connection reads its own so); a reclaimed or forked one raises why it died."""
+        try:  # the slot itself: an unset one must not fall through to __getattr__
+            seen = PooledConnection._seen.__get__(self)  # type: ignore[attr-defined]
+        except AttributeError:
+            seen = None
+        at = SETTING_ORDER.index(name) if name in SETTING_ORDER else len(SETTING_ORDER)
+        if seen is None or at >= len(seen):
+            raise self._dead()
+        return seen[at]
 
     @property
     def died(self) -> PoolError | None:
@@ -447,10 +469,10 @@ class PooledConnection:
 
     # The settings psycopg's connection takes writes of (autocommit ... deferrable, row_factory,
     # cursor_factory, server_cursor_factory, prepare_threshold, prepared_max): see below the
-    # class. Any other name is refused (AttributeError): a psycopg connection would keep it,
-    # but on the handle it would either die at the return (a surprise to code that sets it once)
-    # or, forwarded, leak to the next borrower; and catching it needs a __setattr__, which every
-    # slot write of the pool would pay for.
+    # class. Any other name is the borrower's own and stays on the handle (``__dict__``), as it
+    # would on a psycopg connection; it is never forwarded, so it cannot reach the next borrower.
+    # A method replaced so (a test's monkeypatch of ``conn.rollback``) is what the pool calls to
+    # roll back at the return, as psycopg_pool calls ``conn.rollback()`` (Connector.reset).
 
     # The with-block methods. These two are the reference (and the fallback); below the class,
     # the same two in C replace them when _sight.c was built.

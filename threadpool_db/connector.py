@@ -31,6 +31,7 @@ from .drivers import (
     INTRANS,
     STATUS_NAMES,
     Driver,
+    Settings,
     ValidationTimeout,
     is_fatal_sqlstate,
     make_driver,
@@ -49,6 +50,7 @@ BACKOFF_MAX_CONFIG = 10.0  # ceiling while the server refuses our configuration 
 CAUSES_KEPT = 100  # distinct connect errors remembered for "logged once per cause"
 LIFETIME_JITTER = 0.05  # each connection lives up to 5% less than max_lifetime
 BAD_RETURN_LOG_INTERVAL = 10.0  # seconds between two warnings about a returned open transaction
+DISCARDED = -1  # the key of "discarded at return" among the bad-return warnings (the others: a status)
 OUTAGE_LOG_INTERVAL = 10.0  # seconds between two warnings about the same failed-connect cause
 MIN_CHECK = 0.05  # a check always gets this long, however little time its borrower has left
 
@@ -119,7 +121,7 @@ class Connector:
         self._retry_at = 0.0  # no attempt starts before this time (the pool's clock)
         self._causes: set[str] = set()  # messages logged already since the last success
         self._outage_lines: dict[str, list[float]] = {}  # cause -> [last logged at, not logged since]
-        self._bad_returns: dict[int, list[float]] = {}  # status -> [last logged at, suppressed]
+        self._bad_returns: dict[int, list[float]] = {}  # status or DISCARDED -> [last logged at, suppressed]
         # Set while the last connect failed for a reason retrying cannot fix; read by the pool
         # without this lock, so one reference holds both halves (two fields read one after the
         # other could mix a failure's text with a later success's None): the password-free
@@ -246,6 +248,12 @@ class Connector:
         # The driver may change its status function as it connects (a _SniffingDriver becomes
         # psycopg's on its first connection): read it again, or every return would reset.
         self.status = driver.status
+        if driver.name == "psycopg":
+            # psycopg_pool's mark of a pooled connection: psycopg's Connection.__del__ does not
+            # warn about one collected open (a borrowed one whose pool is gone; the leak
+            # detector reports those that matter).
+            with contextlib.suppress(AttributeError):
+                raw._pool = None
         try:
             if self._configure is not None:
                 self._configure(raw)
@@ -334,14 +342,16 @@ class Connector:
         return delay
 
     # -- checking -----------------------------------------------------------------------------
-    def validate(self, slot: Slot, timeout: float | None = None) -> BaseException | None:
+    def validate(self, slot: Slot, timeout: float | None = None, *, sweep: bool = False) -> BaseException | None:
         """Check a connection at borrow time: None if fit, else why not, within ``timeout``
         seconds (the borrower's time left; never more than check_timeout). A connection that
         fails its check before it was ever used says more about the check (or the server)
         than about the connection: such failures in a row push the backoff like failed
         connects, so a check that always fails cannot open connections as fast as the server
-        accepts them."""
-        fresh = slot.last_used == slot.created
+        accepts them. Not in a ``sweep`` (``pool.check()``): it tests every idle connection at
+        once, so its failures tell the server's state, and the replacements' connects are what
+        pace the retries (as psycopg_pool's ``check()`` refills at once)."""
+        fresh = not sweep and slot.last_used == slot.created
         budget = self.check_timeout if timeout is None else max(MIN_CHECK, min(timeout, self.check_timeout))
         try:
             if self._check is not None:
@@ -419,7 +429,8 @@ class Connector:
 
     def reset(self, slot: Slot) -> str | None:
         """Make a returned connection fit for the next borrower, or say why it must go:
-        None (fit), ``"broken"`` or ``"reset_failed"``. Its server-side cursors are closed
+        None (fit), ``"closed"`` (by its borrower, or lost with an error the borrower saw),
+        ``"broken"`` (mid-query, or found closed) or ``"reset_failed"``. Its server-side cursors are closed
         first (WITH HOLD ones would outlive the rollback)."""
         raw, driver = slot.raw, self.driver
         if slot.named:
@@ -430,13 +441,13 @@ class Connector:
                     getattr(raw, remover)(callback)
             slot.handlers = None
         if slot.return_flags & BROKEN:
-            return "broken"
+            return "closed"
         try:
             status = driver.status(raw)
             if status == INTRANS or status == INERROR:
                 if driver.knows_status:  # a generic driver always "is" in a transaction
                     self._warn_bad_return(slot, status)
-                driver.rollback(raw)
+                self._rollback(slot)
             elif status != IDLE:  # ACTIVE (a query in flight) or UNKNOWN (broken, closed)
                 if status == ACTIVE:
                     self._warn_bad_return(slot, status)
@@ -452,9 +463,29 @@ class Connector:
                     raise PoolError(f"reset callback left the connection in a transaction ({STATUS_NAMES[st]})")
             return None
         except Exception as e:
-            logger.warning("pool %r: connection %d could not be reset, discarded: %s",
-                           self.name, slot.id, self.scrub(str(e)))  # fmt: skip
+            logger.warning("pool %r: connection %d could not be reset: %s: %s",
+                           self.name, slot.id, type(e).__name__, self.scrub(str(e)))  # fmt: skip
             return "reset_failed"
+
+    def _rollback(self, slot: Slot) -> None:
+        """End the transaction a borrower left open: through the handle's ``rollback`` when the
+        borrower replaced it (a test's monkeypatch; psycopg_pool calls ``conn.rollback()``
+        too), else the driver's. The handle is still alive here: the pool retires it after."""
+        own = getattr(slot.handle, "__dict__", None)  # the borrower's own names on the handle
+        replaced = own.get("rollback") if own else None
+        if replaced is not None:
+            replaced()
+        else:
+            self.driver.rollback(slot.raw)
+
+    def seen(self, raw: Any) -> Settings:
+        """The settings as a borrower left them (a returned handle reads them), asked before
+        the reset restores the pool's: the driver's ``settings()``; () if the driver cannot
+        read them on this connection."""
+        try:
+            return self.driver.settings(raw)
+        except Exception:
+            return ()
 
     def _close_named(self, cursors: list[Any]) -> None:
         for cur in cursors:
@@ -465,17 +496,38 @@ class Connector:
                 logger.debug("pool %r: closing a named cursor on return: %s", self.name, self.scrub(str(e)))
         cursors.clear()
 
+    def _return_line_due(self, what: int) -> int | None:
+        """At most one warning per BAD_RETURN_LOG_INTERVAL for each kind of bad return (a
+        status, or DISCARDED): how many were not logged since the last one of its kind, or
+        None when this one is not due."""
+        now = self._clock()
+        with self._lock:
+            last = self._bad_returns.setdefault(what, [-1e9, 0])
+            if now - last[0] < BAD_RETURN_LOG_INTERVAL:
+                last[1] += 1
+                return None
+            suppressed, last[0], last[1] = last[1], now, 0
+        return int(suppressed)
+
+    def warn_discarded(self, slot: Slot) -> None:
+        """A connection the return found unfit (mid-query, broken, its reset failed) is now
+        closed and gone: say so once it is (psycopg_pool's "discarding closed connection",
+        with the libpq state it shows, BAD), rate-limited like the warning that came before.
+        Not called for a connection the borrower closed, or lost with an error it saw."""
+        suppressed = self._return_line_due(DISCARDED)
+        if suppressed is None:
+            return
+        more = f"; {suppressed} more since the last warning" if suppressed else ""
+        logger.warning("pool %r: discarding connection %d, closed (BAD) at its return; a new one replaces it as "
+                       "needed%s", self.name, slot.id, more)  # fmt: skip
+
     def _warn_bad_return(self, slot: Slot, status: int) -> None:
         """A return in a transaction, in error or mid-query points at an application bug (a
         missing commit, an unread error): say so, at most once per BAD_RETURN_LOG_INTERVAL per
         state, with how many were not logged in between."""
-        now = self._clock()
-        with self._lock:
-            last = self._bad_returns.setdefault(status, [-1e9, 0])
-            if now - last[0] < BAD_RETURN_LOG_INTERVAL:
-                last[1] += 1
-                return
-            suppressed, last[0], last[1] = last[1], now, 0
+        suppressed = self._return_line_due(status)
+        if suppressed is None:
+            return
         # libpq's names for the states too (INTRANS...), as psycopg_pool's messages have them
         what = {INTRANS: "inside an open transaction (INTRANS, rolled back)",
                 INERROR: "in a failed transaction (INERROR, rolled back)",

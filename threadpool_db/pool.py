@@ -36,7 +36,7 @@ from .future import Futures
 from .housekeeper import BURST_WINDOW, Housekeeper, View
 from .leaks import LeakDetector, describe_all, held_text, holders_text
 from .quotas import TenantBook
-from .records import BROKEN, Queued, Slot, Waiter
+from .records import BROKEN, DIRTY, Queued, Slot, Waiter
 from .stats import Window
 
 logger = logging.getLogger("threadpool_db")
@@ -403,6 +403,7 @@ class ConnectionPool:
         ident = get_ident()
         # the leak detector keeps the thread too, so a report still names it after it ended
         me = _thread_of(ident) if site is not None else None
+        counted = False  # did it queue, with a wait the stats count (_wait_for_slot says)
         while True:
             handle = earlier = None
             with self._lock:
@@ -424,7 +425,7 @@ class ConnectionPool:
                     if deadline is None:
                         timeout = self.timeout if timeout is None else timeout
                         deadline = t0 + timeout
-                    slot, handle = self._wait_for_slot(deadline, timeout, tenant, priority, ident, site, me)
+                    slot, handle, counted = self._wait_for_slot(deadline, timeout, tenant, priority, ident, site, me)
                     now = self._clock()
                     if self.burst_size is not None and now - t0 > 0.0005:
                         self._housekeeper.slow_waits.append((now, now - t0))
@@ -444,7 +445,8 @@ class ConnectionPool:
                                     raise self._checks_timed_out(timeout, tenant)
                                 continue  # discarded; try again within the same deadline
                         with self._lock:
-                            handle = self._finish_borrow_locked(slot, now, ident, site, me, now - t0)
+                            waited = now - t0 if counted else 0.0
+                            handle = self._finish_borrow_locked(slot, now, ident, site, me, waited)
                     except BaseException:
                         self._put_back(slot)
                         raise
@@ -510,6 +512,8 @@ class ConnectionPool:
         if self._keep_idle or len(self._waiting) > self._cap - self._nconns:
             self._waits += 1
             self._tenants.count(tenant, "waits")
+        elif type(waiter) is Waiter:
+            waiter.counted = False
         self._grow_locked()
         if self._hk_quiet:  # the housekeeper sleeps long: waits matter to bursts and the advisor
             self._hk_quiet = False
@@ -517,9 +521,11 @@ class ConnectionPool:
         return None
 
     def _wait_for_slot(self, deadline: float, timeout: float, tenant: str | None, priority: float | None, owner: int,
-                       site: Any, thread: threading.Thread | None) -> tuple[Slot, PooledConnection | None]:  # fmt: skip
-        """Queue and wait: the slot, and its handle when the granter could finish the borrow
-        already (no validation due: this thread takes no pool lock again)."""
+                       site: Any, thread: threading.Thread | None,
+                       ) -> tuple[Slot, PooledConnection | None, bool]:  # fmt: skip
+        """Queue and wait: the slot; its handle when the granter could finish the borrow
+        already (no validation due: this thread takes no pool lock again); and whether the wait
+        counts in the stats (Waiter.counted)."""
         w = Waiter(tenant, float(priority or 0.0), self._clock(), owner, site, thread)
         earlier, stuck = None, False
         with self._lock:
@@ -530,7 +536,7 @@ class ConnectionPool:
                 # (a replacement being made, or room to grow, serves it without a return).
                 stuck = self._growing == 0 and self._nconns >= self._cap
         if got is not None:
-            return got, None
+            return got, None, False
         if earlier is not None:
             self._leaks.saw_nested(self.name, earlier, site, thread or current_thread(), stuck)  # type: ignore[union-attr]
         try:
@@ -554,7 +560,7 @@ class ConnectionPool:
                     raise self._timeout_error_locked(timeout, earlier)
         if w.error is not None:
             raise w.error
-        return w.slot, w.handle  # type: ignore[return-value]
+        return w.slot, w.handle, w.counted  # type: ignore[return-value]
 
     def _hand_over_locked(self, slot: Slot) -> None:
         """The granter: ``slot`` to the next waiter (the oldest, or quotas.py's pick), or idle.
@@ -587,7 +593,7 @@ class ConnectionPool:
         now = self._clock()
         if now > slot.check_at:
             return None
-        return self._finish_borrow_locked(slot, now, w.owner, w.site, w.thread, now - w.since)
+        return self._finish_borrow_locked(slot, now, w.owner, w.site, w.thread, now - w.since if w.counted else 0.0)
 
     def _finish_borrow_locked(self, slot: Slot, now: float, owner: int, site: Any, thread: threading.Thread | None,
                               waited: float) -> PooledConnection:  # fmt: skip
@@ -641,13 +647,17 @@ class ConnectionPool:
         now = self._clock()
         held = now - slot.borrowed_at
         self._on_release(held)
-        # Why it cannot be reused: None (it can), "broken" or "reset_failed". The common case,
-        # an idle connection with nothing to restore, costs the one status read above.
+        # Why it cannot be reused: None (it can), "closed", "broken" or "reset_failed" (see
+        # Connector.reset). The common case, an idle connection with nothing to restore, costs
+        # the one status read above.
         unreset = False  # not reset: it is to be closed (read again under the lock below)
+        # The settings as the borrower left them, for the dead handle to read: what configure
+        # left, unless the borrow wrote one (then read now, before the reset restores them).
+        seen = connector.seen(raw) if slot.return_flags & DIRTY else slot.settings
         if status == IDLE and not slot.return_flags and self._nothing_to_reset:
             unfit = None
         elif slot.return_flags & BROKEN:  # closed by conn.close(), or a fatal error: no reset
-            unfit = "broken"
+            unfit = "closed"
         elif self._closed or (not self._keep_idle and not self._waiting and len(self._idle) >= self._idle_cap):
             # A connection nobody will borrow again (the pool closed; a null pool that nobody
             # waits on) is closed without a reset, as psycopg_pool's: ``reset`` runs once per
@@ -667,6 +677,7 @@ class ConnectionPool:
             # retire the handle (PooledConnection._retire, inlined: this is the hot path)
             conn._raw = conn._slot = None
             conn._home = self._ref
+            conn._seen = seen
             conn._borrowed_from = slot.site  # what outlives the handle names them
             conn._returned_from = back
             if slot.tenant is not None:
@@ -703,6 +714,8 @@ class ConnectionPool:
             self._leaks.on_return(report, held)  # type: ignore[union-attr]
         if close:
             self._close_slot(slot)
+            if unfit == "broken" or unfit == "reset_failed":  # the borrower may not know: say so
+                connector.warn_discarded(slot)
         # A return into a closed pool is quiet, as psycopg_pool's: the connection is closed
         # (above), which is all the caller could want. Django's backend returns connections
         # into a pool it closed itself (close_pool() on a settings change).
@@ -879,12 +892,12 @@ class ConnectionPool:
         return msg
 
     # -- connection lifecycle: the connector makes them, the housekeeper retires them ---------
-    def _validate(self, slot: Slot, timeout: float | None = None) -> bool:
+    def _validate(self, slot: Slot, timeout: float | None = None, *, sweep: bool = False) -> bool:
         """Check a connection at borrow time (the connector does, within ``timeout``: the
         borrower's time left); a failed one is replaced. A check that timed out points at a
         silent link: the other idle connections due for a check are tested in the background
         (HikariCP's soft eviction) rather than lent one by one for each to time out in turn."""
-        err = self._connector.validate(slot, timeout)
+        err = self._connector.validate(slot, timeout, sweep=sweep)
         if err is None:
             return True
         logger.info("pool %r: connection %d failed validation, discarded: %s",
@@ -1157,7 +1170,7 @@ class ConnectionPool:
                     self._expired += 1
                     self._discard_locked(slot)
                 self._close_slot(slot)
-            elif self._validate(slot):
+            elif self._validate(slot, sweep=True):
                 self._put_back(slot)
 
     def drain(self, *, idle: bool = True, borrowed: bool = True) -> None:

@@ -100,7 +100,8 @@ class Waiter:
     written before the release, so a waiter that wakes sees them; a waiter that times out reads
     them again under the pool lock."""
 
-    __slots__ = ("signal", "slot", "error", "tenant", "priority", "since", "owner", "thread", "site", "handle")
+    __slots__ = ("signal", "slot", "error", "tenant", "priority", "since", "owner", "thread", "site", "handle",
+                 "counted")  # fmt: skip
 
     def __init__(self, tenant: str | None = None, priority: float = 0.0, since: float = 0.0, owner: int = 0,
                  site: Any = None, thread: threading.Thread | None = None) -> None:  # fmt: skip
@@ -117,6 +118,10 @@ class Waiter:
         self.thread = thread
         self.site = site
         self.handle: Any = None
+        # Its wait counts in the stats (requests_wait_ms): False for a null pool's borrower that
+        # a connection made for it serves (psycopg_pool's connects in the borrower's thread,
+        # unqueued). Written by the pool under its lock, at admission.
+        self.counted = True
 
     def wake(self, slot: Slot | None = None, error: PoolError | None = None, handle: Any = None) -> None:
         self.slot = slot
