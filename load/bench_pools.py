@@ -102,7 +102,7 @@ class Ours(_GetconnPeer):
     def __init__(self, url: str, size: int, autocommit: bool, timeout: float) -> None:
         from threadpool_db import ConnectionPool
 
-        self._adopt(ConnectionPool(url, min_size=size, timeout=timeout, kwargs={"autocommit": autocommit}))
+        self._adopt(ConnectionPool(url, min_size=size, timeout=timeout, kwargs={"autocommit": autocommit}, open=True))
 
 
 class OursPlain(_GetconnPeer):
@@ -113,7 +113,7 @@ class OursPlain(_GetconnPeer):
     def __init__(self, url: str, size: int, autocommit: bool, timeout: float) -> None:
         from threadpool_db import ConnectionPool
 
-        self._adopt(ConnectionPool(url, min_size=size, timeout=timeout, kwargs={"autocommit": autocommit},
+        self._adopt(ConnectionPool(url, min_size=size, timeout=timeout, kwargs={"autocommit": autocommit}, open=True,
                                    leak_threshold=None))  # fmt: skip
 
 
@@ -282,7 +282,7 @@ def otel_cycle(url: str, n: int, repeats: int) -> dict[str, float]:
     from threadpool_db.otel import instrument
 
     sdk = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    pools = {name: ConnectionPool(url, min_size=1, max_size=1, name=f"otel-{i}")
+    pools = {name: ConnectionPool(url, min_size=1, max_size=1, name=f"otel-{i}", open=True)
              for i, name in enumerate(("not instrumented", "API no-op", "SDK, a reader attached"))}  # fmt: skip
     try:
         for p in pools.values():

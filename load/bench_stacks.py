@@ -51,7 +51,7 @@ def cycle_us(pool: ConnectionPool, n: int) -> float:
 
 def measure(url: str, n: int, repeats: int, depth: int = DEPTH) -> dict[str, float]:
     pools = {
-        m: ConnectionPool(url, min_size=2, max_size=2, check="never", name=f"stk-{i}", **kw)
+        m: ConnectionPool(url, min_size=2, max_size=2, check="never", name=f"stk-{i}", open=True, **kw)
         for i, (m, kw) in enumerate(MODES.items())
     }
     try:

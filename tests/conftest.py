@@ -71,6 +71,7 @@ def make_pool(pg: Server, app_name: str) -> Iterator[Callable[..., ConnectionPoo
         if "connect" not in kw:
             kw.setdefault("conninfo", pg.url)
         wait = kw.pop("wait", True)
+        kw.setdefault("open", True)
         pool = ConnectionPool(**kw)
         pools.append(pool)
         if wait and kw.get("open", True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 
 from threadpool_db import ConnectionPool
@@ -50,6 +51,29 @@ def test_a_check_that_always_fails_does_not_storm_the_server(make_pool):
     # 131 connections in 1 s before the fix; with backoff 0.1, 0.2, 0.4 ... a handful
     assert created <= 8, f"{created} connections in {took:.1f} s"
     assert len(calls) <= 8
+
+
+def test_a_check_sweep_that_fails_brand_new_connections_refills_at_once(make_pool):
+    """``pool.check()`` tests every idle connection at once: its failures tell the server's
+    state, so they do not push the backoff (psycopg_pool's check() refills at once). Six
+    brand-new connections failing a check at borrow time would hold the last replacement back
+    0.75 s or more (BACKOFF_MAX, -25%)."""
+    failing = threading.Event()
+
+    def check(conn: object) -> None:
+        if failing.is_set():
+            raise RuntimeError("the sweep says no")
+
+    pool = make_pool(min_size=6, max_size=6, check=check)
+    t0 = time.monotonic()
+    failing.set()
+    pool.check()
+    failing.clear()
+    wait_until(lambda: len([t for t in pool.connect_attempts() if t > t0]) >= 6, what="6 replacements begun")
+    last = sorted(t for t in pool.connect_attempts() if t > t0)[5]
+    assert last - t0 < 0.5, f"the 6th replacement began {last - t0:.2f} s after the sweep"
+    pool.wait(timeout=SETTLE)
+    assert pool.stats()["check_failed"] == 6
 
 
 def test_reconnect_failed_is_called_on_time_and_each_attempt_is_logged(caplog):

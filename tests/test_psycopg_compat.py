@@ -92,12 +92,58 @@ def test_a_write_after_return_raises_the_dead_handle_error(make_pool):
         assert nxt.row_factory is not dict_row
 
 
-def test_an_unknown_name_is_refused_not_kept_or_forwarded(make_pool):
+def test_the_borrowers_own_attributes_stay_on_the_handle(make_pool):
+    """Any other name can be set, as on a psycopg connection; it lives on the handle, never on
+    the connection, so the next borrower does not see it."""
     pool = make_pool(min_size=1, max_size=1)
     with pool.connection() as conn:
-        with pytest.raises(AttributeError, match="my_state"):
-            conn.my_state = 1  # type: ignore[attr-defined]
+        conn.my_state = 1  # type: ignore[attr-defined]
+        assert conn.my_state == 1  # type: ignore[attr-defined]
         assert not hasattr(conn.driver_connection, "my_state")
+    assert conn.my_state == 1  # type: ignore[attr-defined]  # kept, as a closed psycopg connection keeps its own
+    with pool.connection() as nxt:
+        assert not hasattr(nxt, "my_state")
+
+
+def test_a_returned_handle_reads_its_settings_as_the_borrower_left_them(make_pool):
+    """As a closed psycopg connection reads its own (psycopg_pool's tests read
+    ``conn.autocommit`` after the pool closed); the next borrower still gets configure's."""
+    pool = make_pool(min_size=1, max_size=1, configure=lambda raw: setattr(raw, "row_factory", dict_row))
+    with pool.connection() as conn:
+        pass
+    assert conn.row_factory is dict_row and conn.autocommit is False  # nothing written: configure's
+    with pool.connection() as conn:
+        for name, value in NEW_VALUES.items():
+            setattr(conn, name, value)
+    for name, value in NEW_VALUES.items():
+        assert getattr(conn, name) == value, name
+    with pytest.raises(ConnectionReturned):
+        conn.autocommit = False  # reading is all a returned handle allows
+    with pool.connection() as nxt:
+        assert nxt.autocommit is False and nxt.row_factory is dict_row and nxt.prepared_max != 7
+
+
+def test_a_rollback_replaced_on_the_handle_is_the_one_the_return_calls(make_pool, monkeypatch):
+    """psycopg_pool ends a returned transaction with ``conn.rollback()``: a test that patches it
+    (here, to make it fail) sees the pool call it, and a failed rollback discards the connection."""
+    pool = make_pool(min_size=1, max_size=1)
+    conn = pool.getconn()
+    pid = conn.info.backend_pid
+    calls = []
+    original = conn.rollback
+
+    def failing_rollback() -> None:
+        calls.append(pid)
+        conn.pgconn.finish()
+        original()
+
+    monkeypatch.setattr(conn, "rollback", failing_rollback)
+    conn.execute("SELECT 1")  # a transaction left open
+    pool.putconn(conn)
+    assert calls == [pid]
+    assert pool.stats()["reset_failed"] == 1
+    with pool.connection() as nxt:
+        assert nxt.info.backend_pid != pid
 
 
 def test_pool_is_the_pool_while_borrowed_and_after_return_never_a_weak_reference(dsn, app_name):

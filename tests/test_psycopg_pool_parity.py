@@ -3,9 +3,11 @@ against the real server."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import threading
+import warnings
 
 import psycopg
 import pytest
@@ -92,6 +94,46 @@ def test_the_bad_return_warnings_name_libpqs_state(make_pool, caplog):
     assert any("INTRANS" in r.getMessage() and "rolled back" in r.getMessage() for r in caplog.records)
     with pool.connection() as conn:
         assert conn.info.transaction_status == 0  # IDLE: rolled back
+
+
+def test_a_connection_discarded_at_its_return_is_warned_of_after_what_was_wrong(make_pool, caplog):
+    """psycopg_pool's two lines for a return mid-query: the state (ACTIVE), then the discard of
+    the closed connection (BAD). A connection its borrower closed is not warned of."""
+    pool = make_pool(min_size=1, max_size=1)
+    with caplog.at_level(logging.WARNING, logger="threadpool_db"):
+        conn = pool.getconn()
+        conn.pgconn.exec_(b"COPY (SELECT 1) TO STDOUT")  # a query still running
+        pool.putconn(conn)
+        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(lines) == 2 and "ACTIVE" in lines[0] and "BAD" in lines[1], lines
+        caplog.clear()
+        with pool.connection() as conn:
+            conn.close()
+        assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_lent_connection_collected_after_its_pool_closed_does_not_warn(dsn, app_name):
+    """psycopg_pool marks its connections (``_pool``) so psycopg's ``__del__`` does not warn of
+    one collected open; ours are marked too (psycopg_pool's test_putconn_wrong_pool)."""
+    pool = ConnectionPool(dsn, min_size=1, max_size=1, kwargs={"application_name": app_name})
+    conn = pool.getconn()
+    pool.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del conn, pool
+        gc.collect()
+    assert not [str(w.message) for w in caught if "deleted while still open" in str(w.message)]
+
+
+def test_a_null_pool_borrow_served_by_a_connection_made_for_it_waits_zero(dsn, app_name):
+    """requests_wait_ms is time spent queueing, as psycopg_pool's: its null pool connects in the
+    borrower's thread, unqueued; ours connects in a worker, and that is no wait either."""
+    with NullConnectionPool(dsn, max_size=2, kwargs={"application_name": app_name}) as pool:
+        for _ in range(3):
+            with pool.connection():
+                pass
+        stats = pool.get_stats()
+        assert stats["requests_num"] == 3 and stats.get("requests_wait_ms", 0) == 0, stats
 
 
 def test_a_borrow_that_timed_out_counts_its_wait_in_requests_wait_ms(make_pool):
@@ -235,6 +277,33 @@ def test_connections_num_counts_a_connect_as_it_begins(dsn):
     finally:
         release.set()
         pool.close()
+
+
+def test_open_left_to_its_default_warns_on_the_first_borrow_as_psycopg_pools(dsn, app_name):
+    """psycopg_pool's default for ``open`` is to become False, and ours follows it: a pool that
+    opened because ``open`` was not given warns once, on its first borrow; one given ``open``,
+    or entered as a with block, does not."""
+    kwargs = {"application_name": app_name}
+    for cls in (ConnectionPool, NullConnectionPool):
+        with pytest.warns(DeprecationWarning, match="'open' parameter will become 'False'"):
+            pool = cls(dsn, kwargs=kwargs)
+            try:
+                with pool.connection():
+                    pass
+            finally:
+                pool.close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            for pool in (cls(dsn, kwargs=kwargs, open=True), cls(dsn, kwargs=kwargs, open=False)):
+                pool.open()
+                try:
+                    with pool.connection():
+                        pass
+                finally:
+                    pool.close()
+            with cls(dsn, kwargs=kwargs) as pool:
+                with pool.connection():
+                    pass
 
 
 def test_defaults_are_psycopg_pools(dsn):

@@ -144,8 +144,8 @@ def _setting(name: str) -> property:
         self._slot.return_flags |= DIRTY  # type: ignore[union-attr]
         setattr(raw, name, value)
 
-    return property(fget, fset, doc=f"The connection's {name}; restored to the pool default on return. "
-                                    "Once returned, it reads as it was at the return.")
+    doc = f"The connection's {name}; restored to the pool default on return, and read as left once returned."
+    return property(fget, fset, doc=doc)
 
 
 class PooledConnection:

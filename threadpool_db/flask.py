@@ -81,7 +81,7 @@ class _State:
         if pool is None:
             with self._lock:
                 if self._pool is None:
-                    self._pool = ConnectionPool(name=self.name, **self.options)
+                    self._pool = ConnectionPool(name=self.name, open=True, **self.options)
                 pool = self._pool
         return pool
 

@@ -18,6 +18,7 @@ import math
 import os
 import threading
 import time
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -99,7 +100,7 @@ class ConnectionPool:
         network_timeout: float | None = NETWORK_TIMEOUT,
         num_workers: int = 3,
         name: str | None = None,
-        open: bool | None = True,
+        open: bool | None = None,
         close_returns: bool = False,
         # leak detection
         leak_threshold: float | None = 60.0,
@@ -178,7 +179,10 @@ class ConnectionPool:
         self._closed = False
         self._server_facts = advisor.ServerFacts()  # what the server said of its limits (its own lock)
         forking.register(self, self._before_fork, self._after_fork_child, self._after_fork_parent)
-        if open is None or open:  # psycopg_pool's None means "open now" too
+        # psycopg_pool's None: open now, and warn on the first borrow unless a with block
+        # entered the pool (its default is to become False; ours follows it)
+        self._open_implicit = open is None
+        if open is None or open:
             self.open()
 
     def _init_state(self) -> None:
@@ -359,9 +363,20 @@ class ConnectionPool:
         return self._closed or not self._opened
 
     def __enter__(self) -> ConnectionPool:
+        self._open_implicit = False  # a with block says when the pool opens and closes
         if not self._opened:
             self.open()
         return self
+
+    def _warn_open_implicit(self) -> None:
+        """psycopg_pool's deprecation, word for word in substance: ``open`` will default to
+        False. Once per pool, on its first borrow (a with block clears it first)."""
+        self._open_implicit = False
+        cls = type(self).__name__
+        msg = (f"the default for the {cls} 'open' parameter will become 'False' in a future release, as "
+               f"psycopg_pool's: pass open=True (or open=False and call open()) explicitly, or use the pool as a "
+               f"context manager: `with {cls}(...) as pool: ...`")  # fmt: skip
+        warnings.warn(msg, DeprecationWarning, stacklevel=3)
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
@@ -395,6 +410,8 @@ class ConnectionPool:
         (by priority first, when priorities are used). ``tenant`` counts against its quota.
         ``connection()`` is the same call, for a ``with`` block: commit on success, roll back
         on error, and give it back in both cases (the handle's ``__exit__``)."""
+        if self._open_implicit:
+            self._warn_open_implicit()
         t0 = now = self._clock()
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be >= 0, got {timeout!r}")

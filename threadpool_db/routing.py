@@ -1,8 +1,8 @@
 """Read/write split over a primary pool and replica pools.
 
 ```python
-primary = ConnectionPool(primary_dsn, max_size=8, name="primary")
-replicas = [ConnectionPool(dsn, max_size=8, name=f"replica-{i}") for i, dsn in enumerate(replica_dsns)]
+primary = ConnectionPool(primary_dsn, max_size=8, name="primary", open=True)
+replicas = [ConnectionPool(dsn, max_size=8, name=f"replica-{i}", open=True) for i, dsn in enumerate(replica_dsns)]
 db = RoutingPool(primary, replicas, read_your_writes=2.0)
 
 with db.connection() as conn:                 # writes: the primary

@@ -148,7 +148,7 @@ class FairQueuePool(Pool):
         # Lifetimes, idle limits and checks are SQLAlchemy's (recycle, pre-ping): the core's are off.
         wait = math.inf if timeout is None else timeout  # None: QueuePool waits as long as it takes
         self._core = _Core(pool_size, use_lifo, driver=_Records(self), min_size=0, max_size=cap, timeout=wait,
-                           max_lifetime=math.inf, max_idle=math.inf, check="never", num_workers=1,
+                           max_lifetime=math.inf, max_idle=math.inf, check="never", num_workers=1, open=True,
                            framework_dirs=_framework_dirs(),
                            **{**self._ours, "name": name or f"sqlalchemy-{id(self):x}"})  # fmt: skip
 

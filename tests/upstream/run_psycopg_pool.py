@@ -69,24 +69,9 @@ LEFT_OUT = {
 # known and not fixed yet. Printed next to the failure; each still counts as failing.
 KNOWN = {
     "test_pool.py::test_closed_putconn": "on purpose: a returned handle reads closed (issue 32 item 4)",
-    "test_pool.py::test_generic_connection_type": "on purpose: reads conn.autocommit after the return",
-    "test_pool.py::test_non_generic_connection_type": "on purpose: reads conn.autocommit after the return",
-    "test_pool_null.py::test_generic_connection_type": "on purpose: reads conn.autocommit after the return",
-    "test_pool_null.py::test_non_generic_connection_type": "on purpose: reads conn.autocommit after the return",
-    "test_pool.py::test_fail_rollback_close": "the handle refuses a method write (monkeypatched conn.rollback)",
-    "test_pool_null.py::test_fail_rollback_close": "the handle refuses a method write (monkeypatched conn.rollback)",
     "test_pool.py::test_uniform_use": "on purpose: LIFO idle order; and id(conn) is a new handle per borrow",
     "test_pool.py::test_max_lifetime": "on purpose: an idle connection is retired as its lifetime ends",
     "test_pool.py::test_grow": "on purpose: one connect per waiter (up to num_workers), not one at a time",
-    "test_pool_common.py::test_create_warning": "on purpose: no DeprecationWarning when open is not given",
-    "test_pool.py::test_active_close": "on purpose: one WARNING for a return mid-query, not two",
-    "test_pool_null.py::test_active_close": "on purpose: one WARNING for a return mid-query, not two",
-    "test_pool.py::test_stats_connect": "on purpose: fresh connections failing their check push the backoff",
-    "test_pool_common.py::test_stats_usage": "[Null]: a borrower's wait includes the connect made for it",
-    "test_pool.py::test_del_no_warning": "a connection never returned to a closed pool is collected open "
-    "(ResourceWarning, from an earlier test's leak)",
-    "test_pool_common.py::test_putconn_wrong_pool": "[Null]: a connection never returned to a closed pool is "
-    "collected open (ResourceWarning)",
 }
 
 # -- the pytest plugin (this module, loaded with -p inside PSYCOPG_SRC) ----------------------
