@@ -1,6 +1,7 @@
 """The reconnect backoff, in one place (threadpool_db/connector.py owns it): failed connects are
 retried at an exponential pace, one backoff per pool shared by its creator threads; a check
-that always fails on brand-new connections pushes it too, so it cannot storm the server;
+that always fails on brand-new connections pushes it too, so it cannot storm the server (a
+``check()`` sweep does not: its failures tell the server's state);
 reconnect_timeout gives up on time and each attempt is logged; errors back off, then recover.
 
 One more backoff test needs a server of its own and stays with the fault tests:
@@ -12,6 +13,8 @@ import itertools
 import logging
 import threading
 import time
+
+import psycopg
 
 from threadpool_db import ConnectionPool
 from threadpool_db.embedded import free_port as _closed_port  # as tests/test_dropin.py names it
@@ -53,27 +56,36 @@ def test_a_check_that_always_fails_does_not_storm_the_server(make_pool):
     assert len(calls) <= 8
 
 
-def test_a_check_sweep_that_fails_brand_new_connections_refills_at_once(make_pool):
+def test_a_check_sweep_of_brand_new_connections_does_not_hold_back_their_replacements(dsn):
     """``pool.check()`` tests every idle connection at once: its failures tell the server's
-    state, so they do not push the backoff (psycopg_pool's check() refills at once). Six
-    brand-new connections failing a check at borrow time would hold the last replacement back
-    0.75 s or more (BACKOFF_MAX, -25%)."""
-    failing = threading.Event()
+    state, so they do not push the backoff; the replacements' own connects pace the retries
+    (psycopg_pool's check() starts them at once). Six brand-new connections failing a check at
+    borrow time would hold every connect after the first back 0.75 s or more (BACKOFF_MAX,
+    -25%); here the server is gone, so the second attempt follows the first's backoff, 0.1 s."""
+    gone = threading.Event()
+
+    def connect() -> psycopg.Connection:
+        if gone.is_set():
+            raise psycopg.OperationalError("the server is gone (test)")
+        return psycopg.connect(dsn)
 
     def check(conn: object) -> None:
-        if failing.is_set():
-            raise RuntimeError("the sweep says no")
+        if gone.is_set():
+            raise psycopg.OperationalError("the server is gone (test)")
 
-    pool = make_pool(min_size=6, max_size=6, check=check)
-    t0 = time.monotonic()
-    failing.set()
-    pool.check()
-    failing.clear()
-    wait_until(lambda: len([t for t in pool.connect_attempts() if t > t0]) >= 6, what="6 replacements begun")
-    last = sorted(t for t in pool.connect_attempts() if t > t0)[5]
-    assert last - t0 < 0.5, f"the 6th replacement began {last - t0:.2f} s after the sweep"
-    pool.wait(timeout=SETTLE)
-    assert pool.stats()["check_failed"] == 6
+    pool = ConnectionPool(connect=connect, check=check, min_size=6, max_size=6, num_workers=1, open=True,
+                          name="sweep")  # fmt: skip
+    try:
+        pool.wait(timeout=SETTLE)
+        gone.set()
+        pool.check()
+        swept = time.monotonic()
+        wait_until(lambda: len([t for t in pool.connect_attempts() if t > swept]) >= 2, what="2 reconnects")
+        second = sorted(t for t in pool.connect_attempts() if t > swept)[1]
+        assert second - swept < 0.5, f"the second reconnect began {second - swept:.2f} s after the sweep"
+        assert pool.stats()["check_failed"] == 6
+    finally:
+        pool.close()
 
 
 def test_reconnect_failed_is_called_on_time_and_each_attempt_is_logged(caplog):
