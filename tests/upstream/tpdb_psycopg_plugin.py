@@ -49,7 +49,7 @@ def _pool_for(dsn: str, conn_cls: type) -> Any:
     key = (dsn, conn_cls)
     if key not in _pools:
         _pools[key] = ConnectionPool(dsn, min_size=1, max_size=4, connection_class=conn_cls, name="psycopg-suite",
-                                     reset=_fresh_session)  # fmt: skip
+                                     reset=_fresh_session, open=True)  # fmt: skip
     return _pools[key]
 
 
