@@ -311,3 +311,36 @@ def test_many_threads_over_a_failing_factory_never_share_a_connection():
         assert s["in_use"] == 0 and s["size"] <= 4 and s["discarded_broken"] > 0
     finally:
         pool.close()
+
+
+def test_a_borrow_is_recorded_alike_on_the_fast_path_and_after_a_wait():
+    """getconn's fast path finishes a borrow inline; a waiter's borrow is finished by
+    ``_finish_borrow_locked``. Both must leave the same record: the borrower's thread and line
+    in ``borrowed()`` (and so in leak reports), a live handle of this pool, one borrow counted."""
+    pool = ConnectionPool(connect=Factory(), min_size=1, max_size=1, check="never", open=True, name="alike")
+    records: dict[str, dict[str, object]] = {}
+    handles: dict[str, object] = {}
+
+    def borrow(how: str) -> None:
+        handles[how] = pool.getconn(timeout=SETTLE)  # the line both records must name
+        (records[how],) = [r for r in pool.borrowed() if r["thread_name"] == threading.current_thread().name]
+
+    try:
+        pool.wait(SETTLE)
+        borrow("fast")  # an idle connection, nobody queued: the fast path
+        t = threading.Thread(target=borrow, args=("waited",), name="waiter", daemon=True)
+        t.start()
+        wait_until(lambda: pool.stats()["waiting"] == 1, what="the waiter queued")
+        pool.putconn(handles["fast"])  # type: ignore[arg-type]
+        t.join(SETTLE)
+        assert not t.is_alive()
+        fast, waited = records["fast"], records["waited"]
+        assert fast["borrow_site"] == waited["borrow_site"] and "test_invariants.py" in str(fast["borrow_site"])
+        assert (fast["thread_name"], waited["thread_name"]) == (threading.current_thread().name, "waiter")
+        assert fast["thread_ident"] == threading.get_ident() and waited["thread_ident"] == t.ident
+        assert fast["connection_id"] == waited["connection_id"]
+        assert handles["waited"] in pool and handles["fast"] not in pool
+        assert pool.stats()["borrows"] == 2
+        pool.putconn(handles["waited"])  # type: ignore[arg-type]
+    finally:
+        pool.close()
