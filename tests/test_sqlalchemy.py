@@ -177,6 +177,20 @@ def test_dispose_and_recreate_keep_the_class_options_and_listeners(engines):
     assert seen["checkout"] == 2  # the listeners came along
 
 
+def test_default_core_names_stay_unique_as_pools_come_and_go():
+    """A FairQueuePool given no name gets one its logs, leak reports and metrics can tell apart
+    from every other in the process, a recreated pool's predecessor included: not one made of
+    an id(), which Python reuses once the object is gone."""
+    names = []
+    for _ in range(20):
+        pool = FairQueuePool(lambda: None, pool_size=1)
+        names.append(pool.core.name)
+        pool.core.close()
+        del pool
+        gc.collect()
+    assert len(set(names)) == len(names), names
+
+
 def test_a_recreated_pool_stays_usable_and_closes_what_comes_back(engines, pg, app_name):
     """As QueuePool: SQLAlchemy may still check out of a pool it recreated. A connection that was
     out across engine.dispose() closes as it comes back; a new checkout of the old pool works;

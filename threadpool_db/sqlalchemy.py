@@ -22,6 +22,7 @@ connections close, and the rest as they come back).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import weakref
@@ -39,6 +40,9 @@ from .errors import PoolTimeout
 from .pool import ConnectionPool
 
 _SQLALCHEMY_DIR = os.path.dirname(os.path.abspath(sqlalchemy.__file__)) + os.sep
+# The default core names, sqlalchemy-1, sqlalchemy-2 ...: unique in the process, where an id()
+# is reused once its pool is gone (a recreate() would then log and export under the old name).
+_core_numbers = itertools.count(1)
 
 
 def _framework_dirs() -> tuple[str, ...]:
@@ -150,7 +154,7 @@ class FairQueuePool(Pool):
         self._core = _Core(pool_size, use_lifo, driver=_Records(self), min_size=0, max_size=cap, timeout=wait,
                            max_lifetime=math.inf, max_idle=math.inf, check="never", num_workers=1, open=True,
                            framework_dirs=_framework_dirs(),
-                           **{**self._ours, "name": name or f"sqlalchemy-{id(self):x}"})  # fmt: skip
+                           **{**self._ours, "name": name or f"sqlalchemy-{next(_core_numbers)}"})  # fmt: skip
 
     @property
     def core(self) -> ConnectionPool:
