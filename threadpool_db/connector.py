@@ -248,12 +248,6 @@ class Connector:
         # The driver may change its status function as it connects (a _SniffingDriver becomes
         # psycopg's on its first connection): read it again, or every return would reset.
         self.status = driver.status
-        if driver.name == "psycopg":
-            # psycopg_pool's mark of a pooled connection: psycopg's Connection.__del__ does not
-            # warn about one collected open (a borrowed one whose pool is gone; the leak
-            # detector reports those that matter).
-            with contextlib.suppress(AttributeError):
-                raw._pool = None
         try:
             if self._configure is not None:
                 self._configure(raw)
@@ -429,9 +423,10 @@ class Connector:
 
     def reset(self, slot: Slot) -> str | None:
         """Make a returned connection fit for the next borrower, or say why it must go:
-        None (fit), ``"closed"`` (by its borrower, or lost with an error the borrower saw),
-        ``"broken"`` (mid-query, or found closed) or ``"reset_failed"``. Its server-side cursors are closed
-        first (WITH HOLD ones would outlive the rollback)."""
+        None (fit), ``"broken"`` (mid-query, or found closed) or ``"reset_failed"``. Not asked of
+        a connection its borrower closed or lost with an error it saw (BROKEN: the pool closes
+        those without a reset). Its server-side cursors are closed first (WITH HOLD ones would
+        outlive the rollback)."""
         raw, driver = slot.raw, self.driver
         if slot.named:
             self._close_named(slot.named)
@@ -440,8 +435,6 @@ class Connector:
                 with contextlib.suppress(ValueError):  # removed by the borrower already
                     getattr(raw, remover)(callback)
             slot.handlers = None
-        if slot.return_flags & BROKEN:
-            return "closed"
         try:
             status = driver.status(raw)
             if status == INTRANS or status == INERROR:

@@ -9,6 +9,7 @@ adapter knows nothing of transactions, so it rolls back on every return, as SQLA
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import os
@@ -126,7 +127,11 @@ class DbapiDriver:
         self._connect = connect
 
     def connect(self) -> Any:
-        return self._connect()
+        return self.adopt(self._connect())
+
+    def adopt(self, raw: Any) -> Any:
+        """Make a new connection the pool's (nothing to do for a generic driver)."""
+        return raw
 
     def settings(self, raw: Any) -> Settings:
         """A snapshot of the session settings a borrower may change, to restore on return."""
@@ -178,6 +183,14 @@ class PsycopgDriver(DbapiDriver):
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         super().__init__(connect)
+
+    def adopt(self, raw: Any) -> Any:
+        """psycopg_pool's mark of a pooled connection (``_pool``): psycopg's
+        ``Connection.__del__`` does not warn about one collected open (a borrowed one whose pool
+        is gone; the leak detector reports those that matter)."""
+        with contextlib.suppress(AttributeError):  # a connection_class with __slots__
+            raw._pool = None
+        return raw
 
     def settings(self, raw: Any) -> Settings:
         """The session settings, then the Python-side ones (PYTHON_SETTINGS), then a copy of its
@@ -362,8 +375,8 @@ def _names_connect_timeout(conninfo: str | None) -> bool:
 
 
 _ADAPTER_API = (
-    "knows_status", "settings", "restore", "restore_adapters", "status", "rollback", "validate", "close", "abort",
-    "backend_pid",
+    "knows_status", "adopt", "settings", "restore", "restore_adapters", "status", "rollback", "validate", "close",
+    "abort", "backend_pid",
 )  # fmt: skip
 
 
@@ -382,7 +395,7 @@ class _SniffingDriver(DbapiDriver):
             self.name = self._impl.name
             for attr in _ADAPTER_API:
                 setattr(self, attr, getattr(self._impl, attr))
-        return raw
+        return self.adopt(raw)
 
 
 def _is_psycopg3(raw: Any) -> bool:

@@ -70,6 +70,7 @@ class ConnectionPool:
     _keep_idle = True  # False in NullConnectionPool: a return with nobody waiting closes
     _idle_cap = 0  # with _keep_idle False, how many may rest idle (QueuePool's pool_size)
     _fifo_idle = False  # lend the longest-idle first (SQLAlchemy's default), not the warmest
+    _default_name = "pool"  # a pool given no name is "<this>-N", N unique in the process
 
     def __class_getitem__(cls, item: Any) -> type[ConnectionPool]:
         return cls  # psycopg_pool's is generic: ConnectionPool[Connection[DictRow]] keeps working
@@ -136,7 +137,7 @@ class ConnectionPool:
         self.burst_size = cfg.burst.size
         self.burst_wait_threshold = cfg.burst.wait_threshold
         self.burst_lifetime = cfg.burst.lifetime
-        self.name = cfg.connection.name or f"pool-{next(_pool_ids)}"
+        self.name = cfg.connection.name or f"{self._default_name}-{next(_pool_ids)}"
         self.min_size = cfg.sizing.min_size
         self._max_size = cfg.sizing.max_size  # UNLIMITED in a null pool without a cap (max_size reads 0)
         self.timeout = cfg.sizing.timeout

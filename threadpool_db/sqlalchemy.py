@@ -22,7 +22,6 @@ connections close, and the rest as they come back).
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import weakref
@@ -40,9 +39,6 @@ from .errors import PoolTimeout
 from .pool import ConnectionPool
 
 _SQLALCHEMY_DIR = os.path.dirname(os.path.abspath(sqlalchemy.__file__)) + os.sep
-# The default core names, sqlalchemy-1, sqlalchemy-2 ...: unique in the process, where an id()
-# is reused once its pool is gone (a recreate() would then log and export under the old name).
-_core_numbers = itertools.count(1)
 
 
 def _framework_dirs() -> tuple[str, ...]:
@@ -111,6 +107,9 @@ class _Core(ConnectionPool):
     unless use_lifo, and made on demand (min_size 0)."""
 
     _keep_idle = False
+    # unnamed: sqlalchemy-1, sqlalchemy-2 ... (never an id(), which Python reuses once a pool
+    # is gone: a recreate() would then log and export under its predecessor's name)
+    _default_name = "sqlalchemy"
 
     def __init__(self, pool_size: int, use_lifo: bool, **kwargs: Any) -> None:
         self._idle_cap = pool_size if pool_size > 0 else UNLIMITED
@@ -154,7 +153,7 @@ class FairQueuePool(Pool):
         self._core = _Core(pool_size, use_lifo, driver=_Records(self), min_size=0, max_size=cap, timeout=wait,
                            max_lifetime=math.inf, max_idle=math.inf, check="never", num_workers=1, open=True,
                            framework_dirs=_framework_dirs(),
-                           **{**self._ours, "name": name or f"sqlalchemy-{next(_core_numbers)}"})  # fmt: skip
+                           **self._ours)  # fmt: skip
 
     @property
     def core(self) -> ConnectionPool:
